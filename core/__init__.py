@@ -1,0 +1,1 @@
+"""Core runtime pieces: settings, database, the LLM seam, forges and the graph runtime."""

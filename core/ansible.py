@@ -1,0 +1,147 @@
+"""Run the repo's Ansible playbooks through ansible-runner, off the event loop.
+
+Extravars are passed to ansible-runner but never logged nor copied into a result summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+PLAYBOOK_DIR: Path = Path(__file__).resolve().parent.parent / "playbooks"
+_MAX_DETAIL = 1500
+
+
+@dataclass(frozen=True)
+class PlaybookResult:
+    """Outcome of one playbook run: runner status, return code, short human summary and per-host stats."""
+
+    status: str
+    rc: int
+    summary: str
+    stats: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        """True when the run finished successfully with rc 0."""
+        return self.status == "successful" and self.rc == 0
+
+
+def inventory_for(
+    *, name: str, address: str, connection: str, ssh_port: int = 22, ssh_user: str = "root"
+) -> dict[str, Any]:
+    """Build an ansible-runner inventory with a single host in the group ``targets``.
+
+    Args:
+        name: Inventory host name.
+        address: Host address (ignored for ``local``).
+        connection: ``"local"`` (run on this machine with this interpreter) or ``"ssh"``.
+        ssh_port: SSH port, for ``ssh`` only.
+        ssh_user: SSH user, for ``ssh`` only.
+
+    Returns:
+        The inventory dict, ready for ``ansible_runner.run(inventory=...)``.
+
+    Raises:
+        ValueError: Unknown connection type.
+    """
+    if connection == "local":
+        host: dict[str, Any] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    elif connection == "ssh":
+        host = {"ansible_host": address, "ansible_port": ssh_port, "ansible_user": ssh_user}
+    else:
+        raise ValueError(f"unknown connection {connection!r} (expected 'local' or 'ssh')")
+    return {"all": {"children": {"targets": {"hosts": {name: host}}}}}
+
+
+def _stats_line(stats: dict[str, Any]) -> str:
+    def total(key: str) -> int:
+        return sum((stats.get(key) or {}).values())
+
+    return (
+        f"ok={total('ok')} changed={total('changed')} failed={total('failures')} "
+        f"unreachable={total('dark')} skipped={total('skipped')}"
+    )
+
+
+def _failure_detail(events: list[dict[str, Any]]) -> str | None:
+    """Describe the last failed/unreachable task from the runner events, or None if there is none."""
+    failed = [e for e in events if e.get("event") in ("runner_on_failed", "runner_on_unreachable")]
+    if not failed:
+        return None
+    data = failed[-1].get("event_data") or {}
+    res = data.get("res") or {}
+    parts = [str(res[k]).strip() for k in ("msg", "stderr", "stdout") if res.get(k)]
+    detail = "\n".join(parts) or "no message"
+    if len(detail) > _MAX_DETAIL:
+        detail = detail[:_MAX_DETAIL] + "... [truncated]"
+    kind = "unreachable" if failed[-1].get("event") == "runner_on_unreachable" else "failed"
+    return f"task '{data.get('task', '?')}' on {data.get('host', '?')} {kind}: {detail}"
+
+
+async def run_playbook(
+    playbook: str, *, inventory: dict[str, Any], extravars: dict[str, Any], work_root: Path, timeout_s: float
+) -> PlaybookResult:
+    """Run ``PLAYBOOK_DIR / playbook`` with ansible-runner in a worker thread.
+
+    Each run gets a fresh private data dir under ``work_root`` (so concurrent runs do not collide).
+    It is removed after a successful run and kept on any other outcome for inspection; note that it
+    then holds the inventory and the extravars as written by ansible-runner (``env/extravars``).
+
+    Args:
+        playbook: File name inside ``PLAYBOOK_DIR``, e.g. ``"deploy.yml"``.
+        inventory: Inventory dict, see ``inventory_for``.
+        extravars: Playbook variables; never logged nor put into the summary.
+        work_root: Parent directory for the private data dirs (created if missing).
+        timeout_s: Whole-run timeout in seconds (rounded up to at least 1 s).
+
+    Returns:
+        A ``PlaybookResult``; status is ``"successful"``, ``"failed"``, ``"timeout"`` or ``"canceled"``.
+
+    Raises:
+        FileNotFoundError: The playbook does not exist.
+    """
+    path = PLAYBOOK_DIR / playbook
+    if not path.is_file():
+        raise FileNotFoundError(f"playbook not found: {path}")
+    work_root.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(tempfile.mkdtemp(prefix=f"{path.stem}-", dir=work_root))
+    venv_bin = str(Path(sys.executable).parent)
+    envvars = {
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+    }
+    timeout = max(1, int(timeout_s + 0.999))
+    runner = await asyncio.to_thread(
+        ansible_runner.run,
+        private_data_dir=str(data_dir),
+        playbook=str(path),
+        inventory=inventory,
+        extravars=extravars,
+        envvars=envvars,
+        quiet=True,
+        timeout=timeout,
+    )
+    status = str(runner.status)
+    rc = runner.rc if isinstance(runner.rc, int) else -1
+    stats: dict[str, Any] = dict(runner.stats or {})
+    if status == "timeout":
+        summary = f"{playbook} timed out after {timeout}s (artifacts kept in {data_dir})"
+    elif status == "successful" and rc == 0:
+        summary = _stats_line(stats)
+    else:
+        detail = _failure_detail(list(runner.events)) or f"{playbook} ended with status {status}, rc {rc}"
+        summary = f"{detail}\n{_stats_line(stats)} (artifacts kept in {data_dir})"
+    if status == "successful" and rc == 0:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return PlaybookResult(status=status, rc=rc, summary=summary, stats=stats)

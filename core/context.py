@@ -1,0 +1,21 @@
+"""The per-run ``Context`` (LangGraph ``context_schema``): everything a node needs, none of it checkpointed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.db import Database
+from core.forge.base import Forge
+from core.llm import LLM
+from core.settings import Settings
+
+
+@dataclass(frozen=True)
+class Context:
+    """Passed on every ``astream``/``ainvoke`` (and again on resume); read in nodes via ``Runtime[Context]``."""
+
+    settings: Settings
+    db: Database
+    llm: LLM
+    forge: Forge
+    thread_id: str

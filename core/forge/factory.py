@@ -1,0 +1,17 @@
+"""Pick the forge the settings ask for."""
+
+from __future__ import annotations
+
+from core.forge.base import Forge
+from core.forge.local import LocalForge
+from core.settings import Settings
+
+
+def make_forge(settings: Settings) -> Forge:
+    """GitHub when ``ORCH_GITHUB_TOKEN`` and ``ORCH_GITHUB_ORG`` are set, else the local forge in the data dir."""
+    if settings.github_token and settings.github_org:
+        from core.forge.github import GitHubForge
+
+        return GitHubForge(token=settings.github_token.get_secret_value(), org=settings.github_org,
+                           base_url=settings.github_base_url, retries=settings.github_retries)
+    return LocalForge(settings.data_dir / "forge")

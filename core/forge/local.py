@@ -1,0 +1,79 @@
+"""A local forge: bare git repositories under ``<data_dir>/forge``, the embedded default.
+
+It stands in for GitHub with the same contract: numeric immutable ids, an initial commit on ``main`` (like
+GitHub's ``auto_init``), clone URLs that real git uses.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from pathlib import Path
+
+from core.forge.base import ForgeError, RepoInfo
+from core.gitops import run_git
+from models.names import validate_slug
+
+README = "# {name}\n\n{description}\n"
+
+
+class LocalForge:
+    """Bare repos in ``root/<name>.git``; ids from ``root/registry.json`` under an exclusive file lock."""
+
+    kind = "local"
+
+    def __init__(self, root: Path, org: str = "local") -> None:
+        self.root = root.resolve()
+        self.org = org
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        return self.root / f"{validate_slug(name)}.git"
+
+    def _info(self, name: str, repo_id: int) -> RepoInfo:
+        path = self._path(name)
+        return RepoInfo(
+            id=repo_id,
+            name=name,
+            full_name=f"{self.org}/{name}",
+            html_url=path.as_uri(),
+            clone_url=str(path),
+            default_branch="main",
+        )
+
+    def _registry(self) -> dict[str, int]:
+        reg = self.root / "registry.json"
+        return json.loads(reg.read_text()) if reg.exists() else {}
+
+    def get_repo(self, name: str) -> RepoInfo | None:
+        """Return the repository or None; a registry entry whose directory is gone counts as gone."""
+        repo_id = self._registry().get(name)
+        if repo_id is None or not self._path(name).exists():
+            return None
+        return self._info(name, repo_id)
+
+    def create_repo(self, name: str, description: str) -> RepoInfo:
+        """Create a bare repo with an initial README commit on ``main`` and a new id.
+
+        Raises:
+            ForgeError: the repository exists already.
+        """
+        path = self._path(name)
+        with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            registry = self._registry()
+            if name in registry and path.exists():
+                raise ForgeError(f"repository {self.org}/{name} already exists")
+            run_git("init", "--bare", "--quiet", "--initial-branch=main", str(path))
+            blob = run_git("--git-dir", str(path), "hash-object", "-w", "--stdin",
+                           stdin=README.format(name=name, description=description))
+            tree = run_git("--git-dir", str(path), "mktree", stdin=f"100644 blob {blob}\tREADME.md\n")
+            commit = run_git("--git-dir", str(path), "commit-tree", tree, "-m", "Initial commit")
+            run_git("--git-dir", str(path), "update-ref", "refs/heads/main", commit)
+            registry[name] = max(registry.values(), default=1000) + 1
+            (self.root / "registry.json").write_text(json.dumps(registry, indent=2))
+            return self._info(name, registry[name])
+
+    def git_config_args(self) -> list[str]:
+        """Local paths need no authentication."""
+        return []

@@ -1,0 +1,103 @@
+"""Servers and port leases: the data Zavhoz works on.
+
+A lease is a row with unique ``(server_id, port)`` and unique ``project_id``; the database, not a read-then-write,
+decides who wins a port, so no two projects ever share one, across threads and processes.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from core.db import Database
+from core.settings import Settings
+from models.enums import ServerStatus
+from models.tables import PortLease, Project, Server
+from models.transitions import transition_server
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing listens on ``host:port`` right now (a bind test)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+async def ensure_default_server(db: Database, settings: Settings) -> None:
+    """Register this machine as the ready server ``localhost`` (connection ``local``) once, if enabled."""
+    if not settings.register_localhost:
+        return
+    async with db.session() as s:
+        if (await s.exec(select(Server).where(Server.name == "localhost"))).first():
+            return
+    try:
+        async with db.session() as s:
+            server = Server(
+                name="localhost",
+                address="127.0.0.1",
+                connection="local",
+                status=ServerStatus.discovered,
+                port_range_start=settings.port_range_start,
+                port_range_end=settings.port_range_end,
+            )
+            s.add(server)
+            await s.flush()
+            assert server.id is not None
+            await transition_server(s, server.id, ServerStatus.ready, reason="embedded default: this machine")
+    except IntegrityError:
+        return  # another process registered it first
+
+
+async def find_ready_server(db: Database) -> Server | None:
+    """The first ready server with at least one port of its range not leased, or None."""
+    async with db.session() as s:
+        servers = (await s.exec(select(Server).where(Server.status == ServerStatus.ready).order_by(Server.id))).all()
+        for server in servers:
+            used = (await s.exec(select(func.count()).where(PortLease.server_id == server.id))).one()
+            if used < server.port_range_end - server.port_range_start + 1:
+                return server
+    return None
+
+
+async def existing_lease(db: Database, project_id: int) -> PortLease | None:
+    """The project's lease, if it holds one."""
+    async with db.session() as s:
+        return (await s.exec(select(PortLease).where(PortLease.project_id == project_id))).first()
+
+
+async def lease_port(db: Database, *, project_id: int, server: Server) -> int | None:
+    """Lease a free port of ``server``'s range to the project and record it on the project.
+
+    Idempotent: a project that holds a lease gets the same port back. On a ``local`` server, ports something
+    already listens on are skipped.
+
+    Returns:
+        The port, or None when the range is exhausted.
+    """
+    held = await existing_lease(db, project_id)
+    if held is not None:
+        return held.port
+    assert server.id is not None
+    async with db.session() as s:
+        taken = set((await s.exec(select(PortLease.port).where(PortLease.server_id == server.id))).all())
+    for port in range(server.port_range_start, server.port_range_end + 1):
+        if port in taken or (server.connection == "local" and not port_is_free(port)):
+            continue
+        try:
+            async with db.session() as s:
+                s.add(PortLease(server_id=server.id, port=port, project_id=project_id))
+                await s.flush()
+                stmt = update(Project).where(Project.id == project_id).values(server_id=server.id, port=port)  # type: ignore[arg-type]
+                await s.exec(stmt)  # type: ignore[call-overload]
+            return port
+        except IntegrityError:
+            held = await existing_lease(db, project_id)
+            if held is not None:
+                return held.port
+    return None

@@ -1,0 +1,190 @@
+"""The one seam every model call goes through: litellm ``acompletion``, per-role models, validation, tracing.
+
+litellm is imported lazily (it costs 3-4 s and would otherwise go to the network for its price list), with
+``LITELLM_LOCAL_MODEL_COST_MAP=True`` set first. Structured answers are validated with pydantic and re-asked with the
+validation error a bounded number of times (litellm's ``response_format`` does not validate what comes back).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from core.db import Database
+from core.settings import Role, Settings
+from models.tables import LLMCall
+from prompts.common import JSON_INSTRUCTION, REASK
+
+T = TypeVar("T", bound=BaseModel)
+_litellm: Any = None
+
+
+class ModelUnreachable(RuntimeError):
+    """The model provider could not be reached or failed; says which model and where."""
+
+
+class InvalidModelOutput(RuntimeError):
+    """The model kept answering something that does not validate, after every re-ask."""
+
+
+@dataclass
+class LLMReply:
+    """A model's answer: text and/or tool calls ``[{"id", "name", "args"}]``."""
+
+    content: str
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_litellm() -> Any:
+    """Import litellm once, offline-safe, quiet, with the replay provider registered."""
+    global _litellm
+    if _litellm is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        from core.replay import make_handler
+
+        litellm.suppress_debug_info = True
+        logging.getLogger("LiteLLM").setLevel(logging.CRITICAL)
+        litellm.custom_provider_map = [{"provider": "replay", "custom_handler": make_handler()}]
+        _litellm = litellm
+    return _litellm
+
+
+class LLM:
+    """Per-process model client.
+
+    Args:
+        settings: chooses the model per role, the API base/key, re-ask bound and timeout.
+        db: where each call's trace (tokens, cost, latency) is written; None to skip tracing.
+    """
+
+    def __init__(self, settings: Settings, db: Database | None) -> None:
+        self.settings = settings
+        self.db = db
+
+    def _call_kwargs(self, model: str, role: Role) -> dict[str, Any]:
+        kw: dict[str, Any] = {"model": model, "metadata": {"role": role}, "timeout": self.settings.llm_timeout_s}
+        if model.startswith("replay/"):
+            kw["api_base"] = str(self.settings.replay_dir) if self.settings.replay_dir else None
+        else:
+            kw["num_retries"] = 2
+            if self.settings.api_base:
+                kw["api_base"] = self.settings.api_base
+            if self.settings.api_key:
+                kw["api_key"] = self.settings.api_key.get_secret_value()
+        return kw
+
+    async def chat(
+        self,
+        role: Role,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        thread_id: str | None = None,
+    ) -> LLMReply:
+        """Send OpenAI-format ``messages`` (and optional OpenAI ``tools``) to the role's model.
+
+        Raises:
+            ModelUnreachable: connection error, timeout, 5xx, auth error, or a replay mismatch (message says which).
+        """
+        litellm = load_litellm()
+        model = self.settings.model_for(role)
+        started = time.perf_counter()
+        try:
+            resp = await litellm.acompletion(messages=messages, tools=tools or None, **self._call_kwargs(model, role))
+        except Exception as exc:  # litellm maps every provider failure onto its own exception family
+            await self._trace(role, model, thread_id, started, None, error=str(exc)[:500])
+            raise ModelUnreachable(self._explain(model, exc)) from exc
+        await self._trace(role, model, thread_id, started, resp)
+        msg = resp.choices[0].message
+        calls = [
+            {"id": c.id, "name": c.function.name, "args": json.loads(c.function.arguments or "{}")}
+            for c in (msg.tool_calls or [])
+        ]
+        return LLMReply(content=msg.content or "", tool_calls=calls)
+
+    async def structured(
+        self, role: Role, messages: list[dict[str, Any]], schema: type[T], *, thread_id: str | None = None
+    ) -> T:
+        """Ask for a JSON answer of ``schema``; re-ask with the validation error up to ``llm_reasks`` times.
+
+        Raises:
+            InvalidModelOutput: still invalid after the last re-ask (the error names the schema and the problem).
+            ModelUnreachable: as :meth:`chat`.
+        """
+        convo = list(messages)
+        convo[0] = {**convo[0], "content": convo[0]["content"] + _json_instruction(schema)}
+        last_error = ""
+        for _attempt in range(self.settings.llm_reasks + 1):
+            reply = await self.chat(role, convo, thread_id=thread_id)
+            try:
+                return schema.model_validate_json(_strip_fences(reply.content))
+            except ValidationError as exc:
+                last_error = str(exc)
+                convo += [
+                    {"role": "assistant", "content": reply.content},
+                    {"role": "user", "content": REASK.format(error=last_error[:1500], schema=schema.__name__)},
+                ]
+        raise InvalidModelOutput(
+            f"the {role} model ({self.settings.model_for(role)}) did not return a valid {schema.__name__} after "
+            f"{self.settings.llm_reasks + 1} tries; last error: {last_error[:500]}"
+        )
+
+    def _explain(self, model: str, exc: Exception) -> str:
+        from core.replay import MISMATCH_PREFIX
+
+        text = str(exc)
+        if MISMATCH_PREFIX in text:
+            return text[text.index(MISMATCH_PREFIX) :]
+        where = f" at {self.settings.api_base}" if self.settings.api_base else ""
+        return (
+            f"model {model!r}{where} failed: {type(exc).__name__}: {text[:300]}. "
+            "Check ORCH_MODEL / ORCH_API_BASE / ORCH_API_KEY, or run the recorded demo model (replay/hello-api)."
+        )
+
+    async def _trace(
+        self, role: str, model: str, thread_id: str | None, started: float, resp: Any, error: str | None = None
+    ) -> None:
+        if self.db is None:
+            return
+        usage = getattr(resp, "usage", None)
+        row = LLMCall(
+            role=role,
+            model=model,
+            thread_id=thread_id,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            cost_usd=_cost(resp, model) if resp is not None else 0.0,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            ok=error is None,
+            error=error,
+        )
+        async with self.db.session() as s:
+            s.add(row)
+
+
+def _cost(resp: Any, model: str) -> float:
+    """USD cost from litellm's local price map; 0.0 for models it has no price for (replay, local servers)."""
+    try:
+        return float(load_litellm().completion_cost(completion_response=resp, model=model))
+    except Exception:  # litellm raises several unrelated types for "no price known"
+        return 0.0
+
+
+def _strip_fences(text: str) -> str:
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text.rsplit("```", 1)[0]
+    return text.strip()
+
+
+def _json_instruction(schema: type[BaseModel]) -> str:
+    return JSON_INSTRUCTION.format(schema=json.dumps(schema.model_json_schema()))

@@ -1,0 +1,259 @@
+"""The runtime the CLI and the API share: start a turn, stream it, list pending interrupts, resume, continue.
+
+LangGraph facts this module guards (see LangGraph's "human-in-the-loop" docs,
+https://langchain-ai.github.io/langgraph/concepts/human_in_the_loop/):
+``Command(resume=...)`` on an unknown thread silently starts the graph from scratch, and a plain resume with two
+pending interrupts raises; so every resume checks ``aget_state(...).interrupts`` first, validates the answer against
+the interrupt's typed schema, and resumes by interrupt id.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.types import Command
+from pydantic import ValidationError
+from sqlmodel import col, select
+
+from core.context import Context
+from core.db import Database
+from core.forge.factory import make_forge
+from core.leases import ensure_default_server
+from core.llm import LLM
+from core.settings import Settings
+from graphs.product_owner import build_product_owner
+from models.interrupts import ANSWER_SCHEMAS
+from models.tables import ThreadRecord, utcnow
+
+
+class RuntimeInputError(ValueError):
+    """Bad input to the runtime (unknown thread, nothing pending, wrong answer shape); nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A person's answer: ``approve``, ``reject`` (with ``text`` as the reason) or ``text`` (feedback/guidance)."""
+
+    kind: Literal["approve", "reject", "text"]
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One pending interrupt: its id and typed payload (``payload["kind"]`` names the question)."""
+
+    id: str
+    payload: dict[str, Any]
+
+
+@dataclass
+class RunEvent:
+    """What a run reports while streaming.
+
+    ``kind``: ``node_start`` / ``node_end`` (``node``, ``path`` of parent subgraph nodes, ``duration_s``),
+    ``message`` (the PO's words in ``text``), ``interrupt`` (``payload``, ``interrupt_id``), ``done``.
+    """
+
+    kind: Literal["node_start", "node_end", "message", "interrupt", "done"]
+    node: str | None = None
+    path: tuple[str, ...] = ()
+    duration_s: float | None = None
+    text: str | None = None
+    payload: dict[str, Any] | None = None
+    interrupt_id: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class ThreadView:
+    """A thread for listings."""
+
+    id: str
+    title: str
+    updated_at: str
+    pending: list[Pending] = field(default_factory=list)
+    stopped_mid_run: bool = False
+    """The last run stopped between supersteps (a crash or kill): ``continue_run`` finishes it."""
+
+
+def answer_value(payload: dict[str, Any], answer: Answer) -> dict[str, Any]:
+    """Map a person's answer onto the typed answer of this interrupt's kind.
+
+    Raises:
+        RuntimeInputError: the answer does not fit the question (e.g. ``approve`` to a guidance request).
+    """
+    kind = payload.get("kind", "")
+    if kind == "deploy_approval":
+        raw: dict[str, Any] = {
+            "approve": {"decision": "approve"},
+            "reject": {"decision": "reject", "reason": answer.text},
+            "text": {"decision": "feedback", "feedback": answer.text},
+        }[answer.kind]
+    elif kind == "engineering_guidance":
+        if answer.kind != "text":
+            raise RuntimeInputError("this thread asks for guidance, not approval: answer with --answer TEXT")
+        raw = {"answer": answer.text}
+    else:
+        raise RuntimeInputError(f"unknown interrupt kind {kind!r}")
+    try:
+        return ANSWER_SCHEMAS[kind].model_validate(raw).model_dump()
+    except ValidationError as exc:
+        raise RuntimeInputError(f"answer does not fit a {kind} question: {exc.errors()[0]['msg']}") from exc
+
+
+class OrchestratorRuntime:
+    """Open with ``async with OrchestratorRuntime(settings) as rt:``; one per process.
+
+    Creates the data dir, the tables, the embedded localhost server, the checkpoint saver, and compiles the PO
+    graph with that saver.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.db_url)
+        self.llm = LLM(settings, self.db)
+        self.forge = make_forge(settings)
+        self._saver_cm: Any = None
+
+    async def __aenter__(self) -> OrchestratorRuntime:
+        self.settings.ensure_data_dir()
+        await self.db.create_all()
+        await ensure_default_server(self.db, self.settings)
+        self._saver_cm = AsyncSqliteSaver.from_conn_string(str(self.settings.checkpoint_path))
+        saver = await self._saver_cm.__aenter__()
+        self.graph = build_product_owner().compile(checkpointer=saver, name="product_owner")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._saver_cm.__aexit__(*exc)
+        await self.db.dispose()
+
+    def _config(self, thread_id: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread_id}}
+
+    def _context(self, thread_id: str) -> Context:
+        return Context(settings=self.settings, db=self.db, llm=self.llm, forge=self.forge, thread_id=thread_id)
+
+    async def thread_exists(self, thread_id: str) -> bool:
+        """Whether the thread has a checkpoint."""
+        return (await self.graph.aget_state(self._config(thread_id))).created_at is not None
+
+    async def pending(self, thread_id: str) -> list[Pending]:
+        """Pending interrupts of a thread (subgraphs included).
+
+        Raises:
+            RuntimeInputError: unknown thread.
+        """
+        state = await self.graph.aget_state(self._config(thread_id))
+        if state.created_at is None:
+            raise RuntimeInputError(f"unknown thread {thread_id!r}: see `orchestrator threads`")
+        return [Pending(id=i.id, payload=dict(i.value)) for i in state.interrupts]
+
+    async def start_turn(self, text: str, thread_id: str | None = None) -> AsyncIterator[RunEvent]:
+        """Send the person's ``text`` to the PO on ``thread_id`` (a new thread if None) and stream the run.
+
+        Raises:
+            RuntimeInputError: empty text, or the thread waits for an answer to an interrupt.
+        """
+        if not text.strip():
+            raise RuntimeInputError("say something: the message is empty")
+        thread_id = thread_id or f"t-{uuid.uuid4().hex[:12]}"
+        if await self.thread_exists(thread_id) and await self.pending(thread_id):
+            raise RuntimeInputError(f"thread {thread_id} waits for an answer: `orchestrator resume {thread_id} ...`")
+        await self._touch(thread_id, title=text)
+        async for ev in self._stream({"messages": [HumanMessage(content=text)]}, thread_id):
+            yield ev
+
+    async def resume(self, thread_id: str, answer: Answer, interrupt_id: str | None = None) -> AsyncIterator[RunEvent]:
+        """Answer a pending interrupt and stream the rest of the run.
+
+        Raises:
+            RuntimeInputError: unknown thread, nothing pending, several pending and no ``interrupt_id``, an unknown
+                ``interrupt_id``, or an answer of the wrong shape. Nothing is changed in any of these cases.
+        """
+        pending = await self.pending(thread_id)
+        if not pending:
+            raise RuntimeInputError(f"thread {thread_id} has nothing pending to answer")
+        if interrupt_id is None and len(pending) > 1:
+            ids = ", ".join(f"{p.id} ({p.payload.get('kind')})" for p in pending)
+            raise RuntimeInputError(f"thread {thread_id} has {len(pending)} pending questions; pick one: {ids}")
+        chosen = next((p for p in pending if interrupt_id in (None, p.id)), None)
+        if chosen is None:
+            raise RuntimeInputError(f"no pending interrupt {interrupt_id!r} on thread {thread_id}")
+        value = answer_value(chosen.payload, answer)
+        await self._touch(thread_id)
+        async for ev in self._stream(Command(resume={chosen.id: value}), thread_id):
+            yield ev
+
+    async def continue_run(self, thread_id: str) -> AsyncIterator[RunEvent]:
+        """Finish a run that stopped mid-way (crash, kill -9) from its last checkpoint.
+
+        Raises:
+            RuntimeInputError: unknown thread, the thread waits for an answer, or nothing is left to run.
+        """
+        if await self.pending(thread_id):
+            raise RuntimeInputError(f"thread {thread_id} waits for an answer, not a restart: use --approve/--reject/--answer")
+        state = await self.graph.aget_state(self._config(thread_id))
+        if not state.next:
+            raise RuntimeInputError(f"thread {thread_id} has no unfinished run")
+        async for ev in self._stream(None, thread_id):
+            yield ev
+
+    async def _stream(self, value: Any, thread_id: str) -> AsyncIterator[RunEvent]:
+        started: dict[str, float] = {}
+        async for ns, mode, data in self.graph.astream(
+            value, self._config(thread_id), context=self._context(thread_id),
+            stream_mode=["tasks", "updates"], subgraphs=True, durability="sync",
+        ):
+            path = tuple(part.split(":")[0] for part in ns)
+            if mode == "tasks":
+                ev = self._task_event(data, path, started)
+                if ev is not None:
+                    yield ev
+            elif not ns:
+                for node, update in data.items():
+                    messages = update.get("messages", []) if isinstance(update, dict) else []
+                    for msg in messages:
+                        if isinstance(msg, AIMessage) and msg.content and not msg.tool_calls:
+                            yield RunEvent(kind="message", node=node, text=str(msg.content))
+        for p in await self.pending(thread_id):
+            yield RunEvent(kind="interrupt", payload=p.payload, interrupt_id=p.id)
+        await self._touch(thread_id)
+        yield RunEvent(kind="done")
+
+    @staticmethod
+    def _task_event(data: dict[str, Any], path: tuple[str, ...], started: dict[str, float]) -> RunEvent | None:
+        task_id = data.get("id", "")
+        if "result" not in data and "error" not in data:
+            started[task_id] = time.perf_counter()
+            return RunEvent(kind="node_start", node=data["name"], path=path)
+        if task_id not in started or data.get("interrupts"):
+            return None
+        return RunEvent(kind="node_end", node=data["name"], path=path, error=data.get("error"),
+                        duration_s=time.perf_counter() - started.pop(task_id))
+
+    async def _touch(self, thread_id: str, title: str | None = None) -> None:
+        async with self.db.session() as s:
+            row = await s.get(ThreadRecord, thread_id)
+            if row is None:
+                row = ThreadRecord(id=thread_id, title=(title or "")[:80])
+            row.updated_at = utcnow()
+            s.add(row)
+
+    async def threads(self) -> list[ThreadView]:
+        """Every thread, newest first, with its pending interrupts and whether its last run stopped mid-way."""
+        async with self.db.session() as s:
+            rows = (await s.exec(select(ThreadRecord).order_by(col(ThreadRecord.updated_at).desc()))).all()
+        views = []
+        for row in rows:
+            state = await self.graph.aget_state(self._config(row.id))
+            pending = [Pending(id=i.id, payload=dict(i.value)) for i in state.interrupts]
+            views.append(ThreadView(id=row.id, title=row.title, updated_at=row.updated_at.isoformat(),
+                                    pending=pending, stopped_mid_run=bool(state.next) and not pending))
+        return views

@@ -1,0 +1,94 @@
+"""Process settings, read once from the environment (prefix ``ORCH_``) by pydantic-settings.
+
+Nodes never read ``os.environ``: they get a :class:`Settings` through the run's ``Context``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["po", "architect", "developer", "tester"]
+ROLES: tuple[Role, ...] = ("po", "architect", "developer", "tester")
+
+
+class Settings(BaseSettings):
+    """Every knob of the orchestrator, with defaults that work on a fresh machine.
+
+    Attributes are documented inline; environment names are ``ORCH_<FIELD>`` (upper case), except
+    ``DATABASE_URL`` which is also accepted without the prefix.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ORCH_", extra="ignore")
+
+    data_dir: Path = Path(".orchestrator")
+    """Where the database, checkpoints, the local forge, workspaces and releases live."""
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "ORCH_DATABASE_URL")
+    )
+    """SQLAlchemy async URL; default: ``sqlite+aiosqlite:///<data_dir>/orchestrator.db``."""
+
+    model: str = "ollama/qwen2.5-coder:7b"
+    """The litellm model used by every role without its own setting."""
+    model_po: str | None = None
+    model_architect: str | None = None
+    model_developer: str | None = None
+    model_tester: str | None = None
+    api_base: str | None = None
+    """Base URL for the model provider (an OpenAI-compatible server, a remote ollama)."""
+    api_key: SecretStr | None = None
+    replay_dir: Path | None = None
+    """Extra folder of recorded scenarios for ``replay/<name>`` models (searched before the built-in ones)."""
+    llm_reasks: int = 2
+    """How many times an invalid structured answer is re-asked before failing."""
+    llm_timeout_s: float = 120.0
+
+    github_token: SecretStr | None = None
+    github_org: str | None = None
+    github_base_url: str = "https://api.github.com"
+    github_retries: int = 3
+    """Retries of a 5xx answer from GitHub (with backoff), then a clear ForgeUnavailable."""
+
+    register_localhost: bool = True
+    """Register this machine as a ready server (Ansible connection ``local``) on first start."""
+    port_range_start: int = 8100
+    port_range_end: int = 8199
+
+    engineering_max_iterations: int = 3
+    """Developer/Tester rounds before the loop asks a person for guidance."""
+    test_command: str = "{python} -m pytest -q -p no:cacheprovider"
+    """How the Tester runs a project's tests, in its working copy; ``{python}`` is this interpreter."""
+    test_timeout_s: float = 120.0
+    deploy_timeout_s: float = 300.0
+    health_timeout_s: float = 30.0
+
+    def model_for(self, role: Role) -> str:
+        """Return the litellm model name for ``role``: its own setting, else ``model``."""
+        own: str | None = getattr(self, f"model_{role}")
+        return own or self.model
+
+    @property
+    def db_url(self) -> str:
+        """The database URL in force (explicit ``DATABASE_URL`` or the SQLite file in the data dir)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'orchestrator.db').resolve()}"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """The SQLite file holding LangGraph checkpoints."""
+        return self.data_dir / "checkpoints.db"
+
+    @property
+    def forge_kind(self) -> Literal["github", "local"]:
+        """``github`` when a token and an org are set, else the local forge."""
+        return "github" if self.github_token and self.github_org else "local"
+
+    def ensure_data_dir(self) -> Path:
+        """Create the data dir (0700) if missing and return its absolute path."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self.data_dir.resolve()

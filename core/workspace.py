@@ -1,0 +1,68 @@
+"""A project's git working copy, where the Developer writes files, and the path guard that keeps them inside it."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from core.gitops import run_git
+
+
+class PathOutsideWorkspace(ValueError):
+    """A file path that would leave the working copy (absolute, ``..``, into ``.git``, or through a symlink)."""
+
+
+def safe_path(root: Path, rel: str) -> Path:
+    """Resolve ``rel`` inside ``root`` or raise.
+
+    Raises:
+        PathOutsideWorkspace: naming the offending path and why.
+    """
+    pure = PurePosixPath(rel)
+    if not rel or pure.is_absolute() or "\\" in rel:
+        raise PathOutsideWorkspace(f"file path {rel!r} must be relative to the repository root")
+    if ".." in pure.parts or ".git" in pure.parts:
+        raise PathOutsideWorkspace(f"file path {rel!r} may not contain '..' or '.git'")
+    root = root.resolve()
+    target = (root / pure).resolve()
+    if not target.is_relative_to(root) or target == root:
+        raise PathOutsideWorkspace(f"file path {rel!r} resolves outside the working copy")
+    return target
+
+
+def prepare(root: Path, clone_url: str, git_args: list[str]) -> Path:
+    """Clone ``clone_url`` into ``root`` if it is not a working copy yet; return ``root``."""
+    if not (root / ".git").is_dir():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        run_git(*git_args, "clone", "--quiet", clone_url, str(root))
+    return root
+
+
+def write_files(root: Path, files: list[tuple[str, str]]) -> list[str]:
+    """Write ``(path, content)`` pairs; every path is checked before anything is written.
+
+    Raises:
+        PathOutsideWorkspace: for the first bad path; then no file has been written.
+    """
+    targets = [(safe_path(root, rel), content) for rel, content in files]
+    for target, content in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    return [rel for rel, _ in files]
+
+
+def commit_and_push(root: Path, message: str, git_args: list[str], branch: str = "main") -> str:
+    """Commit everything (if anything changed) and push ``branch``; return the HEAD sha.
+
+    Idempotent: re-running after a crash with the same files commits nothing new and pushes the same sha.
+    """
+    run_git("add", "-A", cwd=root)
+    if run_git("status", "--porcelain", cwd=root):
+        run_git("commit", "--quiet", "-m", message, cwd=root)
+    run_git(*git_args, "push", "--quiet", "origin", f"HEAD:{branch}", cwd=root)
+    return run_git("rev-parse", "HEAD", cwd=root)
+
+
+def listing(root: Path) -> list[str]:
+    """Tracked files of the working copy, sorted."""
+    out = run_git("ls-files", cwd=root)
+    return sorted(line for line in out.splitlines() if line)

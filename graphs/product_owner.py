@@ -1,0 +1,93 @@
+"""The top graph: the PO converses, creates projects, dispatches Zavhoz || Engineering, asks to deploy, deploys."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
+
+from core.context import Context
+from graphs.engineering import build_engineering
+from graphs.state import OrchestratorState
+from graphs.zavhoz import build_zavhoz
+from nodes.approval import request_deploy_approval
+from nodes.devops import deploy_project
+from nodes.product_owner import call_po, estimate_project, provision_repository, run_po_tools
+from nodes.report import report_to_user
+
+
+def route_po(state: OrchestratorState) -> Literal["run_po_tools", "__end__"]:
+    """Run tools if the PO asked for any, else the turn is over."""
+    last = state["messages"][-1]
+    return "run_po_tools" if getattr(last, "tool_calls", None) else END
+
+
+def route_tools(state: OrchestratorState) -> Literal["estimate_project", "call_po"]:
+    """A project created this turn starts the pipeline; other tool results go back to the PO."""
+    return "estimate_project" if state.get("new_project") else "call_po"
+
+
+def dispatch_teams(state: OrchestratorState) -> list[Send]:
+    """Zavhoz and Engineering in the same superstep; each gets only its own input (never accumulated lists)."""
+    pid, name = state["project_id"], state["project_name"]
+    return [
+        Send("zavhoz", {"project_id": pid, "project_name": name}),
+        Send("engineering", {"project_id": pid, "project_name": name, "spec": state.get("spec"), "feedback": None}),
+    ]
+
+
+def route_join(state: OrchestratorState) -> Literal["request_deploy_approval", "report_to_user"]:
+    """Ask to deploy only when the code is verified and a server is leased."""
+    eng = state.get("engineering")
+    if eng and eng["status"] == "verified" and state.get("server_info"):
+        return "request_deploy_approval"
+    return "report_to_user"
+
+
+def route_approval(state: OrchestratorState) -> Literal["deploy_project", "report_to_user"] | list[Send]:
+    """Approve -> deploy; reject -> tell the person; feedback -> back to Engineering with it."""
+    approval = state.get("approval") or {}
+    if approval.get("decision") == "approve":
+        return "deploy_project"
+    if approval.get("decision") == "feedback":
+        payload = {"project_id": state["project_id"], "project_name": state["project_name"],
+                   "spec": state.get("spec"), "feedback": approval.get("feedback")}
+        return [Send("engineering", payload)]
+    return "report_to_user"
+
+
+def join_teams(state: OrchestratorState) -> dict[str, object]:
+    """Fan-in point of the two branches (the router after it decides)."""
+    return {}
+
+
+def build_product_owner() -> StateGraph:
+    """The PO builder, with the two subgraphs compiled in as nodes."""
+    builder = StateGraph(OrchestratorState, context_schema=Context)
+    builder.add_node(call_po)
+    builder.add_node(run_po_tools)
+    builder.add_node(estimate_project)
+    builder.add_node(provision_repository)
+    builder.add_node("zavhoz", build_zavhoz().compile())
+    builder.add_node("engineering", build_engineering().compile())
+    builder.add_node(join_teams)
+    builder.add_node(request_deploy_approval)
+    builder.add_node(deploy_project)
+    builder.add_node(report_to_user)
+    builder.add_edge(START, "call_po")
+    builder.add_conditional_edges("call_po", route_po)
+    builder.add_conditional_edges("run_po_tools", route_tools)
+    builder.add_edge("estimate_project", "provision_repository")
+    builder.add_conditional_edges("provision_repository", dispatch_teams, ["zavhoz", "engineering"])
+    builder.add_edge("zavhoz", "join_teams")
+    builder.add_edge("engineering", "join_teams")
+    builder.add_conditional_edges("join_teams", route_join)
+    builder.add_conditional_edges("request_deploy_approval", route_approval,
+                                  ["deploy_project", "report_to_user", "engineering"])
+    builder.add_edge("deploy_project", "report_to_user")
+    builder.add_edge("report_to_user", END)
+    return builder
+
+
+graph = build_product_owner().compile(name="product_owner")

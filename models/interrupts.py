@@ -1,0 +1,61 @@
+"""Typed payloads of the graph's interrupts and the typed answers they accept.
+
+Every payload carries ``kind`` so a resumer (CLI, API, the sync's provisioner) knows which answer fits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class DeployApprovalRequest(BaseModel):
+    """Asked before a deploy: what was done, what will happen."""
+
+    kind: Literal["deploy_approval"] = "deploy_approval"
+    question: str
+    project: str
+    commit: str
+    server: str
+    port: int
+    url: str
+    tests: dict[str, Any]
+
+
+class DeployDecision(BaseModel):
+    """The answer to a deploy approval: approve, reject with a reason, or feedback that sends the work back."""
+
+    decision: Literal["approve", "reject", "feedback"]
+    reason: str | None = None
+    feedback: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_text(self) -> DeployDecision:
+        if self.decision == "reject" and not (self.reason or "").strip():
+            raise ValueError("a reject needs a reason")
+        if self.decision == "feedback" and not (self.feedback or "").strip():
+            raise ValueError("feedback needs its text")
+        return self
+
+
+class GuidanceRequest(BaseModel):
+    """Asked when the Developer/Tester loop reached its bound without passing tests."""
+
+    kind: Literal["engineering_guidance"] = "engineering_guidance"
+    question: str
+    project: str
+    iterations: int
+    last_failure: str
+
+
+class GuidanceAnswer(BaseModel):
+    """A person's guidance for the Developer."""
+
+    answer: str = Field(min_length=1)
+
+
+ANSWER_SCHEMAS: dict[str, type[BaseModel]] = {
+    "deploy_approval": DeployDecision,
+    "engineering_guidance": GuidanceAnswer,
+}

@@ -1,0 +1,131 @@
+"""SQLModel tables. ``table=True`` models do not validate: validate at the boundary before building rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Enum, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now in UTC."""
+    return datetime.now(UTC)
+
+
+def _enum(cls: type) -> Any:
+    return Column(Enum(cls, values_callable=lambda e: [m.value for m in e], native_enum=False, length=32))
+
+
+class Project(SQLModel, table=True):
+    """A project: a repository, its lifecycle status, and where it runs."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=64)
+    description: str = ""
+    status: ProjectStatus = Field(sa_column=_enum(ProjectStatus))
+    spec: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    github_repo_id: int | None = Field(default=None, unique=True)
+    repo_full_name: str | None = None
+    repo_url: str | None = None
+    clone_url: str | None = None
+    default_branch: str = "main"
+    server_id: int | None = Field(default=None, foreign_key="server.id")
+    port: int | None = None
+    setup_required: bool = False
+    sync_fail_count: int = 0
+    last_synced_at: datetime | None = None
+    thread_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Server(SQLModel, table=True):
+    """A machine projects deploy to. ``connection`` is Ansible's: ``local`` or ``ssh``."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    address: str
+    ssh_port: int = 22
+    ssh_user: str = "root"
+    connection: str = "ssh"
+    status: ServerStatus = Field(sa_column=_enum(ServerStatus))
+    port_range_start: int = 8100
+    port_range_end: int = 8199
+    facts: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    fail_count: int = 0
+    last_seen_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PortLease(SQLModel, table=True):
+    """One port on one server held by one project. The unique keys make double leasing impossible."""
+
+    __table_args__ = (UniqueConstraint("server_id", "port"), UniqueConstraint("project_id"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    server_id: int = Field(foreign_key="server.id")
+    port: int
+    project_id: int = Field(foreign_key="project.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Deployment(SQLModel, table=True):
+    """A deploy of one commit to one server:port; ``idempotency_key`` stops a retried deploy duplicating."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    commit_sha: str
+    server_id: int = Field(foreign_key="server.id")
+    port: int
+    status: DeploymentStatus = Field(sa_column=_enum(DeploymentStatus))
+    ansible_rc: int | None = None
+    summary: str = ""
+    url: str | None = None
+    idempotency_key: str = Field(unique=True)
+    thread_id: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class Event(SQLModel, table=True):
+    """Audit trail of every status change: subject, from, to, reason, thread, time."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject_type: str = Field(index=True)
+    subject_id: int = Field(index=True)
+    from_status: str | None = None
+    to_status: str
+    reason: str
+    thread_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LLMCall(SQLModel, table=True):
+    """One model call: who asked, which model, tokens, cost (USD), latency (ms), outcome."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    role: str
+    model: str
+    thread_id: str | None = Field(default=None, index=True)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    ok: bool = True
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ThreadRecord(SQLModel, table=True):
+    """Our index of conversation threads (LangGraph has no cross-thread listing)."""
+
+    __tablename__ = "thread"
+
+    id: str = Field(primary_key=True)
+    title: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,144 @@
+"""The one way a project or server changes status: an allowed-transition table and an audit Event.
+
+The change is a compare-and-set ``UPDATE ... WHERE status = :from`` in the same transaction as the Event insert,
+so two writers cannot both move the same project and no change is ever written without its Event.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.enums import ProjectStatus as P
+from models.enums import ServerStatus as S
+from models.tables import Event, Project, Server, utcnow
+
+PROJECT_TRANSITIONS: dict[P, frozenset[P]] = {
+    P.discovered: frozenset({P.initialized, P.maintenance}),
+    P.draft: frozenset({P.estimated}),
+    P.estimated: frozenset({P.provisioning}),
+    P.provisioning: frozenset({P.initialized, P.estimated}),
+    P.initialized: frozenset({P.designing}),
+    P.designing: frozenset({P.designed}),
+    P.designed: frozenset({P.implementing}),
+    P.implementing: frozenset({P.implemented}),
+    P.implemented: frozenset({P.verifying}),
+    P.verifying: frozenset({P.verified, P.implementing}),
+    P.verified: frozenset({P.deploying, P.implementing, P.designing}),
+    P.deploying: frozenset({P.active, P.verified}),
+    P.active: frozenset({P.maintenance, P.deploying}),
+    P.maintenance: frozenset({P.designing}),
+    P.missing: frozenset({P.discovered, P.initialized}),
+}
+"""Allowed project moves. Any status may also move to ``missing`` (a confirmed 404 of its repository)."""
+
+SERVER_TRANSITIONS: dict[S, frozenset[S]] = {
+    S.discovered: frozenset({S.provisioning, S.ready, S.error}),
+    S.provisioning: frozenset({S.ready, S.error}),
+    S.ready: frozenset({S.error}),
+    S.error: frozenset({S.ready, S.provisioning}),
+}
+
+
+class IllegalTransition(ValueError):
+    """A status change the table does not allow; nothing was written."""
+
+
+class StaleStatus(RuntimeError):
+    """The subject's status changed under us between read and write; nothing was written."""
+
+
+def project_move_allowed(frm: P, to: P) -> bool:
+    """Whether ``frm -> to`` is in the project table (``-> missing`` is always allowed)."""
+    return to == P.missing or to in PROJECT_TRANSITIONS.get(frm, frozenset())
+
+
+async def transition_project(
+    session: AsyncSession,
+    project_id: int,
+    to: P,
+    *,
+    reason: str,
+    thread_id: str | None = None,
+    idempotent: bool = True,
+) -> P:
+    """Move a project to ``to`` and record an Event, in the caller's transaction.
+
+    Args:
+        session: the open session (committed by the caller).
+        project_id: the project's primary key.
+        to: the target status.
+        reason: why, in words a person reads in the audit trail.
+        thread_id: the graph thread making the change, if any.
+        idempotent: if the project is already in ``to``, return without writing (a node re-run after a crash
+            or a resume must not fail on the move it already made).
+
+    Returns:
+        The status the project had before.
+
+    Raises:
+        LookupError: no such project.
+        IllegalTransition: the table does not allow the move.
+        StaleStatus: a concurrent writer moved the project first.
+    """
+    current = (await session.exec(select(Project.status).where(Project.id == project_id))).first()
+    if current is None:
+        raise LookupError(f"project {project_id} does not exist")
+    frm = P(current)
+    if frm == to and idempotent:
+        return frm
+    if not project_move_allowed(frm, to):
+        allowed = ", ".join(sorted(PROJECT_TRANSITIONS.get(frm, frozenset()))) or "nothing"
+        raise IllegalTransition(
+            f"project {project_id} cannot move from {frm.value!r} to {to.value!r} "
+            f"(from {frm.value!r} it may move to: {allowed}, or missing)"
+        )
+    stmt = (
+        update(Project)
+        .where(Project.id == project_id, Project.status == frm)  # type: ignore[arg-type]
+        .values(status=to, updated_at=utcnow())
+    )
+    result = await session.exec(stmt)  # type: ignore[call-overload]
+    if result.rowcount != 1:
+        raise StaleStatus(f"project {project_id} changed status concurrently; re-read and retry")
+    session.add(
+        Event(
+            subject_type="project",
+            subject_id=project_id,
+            from_status=frm.value,
+            to_status=to.value,
+            reason=reason,
+            thread_id=thread_id,
+        )
+    )
+    return frm
+
+
+async def transition_server(
+    session: AsyncSession, server_id: int, to: S, *, reason: str, thread_id: str | None = None
+) -> S:
+    """Move a server to ``to`` and record an Event; same contract as :func:`transition_project`."""
+    current = (await session.exec(select(Server.status).where(Server.id == server_id))).first()
+    if current is None:
+        raise LookupError(f"server {server_id} does not exist")
+    frm = S(current)
+    if frm == to:
+        return frm
+    if to not in SERVER_TRANSITIONS.get(frm, frozenset()):
+        raise IllegalTransition(f"server {server_id} cannot move from {frm.value!r} to {to.value!r}")
+    stmt = update(Server).where(Server.id == server_id, Server.status == frm).values(status=to)  # type: ignore[arg-type]
+    result = await session.exec(stmt)  # type: ignore[call-overload]
+    if result.rowcount != 1:
+        raise StaleStatus(f"server {server_id} changed status concurrently; re-read and retry")
+    session.add(
+        Event(
+            subject_type="server",
+            subject_id=server_id,
+            from_status=frm.value,
+            to_status=to.value,
+            reason=reason,
+            thread_id=thread_id,
+        )
+    )
+    return frm

@@ -1,0 +1,38 @@
+"""Architect node: the design (initialized/verified/maintenance -> designing -> designed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from core.context import Context
+from graphs.state import EngineeringState
+from models.enums import ProjectStatus
+from models.transitions import transition_project
+from nodes.schemas import Design
+from prompts import architect as prompts
+
+
+async def write_design(state: EngineeringState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Ask the Architect for a :class:`Design` of the spec (and of a person's feedback, if any)."""
+    ctx = runtime.context
+    pid = state["project_id"]
+    async with ctx.db.session() as s:
+        await transition_project(s, pid, ProjectStatus.designing, reason="architect designing", thread_id=ctx.thread_id)
+    spec = state.get("spec") or {}
+    feedback = state.get("feedback")
+    user = prompts.USER.format(
+        name=state["project_name"],
+        summary=spec.get("summary", ""),
+        requirements="\n".join(f"- {r}" for r in spec.get("requirements", [])),
+        feedback=prompts.FEEDBACK.format(feedback=feedback) if feedback else "",
+    )
+    messages = [{"role": "system", "content": prompts.SYSTEM.format(health_path="/health")},
+                {"role": "user", "content": user}]
+    design = await ctx.llm.structured("architect", messages, Design, thread_id=ctx.thread_id)
+    async with ctx.db.session() as s:
+        await transition_project(s, pid, ProjectStatus.designed, reason=f"design: {design.summary[:120]}",
+                                 thread_id=ctx.thread_id)
+    return {"design": design.model_dump(), "iteration": 0, "rounds": 0, "failure": None, "guidance": None,
+            "engineering_status": "working"}

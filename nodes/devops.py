@@ -1,0 +1,88 @@
+"""DevOps node: pre-flight check, then ansible-runner runs playbooks/deploy.yml (verified -> deploying -> active)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from langgraph.runtime import Runtime
+from sqlmodel import select
+
+from core.ansible import inventory_for, run_playbook
+from core.context import Context
+from graphs.state import OrchestratorState, ServerInfo
+from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
+from models.tables import Deployment, PortLease, Project, Server, utcnow
+from models.transitions import transition_project
+
+REMOTE_RELEASE_ROOT = "/srv/orchestrator"
+REMOTE_PYTHON = "/usr/bin/python3"
+
+
+async def preflight(ctx: Context, project_id: int, info: ServerInfo | None) -> str | None:
+    """Why the deploy cannot start, or None: the server must be ready and the lease must still be the project's."""
+    if info is None:
+        return "no server was leased for this project (waiting for resources)"
+    async with ctx.db.session() as s:
+        server = await s.get(Server, info["server_id"])
+        lease = (await s.exec(select(PortLease).where(PortLease.project_id == project_id))).first()
+    if server is None or server.status != ServerStatus.ready:
+        return f"server {info['name']} is not ready ({server.status if server else 'gone'})"
+    if lease is None or (lease.server_id, lease.port) != (info["server_id"], info["port"]):
+        return f"the port lease {info['name']}:{info['port']} is no longer held by this project"
+    return None
+
+
+async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Deploy the verified commit; record a Deployment keyed by (project, commit, server, port).
+
+    A re-run (after a crash, or a second deploy of the same commit) reuses the Deployment row, and the playbook
+    leaves a running copy of the same commit alone, so no second copy starts.
+    """
+    ctx = runtime.context
+    pid, eng, info = state["project_id"], state["engineering"], state.get("server_info")
+    assert pid is not None and eng is not None
+    problem = await preflight(ctx, pid, info)
+    if problem is not None:
+        return {"deployment": {"status": "failed", "summary": f"pre-flight check failed: {problem}"}}
+    assert info is not None
+    key = f"{pid}:{eng['commit']}:{info['server_id']}:{info['port']}"
+    local = info["connection"] == "local"
+    url = f"http://{'127.0.0.1' if local else info['address']}:{info['port']}{eng['health_path']}"
+    async with ctx.db.session() as s:
+        await transition_project(s, pid, ProjectStatus.deploying, reason=f"deploying {eng['commit'][:10]} to "
+                                 f"{info['name']}:{info['port']}", thread_id=ctx.thread_id)
+        project = await s.get(Project, pid)
+        row = (await s.exec(select(Deployment).where(Deployment.idempotency_key == key))).first()
+        if row is None:
+            row = Deployment(project_id=pid, commit_sha=eng["commit"], server_id=info["server_id"], port=info["port"],
+                             status=DeploymentStatus.running, idempotency_key=key, thread_id=ctx.thread_id, url=url)
+            s.add(row)
+            await s.flush()
+    assert project is not None and row.id is not None
+    data_dir = ctx.settings.data_dir.resolve()
+    result = await run_playbook(
+        "deploy.yml",
+        inventory=inventory_for(name=info["name"], address=info["address"], connection=info["connection"],
+                                ssh_port=info["ssh_port"], ssh_user=info["ssh_user"]),
+        extravars={
+            "project": project.name, "repo_url": project.clone_url, "commit": eng["commit"], "port": info["port"],
+            "entrypoint": eng["entrypoint"], "health_path": eng["health_path"],
+            "release_root": str(data_dir / "releases") if local else REMOTE_RELEASE_ROOT,
+            "service_python": sys.executable if local else REMOTE_PYTHON,
+            "health_timeout": int(ctx.settings.health_timeout_s),
+        },
+        work_root=data_dir / "ansible",
+        timeout_s=ctx.settings.deploy_timeout_s,
+    )
+    status = DeploymentStatus.succeeded if result.ok else DeploymentStatus.failed
+    async with ctx.db.session() as s:
+        dep = await s.get(Deployment, row.id)
+        assert dep is not None
+        dep.status, dep.ansible_rc, dep.summary, dep.finished_at = status, result.rc, result.summary, utcnow()
+        s.add(dep)
+        to = ProjectStatus.active if result.ok else ProjectStatus.verified
+        why = f"health check passed at {url}" if result.ok else f"deploy failed (ansible {result.status}, rc {result.rc})"
+        await transition_project(s, pid, to, reason=why, thread_id=ctx.thread_id)
+    return {"deployment": {"status": status.value, "url": url, "commit": eng["commit"], "rc": result.rc,
+                           "summary": result.summary, "deployment_id": row.id}}

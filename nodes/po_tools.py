@@ -1,0 +1,129 @@
+"""The PO's tools: answers come from the database, the source of truth. Each returns JSON text for a ToolMessage."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlmodel import col, select
+
+from core.db import Database
+from models.enums import ProjectStatus
+from models.names import validate_slug
+from models.tables import Deployment, Event, Project, Server
+
+
+class CreateProjectIntent(BaseModel):
+    """Start a NEW project: its safe name, a summary and concrete requirements."""
+
+    name: str = Field(description="lower-case slug, e.g. hello-api")
+    summary: str
+    requirements: list[str] = Field(default_factory=list)
+
+
+class GetProjectStatus(BaseModel):
+    """Detailed status of one project by name."""
+
+    name: str
+
+
+class ListProjects(BaseModel):
+    """Summary of every project."""
+
+
+TOOLS: dict[str, type[BaseModel]] = {
+    "create_project_intent": CreateProjectIntent,
+    "get_project_status": GetProjectStatus,
+    "list_projects": ListProjects,
+}
+
+
+def openai_tools() -> list[dict[str, Any]]:
+    """The tools in OpenAI function-calling format (what litellm sends to every provider)."""
+    return [
+        {
+            "type": "function",
+            "function": {"name": name, "description": model.__doc__ or name, "parameters": model.model_json_schema()},
+        }
+        for name, model in TOOLS.items()
+    ]
+
+
+def project_url(project: Project, server: Server | None, health_path: str = "/health") -> str | None:
+    """The health URL of a deployed project, if it has a server and port."""
+    if server is None or project.port is None:
+        return None
+    host = "127.0.0.1" if server.connection == "local" else server.address
+    return f"http://{host}:{project.port}{health_path}"
+
+
+async def list_projects(db: Database) -> str:
+    """JSON list of ``{name, status, repo, port}`` for every project."""
+    async with db.session() as s:
+        rows = (await s.exec(select(Project).order_by(Project.name))).all()
+    return json.dumps(
+        [{"name": p.name, "status": p.status, "repo": p.repo_full_name, "port": p.port} for p in rows]
+    )
+
+
+async def get_project_status(db: Database, name: str) -> str:
+    """JSON with the project's status, repo, server, last deployment and last five events; or an error."""
+    async with db.session() as s:
+        project = (await s.exec(select(Project).where(Project.name == name))).first()
+        if project is None:
+            return json.dumps({"error": f"no project named {name!r}"})
+        server = await s.get(Server, project.server_id) if project.server_id else None
+        deploy = (
+            await s.exec(
+                select(Deployment).where(Deployment.project_id == project.id).order_by(col(Deployment.id).desc())
+            )
+        ).first()
+        events = (
+            await s.exec(
+                select(Event)
+                .where(Event.subject_type == "project", Event.subject_id == project.id)
+                .order_by(col(Event.id).desc())
+                .limit(5)
+            )
+        ).all()
+    return json.dumps(
+        {
+            "name": project.name,
+            "status": project.status,
+            "repo": project.repo_full_name,
+            "server": server.name if server else None,
+            "port": project.port,
+            "url": project_url(project, server),
+            "last_deployment": (
+                {"commit": deploy.commit_sha, "status": deploy.status, "summary": deploy.summary} if deploy else None
+            ),
+            "recent_events": [f"{e.from_status} -> {e.to_status}: {e.reason}" for e in events],
+        }
+    )
+
+
+async def create_project(db: Database, args: CreateProjectIntent, thread_id: str) -> Project:
+    """Create the project in ``draft`` with its spec, and its first Event.
+
+    Raises:
+        InvalidProjectName: the name is not a safe slug.
+        ValueError: a project of that name exists.
+    """
+    validate_slug(args.name)
+    async with db.session() as s:
+        if (await s.exec(select(Project).where(Project.name == args.name))).first():
+            raise ValueError(f"a project named {args.name!r} already exists: ask for its status or an update")
+        project = Project(
+            name=args.name,
+            description=args.summary,
+            status=ProjectStatus.draft,
+            spec=args.model_dump(),
+            thread_id=thread_id,
+        )
+        s.add(project)
+        await s.flush()
+        assert project.id is not None
+        s.add(Event(subject_type="project", subject_id=project.id, to_status="draft",
+                    reason="created from the conversation", thread_id=thread_id))
+    return project

@@ -1,0 +1,97 @@
+"""PO nodes: the conversational agent, its tool step, and the new-project steps before the teams start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from langchain_core.messages import AIMessage, SystemMessage, ToolMessage, convert_to_openai_messages
+from langgraph.runtime import Runtime
+from pydantic import ValidationError
+
+from core.context import Context
+from core.forge.base import ensure_repo
+from graphs.state import OrchestratorState
+from models.enums import ProjectStatus
+from models.tables import Project
+from models.transitions import transition_project
+from nodes import po_tools
+from prompts import po as prompts
+
+
+async def call_po(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Ask the PO model for its next move given the conversation; it may call tools."""
+    ctx = runtime.context
+    system = SystemMessage(prompts.SYSTEM.format(today=datetime.now(UTC).date().isoformat()))
+    messages = convert_to_openai_messages([system, *state.get("messages", [])])
+    reply = await ctx.llm.chat("po", messages, tools=po_tools.openai_tools(), thread_id=ctx.thread_id)  # type: ignore[arg-type]
+    calls = [{"id": c["id"], "name": c["name"], "args": c["args"]} for c in reply.tool_calls]
+    return {"messages": [AIMessage(content=reply.content, tool_calls=calls)], "new_project": False}
+
+
+async def run_po_tools(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Run the tool calls of the PO's last message; a bad call becomes an error the model reads, not a crash."""
+    ctx = runtime.context
+    last = state["messages"][-1]
+    out: list[ToolMessage] = []
+    update: dict[str, Any] = {}
+    for call in getattr(last, "tool_calls", []):
+        try:
+            result = await _run_tool(ctx, call["name"], call["args"], update)
+        except (ValidationError, ValueError) as exc:
+            result = json.dumps({"error": str(exc)})
+        out.append(ToolMessage(content=result, tool_call_id=call["id"], name=call["name"]))
+    return {"messages": out, **update}
+
+
+async def _run_tool(ctx: Context, name: str, args: dict[str, Any], update: dict[str, Any]) -> str:
+    if name not in po_tools.TOOLS:
+        raise ValueError(f"unknown tool {name!r}; use one of {sorted(po_tools.TOOLS)}")
+    parsed = po_tools.TOOLS[name].model_validate(args)
+    if isinstance(parsed, po_tools.CreateProjectIntent):
+        project = await po_tools.create_project(ctx.db, parsed, ctx.thread_id)
+        update.update(project_id=project.id, project_name=project.name, spec=project.spec, new_project=True,
+                      server_info=None, engineering=None, approval=None, deployment=None)
+        return json.dumps({"created": project.name, "status": project.status})
+    if isinstance(parsed, po_tools.GetProjectStatus):
+        return await po_tools.get_project_status(ctx.db, parsed.name)
+    return await po_tools.list_projects(ctx.db)
+
+
+async def estimate_project(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Record the spec: draft -> estimated."""
+    ctx = runtime.context
+    async with ctx.db.session() as s:
+        await transition_project(s, _pid(state), ProjectStatus.estimated, reason="spec recorded from the conversation",
+                                 thread_id=ctx.thread_id)
+    return {"new_project": False}
+
+
+async def provision_repository(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Create the project's repository (idempotent): estimated -> provisioning -> initialized."""
+    ctx = runtime.context
+    pid = _pid(state)
+    async with ctx.db.session() as s:
+        await transition_project(s, pid, ProjectStatus.provisioning, reason=f"creating repository on {ctx.forge.kind}",
+                                 thread_id=ctx.thread_id)
+    name = state["project_name"] or ""
+    summary = (state.get("spec") or {}).get("summary", "")
+    repo = await asyncio.to_thread(ensure_repo, ctx.forge, name, summary)
+    async with ctx.db.session() as s:
+        project = await s.get(Project, pid)
+        assert project is not None
+        project.github_repo_id, project.repo_full_name = repo.id, repo.full_name
+        project.repo_url, project.clone_url, project.default_branch = repo.html_url, repo.clone_url, repo.default_branch
+        s.add(project)
+        await transition_project(s, pid, ProjectStatus.initialized, reason=f"repository {repo.full_name} exists",
+                                 thread_id=ctx.thread_id)
+    return {"zavhoz_status": "working", "engineering_status": "working"}
+
+
+def _pid(state: OrchestratorState) -> int:
+    pid = state.get("project_id")
+    if pid is None:
+        raise RuntimeError("no project in this thread's state")
+    return pid

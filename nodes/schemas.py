@@ -1,0 +1,58 @@
+"""Structured answers the Engineering roles must give (validated; invalid ones are re-asked)."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class FilePlan(BaseModel):
+    """One file the Architect wants."""
+
+    path: str
+    purpose: str
+
+
+class Design(BaseModel):
+    """The Architect's design."""
+
+    summary: str
+    files: list[FilePlan] = Field(min_length=1)
+    entrypoint: str = "app.py"
+    health_path: str = "/health"
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _relative_python_file(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts or path.suffix != ".py":
+            raise ValueError("entrypoint must be a relative path to a .py file inside the repository")
+        return value
+
+    @field_validator("health_path")
+    @classmethod
+    def _absolute_url_path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c.isspace() for c in value):
+            raise ValueError("health_path must be a URL path starting with '/'")
+        return value
+
+
+class SourceFile(BaseModel):
+    """A whole file from the Developer."""
+
+    path: str
+    content: str
+
+
+class CodeChange(BaseModel):
+    """The Developer's change: complete files and a commit message."""
+
+    files: list[SourceFile] = Field(min_length=1)
+    message: str = Field(min_length=1)
+
+
+class Diagnosis(BaseModel):
+    """The Tester's reading of a failing run."""
+
+    diagnosis: str

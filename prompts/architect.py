@@ -1,0 +1,19 @@
+"""Architect prompts."""
+
+SYSTEM = """You are the Architect. Design a small Python service so a Developer can write it in one go.
+Rules for every design:
+- Python 3.11 standard library only unless the spec needs more (then list requirements.txt among the files).
+- The service listens on 127.0.0.1 at the port in the PORT environment variable and answers {health_path}
+  with HTTP 200 and JSON.
+- Tests use pytest, live in test_*.py files at the repository root, and run with `python -m pytest -q`.
+- `entrypoint` is the Python file that starts the service (run as `python <entrypoint>`)."""
+
+USER = """Project: {name}
+Summary: {summary}
+Requirements:
+{requirements}
+{feedback}"""
+
+FEEDBACK = """
+A person reviewed the last version and asks for this change:
+{feedback}"""

@@ -1,0 +1,251 @@
+"""Real ansible-runner runs of playbooks/deploy.yml and stop.yml against localhost (no mocks)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.ansible import PlaybookResult, inventory_for, run_playbook
+
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@localhost",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@localhost",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+}
+
+GOOD_APP = """\
+import json
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/health":
+            body = json.dumps({"status": "ok"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+        else:
+            body = b"not found"
+            self.send_response(404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+print("listening on", os.environ["PORT"], flush=True)
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+CRASH_APP = """\
+import sys
+
+print("FATAL: missing DATABASE_URL, refusing to start", file=sys.stderr, flush=True)
+raise SystemExit(3)
+"""
+
+LOCAL = inventory_for(name="localhost", address="127.0.0.1", connection="local")
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
+
+
+def commit_app(work: Path, source: str, message: str) -> str:
+    (work / "app.py").write_text(source)
+    git("add", "app.py", cwd=work)
+    git("commit", "-q", "-m", message, cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pids_with(text: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def pid_gone(pid: int, wait_s: float = 10.0) -> bool:
+    """Wait until ``os.kill(pid, 0)`` raises; orphans are reaped by PID 1, which can take a moment."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+class Deployment:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.bare = tmp_path / "origin.git"
+        self.work = tmp_path / "work"
+        self.release_root = tmp_path / "srv"
+        self.runner_root = tmp_path / "runner"
+        self.project = "demo"
+        self.port = free_port()
+        git("init", "-q", "--bare", "-b", "main", str(self.bare))
+        git("clone", "-q", str(self.bare), str(self.work))
+
+    @property
+    def project_root(self) -> Path:
+        return self.release_root / self.project
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/health"
+
+    def release_dir(self, commit: str) -> Path:
+        return self.project_root / "releases" / commit
+
+    async def deploy(self, commit: str, health_timeout: int = 15) -> PlaybookResult:
+        extravars = {
+            "project": self.project,
+            "repo_url": str(self.bare),
+            "commit": commit,
+            "port": self.port,
+            "entrypoint": "app.py",
+            "health_path": "/health",
+            "release_root": str(self.release_root),
+            "service_python": sys.executable,
+            "health_timeout": health_timeout,
+        }
+        return await run_playbook(
+            "deploy.yml", inventory=LOCAL, extravars=extravars, work_root=self.runner_root, timeout_s=120
+        )
+
+    async def stop(self) -> PlaybookResult:
+        extravars = {"project": self.project, "release_root": str(self.release_root)}
+        return await run_playbook(
+            "stop.yml", inventory=LOCAL, extravars=extravars, work_root=self.runner_root, timeout_s=60
+        )
+
+
+@pytest.fixture
+async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
+    d = Deployment(tmp_path)
+    try:
+        yield d
+    finally:
+        try:
+            await d.stop()
+        finally:
+            # Belt and braces: nothing started from this tmp dir may outlive the test.
+            for pid in pids_with(str(d.project_root / "releases")):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.mark.slow
+async def test_deploy_is_idempotent_and_stop_stops(deployment: Deployment) -> None:
+    sha = commit_app(deployment.work, GOOD_APP, "good app")
+
+    first = await deployment.deploy(sha)
+    assert first.ok, first.summary
+    assert first.summary.startswith("ok=")
+    assert httpx.get(deployment.health_url, timeout=5, trust_env=False).json() == {"status": "ok"}
+    pid_file = deployment.project_root / "run" / "service.pid"
+    pid = int(pid_file.read_text())
+    assert (deployment.project_root / "run" / "service.commit").read_text().split() == [sha, str(deployment.port)]
+
+    second = await deployment.deploy(sha)
+    assert second.ok, second.summary
+    assert "changed=0" in second.summary
+    assert int(pid_file.read_text()) == pid
+    assert pids_with(str(deployment.release_dir(sha))) == [pid]
+    assert httpx.get(deployment.health_url, timeout=5, trust_env=False).status_code == 200
+    assert not list(deployment.runner_root.iterdir()), "private data dirs of successful runs are removed"
+
+    stopped = await deployment.stop()
+    assert stopped.ok, stopped.summary
+    assert "changed=1" in stopped.summary
+    assert pid_gone(pid)
+    assert not pid_file.exists()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(deployment.health_url, timeout=2, trust_env=False)
+
+    again = await deployment.stop()
+    assert again.ok and "changed=0" in again.summary, again.summary
+
+
+@pytest.mark.slow
+async def test_crashing_commit_fails_with_log_tail(deployment: Deployment) -> None:
+    commit_app(deployment.work, GOOD_APP, "good app")
+    bad = commit_app(deployment.work, CRASH_APP, "crashing app")
+
+    result = await deployment.deploy(bad, health_timeout=4)
+
+    assert not result.ok
+    assert result.status == "failed"
+    assert "Report the unhealthy service" in result.summary
+    assert "Wait for the service port" in result.summary
+    assert "FATAL: missing DATABASE_URL" in result.summary
+    assert not pids_with(str(deployment.release_dir(bad)))
+    kept = list(deployment.runner_root.iterdir())
+    assert len(kept) == 1 and str(kept[0]) in result.summary, "failed runs keep their private data dir"
+
+
+def test_inventory_for_local() -> None:
+    inv = inventory_for(name="box", address="ignored", connection="local")
+    assert inv == {
+        "all": {
+            "children": {
+                "targets": {
+                    "hosts": {"box": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}
+                }
+            }
+        }
+    }
+
+
+def test_inventory_for_ssh() -> None:
+    inv = inventory_for(name="vps1", address="203.0.113.7", connection="ssh", ssh_port=2222, ssh_user="deploy")
+    host = inv["all"]["children"]["targets"]["hosts"]["vps1"]
+    assert host == {"ansible_host": "203.0.113.7", "ansible_port": 2222, "ansible_user": "deploy"}
+    assert inventory_for(name="v", address="h", connection="ssh")["all"]["children"]["targets"]["hosts"]["v"] == {
+        "ansible_host": "h",
+        "ansible_port": 22,
+        "ansible_user": "root",
+    }
+
+
+def test_inventory_for_rejects_unknown_connection() -> None:
+    with pytest.raises(ValueError):
+        inventory_for(name="x", address="y", connection="winrm")
