@@ -10,7 +10,7 @@ import socket
 
 from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from core.db import Database
 from core.settings import Settings
@@ -57,7 +57,8 @@ async def ensure_default_server(db: Database, settings: Settings) -> None:
 async def find_ready_server(db: Database) -> Server | None:
     """The first ready server with at least one port of its range not leased, or None."""
     async with db.session() as s:
-        servers = (await s.exec(select(Server).where(Server.status == ServerStatus.ready).order_by(Server.id))).all()
+        ready = select(Server).where(Server.status == ServerStatus.ready).order_by(col(Server.id))
+        servers = (await s.exec(ready)).all()
         for server in servers:
             used = (await s.exec(select(func.count()).where(PortLease.server_id == server.id))).one()
             if used < server.port_range_end - server.port_range_start + 1:

@@ -74,7 +74,7 @@ class LLM:
         if model.startswith("replay/"):
             kw["api_base"] = str(self.settings.replay_dir) if self.settings.replay_dir else None
         else:
-            kw["num_retries"] = 2
+            kw["max_retries"] = 2  # the SDK's retries: 5xx/429 with backoff, never a 4xx (litellm's num_retries would)
             if self.settings.api_base:
                 kw["api_base"] = self.settings.api_base
             if self.settings.api_key:

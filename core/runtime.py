@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.types import Command
 from pydantic import ValidationError
@@ -89,12 +90,11 @@ def answer_value(payload: dict[str, Any], answer: Answer) -> dict[str, Any]:
         RuntimeInputError: the answer does not fit the question (e.g. ``approve`` to a guidance request).
     """
     kind = payload.get("kind", "")
+    raw: dict[str, Any]
     if kind == "deploy_approval":
-        raw: dict[str, Any] = {
-            "approve": {"decision": "approve"},
-            "reject": {"decision": "reject", "reason": answer.text},
-            "text": {"decision": "feedback", "feedback": answer.text},
-        }[answer.kind]
+        decision = {"approve": "approve", "reject": "reject", "text": "feedback"}[answer.kind]
+        raw = {"decision": decision, "reason": answer.text if decision == "reject" else None,
+               "feedback": answer.text if decision == "feedback" else None}
     elif kind == "engineering_guidance":
         if answer.kind != "text":
             raise RuntimeInputError("this thread asks for guidance, not approval: answer with --answer TEXT")
@@ -134,7 +134,7 @@ class OrchestratorRuntime:
         await self._saver_cm.__aexit__(*exc)
         await self.db.dispose()
 
-    def _config(self, thread_id: str) -> dict[str, Any]:
+    def _config(self, thread_id: str) -> RunnableConfig:
         return {"configurable": {"thread_id": thread_id}}
 
     def _context(self, thread_id: str) -> Context:
@@ -198,7 +198,9 @@ class OrchestratorRuntime:
             RuntimeInputError: unknown thread, the thread waits for an answer, or nothing is left to run.
         """
         if await self.pending(thread_id):
-            raise RuntimeInputError(f"thread {thread_id} waits for an answer, not a restart: use --approve/--reject/--answer")
+            raise RuntimeInputError(
+                f"thread {thread_id} waits for an answer, not a restart: use --approve/--reject/--answer"
+            )
         state = await self.graph.aget_state(self._config(thread_id))
         if not state.next:
             raise RuntimeInputError(f"thread {thread_id} has no unfinished run")
@@ -208,10 +210,15 @@ class OrchestratorRuntime:
     async def _stream(self, value: Any, thread_id: str) -> AsyncIterator[RunEvent]:
         started: dict[str, float] = {}
         async for ns, mode, data in self.graph.astream(
-            value, self._config(thread_id), context=self._context(thread_id),
-            stream_mode=["tasks", "updates"], subgraphs=True, durability="sync",
+            value,
+            self._config(thread_id),
+            context=self._context(thread_id),
+            stream_mode=["tasks", "updates"],
+            subgraphs=True,
+            durability="sync",
         ):
             path = tuple(part.split(":")[0] for part in ns)
+            assert isinstance(data, dict)
             if mode == "tasks":
                 ev = self._task_event(data, path, started)
                 if ev is not None:
@@ -220,7 +227,7 @@ class OrchestratorRuntime:
                 for node, update in data.items():
                     messages = update.get("messages", []) if isinstance(update, dict) else []
                     for msg in messages:
-                        if isinstance(msg, AIMessage) and msg.content and not msg.tool_calls:
+                        if isinstance(msg, AIMessage) and msg.content:
                             yield RunEvent(kind="message", node=node, text=str(msg.content))
         for p in await self.pending(thread_id):
             yield RunEvent(kind="interrupt", payload=p.payload, interrupt_id=p.id)
@@ -235,8 +242,13 @@ class OrchestratorRuntime:
             return RunEvent(kind="node_start", node=data["name"], path=path)
         if task_id not in started or data.get("interrupts"):
             return None
-        return RunEvent(kind="node_end", node=data["name"], path=path, error=data.get("error"),
-                        duration_s=time.perf_counter() - started.pop(task_id))
+        return RunEvent(
+            kind="node_end",
+            node=data["name"],
+            path=path,
+            error=data.get("error"),
+            duration_s=time.perf_counter() - started.pop(task_id),
+        )
 
     async def _touch(self, thread_id: str, title: str | None = None) -> None:
         async with self.db.session() as s:
@@ -254,6 +266,13 @@ class OrchestratorRuntime:
         for row in rows:
             state = await self.graph.aget_state(self._config(row.id))
             pending = [Pending(id=i.id, payload=dict(i.value)) for i in state.interrupts]
-            views.append(ThreadView(id=row.id, title=row.title, updated_at=row.updated_at.isoformat(),
-                                    pending=pending, stopped_mid_run=bool(state.next) and not pending))
+            views.append(
+                ThreadView(
+                    id=row.id,
+                    title=row.title,
+                    updated_at=row.updated_at.isoformat(),
+                    pending=pending,
+                    stopped_mid_run=bool(state.next) and not pending,
+                )
+            )
         return views

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 
 from core.context import Context
@@ -20,13 +20,13 @@ def route_tests(
 ) -> Literal["write_code", "ask_for_guidance", "__end__"]:
     """Passed -> done; failed below the bound -> Developer again; at the bound -> ask a person."""
     if (state.get("tests") or {}).get("passed"):
-        return END
+        return "__end__"
     if state.get("iteration", 0) >= runtime.context.settings.engineering_max_iterations:
         return "ask_for_guidance"
     return "write_code"
 
 
-def build_engineering() -> StateGraph:
+def build_engineering() -> StateGraph[EngineeringState, Context, EngineeringInput, EngineeringOutput]:
     """The Engineering builder."""
     builder = StateGraph(
         EngineeringState, context_schema=Context, input_schema=EngineeringInput, output_schema=EngineeringOutput

@@ -20,7 +20,7 @@ from nodes.report import report_to_user
 def route_po(state: OrchestratorState) -> Literal["run_po_tools", "__end__"]:
     """Run tools if the PO asked for any, else the turn is over."""
     last = state["messages"][-1]
-    return "run_po_tools" if getattr(last, "tool_calls", None) else END
+    return "run_po_tools" if getattr(last, "tool_calls", None) else "__end__"
 
 
 def route_tools(state: OrchestratorState) -> Literal["estimate_project", "call_po"]:
@@ -62,7 +62,7 @@ def join_teams(state: OrchestratorState) -> dict[str, object]:
     return {}
 
 
-def build_product_owner() -> StateGraph:
+def build_product_owner() -> StateGraph[OrchestratorState, Context, OrchestratorState, OrchestratorState]:
     """The PO builder, with the two subgraphs compiled in as nodes."""
     builder = StateGraph(OrchestratorState, context_schema=Context)
     builder.add_node(call_po)

@@ -13,10 +13,10 @@ from nodes.zavhoz import find_server, lease_port
 
 def route_server(state: ZavhozState) -> Literal["lease_port", "__end__"]:
     """Lease a port when a server was found, else stop (the PO reports waiting_for_resources)."""
-    return "lease_port" if state.get("server_id") is not None else END
+    return "lease_port" if state.get("server_id") is not None else "__end__"
 
 
-def build_zavhoz() -> StateGraph:
+def build_zavhoz() -> StateGraph[ZavhozState, Context, ZavhozInput, ZavhozOutput]:
     """The Zavhoz builder (compile it with or without a checkpointer)."""
     builder = StateGraph(ZavhozState, context_schema=Context, input_schema=ZavhozInput, output_schema=ZavhozOutput)
     builder.add_node(find_server)

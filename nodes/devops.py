@@ -50,24 +50,46 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
     local = info["connection"] == "local"
     url = f"http://{'127.0.0.1' if local else info['address']}:{info['port']}{eng['health_path']}"
     async with ctx.db.session() as s:
-        await transition_project(s, pid, ProjectStatus.deploying, reason=f"deploying {eng['commit'][:10]} to "
-                                 f"{info['name']}:{info['port']}", thread_id=ctx.thread_id)
+        await transition_project(
+            s,
+            pid,
+            ProjectStatus.deploying,
+            reason=f"deploying {eng['commit'][:10]} to {info['name']}:{info['port']}",
+            thread_id=ctx.thread_id,
+        )
         project = await s.get(Project, pid)
         row = (await s.exec(select(Deployment).where(Deployment.idempotency_key == key))).first()
         if row is None:
-            row = Deployment(project_id=pid, commit_sha=eng["commit"], server_id=info["server_id"], port=info["port"],
-                             status=DeploymentStatus.running, idempotency_key=key, thread_id=ctx.thread_id, url=url)
+            row = Deployment(
+                project_id=pid,
+                commit_sha=eng["commit"],
+                server_id=info["server_id"],
+                port=info["port"],
+                status=DeploymentStatus.running,
+                idempotency_key=key,
+                thread_id=ctx.thread_id,
+                url=url,
+            )
             s.add(row)
             await s.flush()
     assert project is not None and row.id is not None
     data_dir = ctx.settings.data_dir.resolve()
     result = await run_playbook(
         "deploy.yml",
-        inventory=inventory_for(name=info["name"], address=info["address"], connection=info["connection"],
-                                ssh_port=info["ssh_port"], ssh_user=info["ssh_user"]),
+        inventory=inventory_for(
+            name=info["name"],
+            address=info["address"],
+            connection=info["connection"],
+            ssh_port=info["ssh_port"],
+            ssh_user=info["ssh_user"],
+        ),
         extravars={
-            "project": project.name, "repo_url": project.clone_url, "commit": eng["commit"], "port": info["port"],
-            "entrypoint": eng["entrypoint"], "health_path": eng["health_path"],
+            "project": project.name,
+            "repo_url": project.clone_url,
+            "commit": eng["commit"],
+            "port": info["port"],
+            "entrypoint": eng["entrypoint"],
+            "health_path": eng["health_path"],
             "release_root": str(data_dir / "releases") if local else REMOTE_RELEASE_ROOT,
             "service_python": sys.executable if local else REMOTE_PYTHON,
             "health_timeout": int(ctx.settings.health_timeout_s),
@@ -82,7 +104,17 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
         dep.status, dep.ansible_rc, dep.summary, dep.finished_at = status, result.rc, result.summary, utcnow()
         s.add(dep)
         to = ProjectStatus.active if result.ok else ProjectStatus.verified
-        why = f"health check passed at {url}" if result.ok else f"deploy failed (ansible {result.status}, rc {result.rc})"
+        why = (
+            f"health check passed at {url}" if result.ok else f"deploy failed (ansible {result.status}, rc {result.rc})"
+        )
         await transition_project(s, pid, to, reason=why, thread_id=ctx.thread_id)
-    return {"deployment": {"status": status.value, "url": url, "commit": eng["commit"], "rc": result.rc,
-                           "summary": result.summary, "deployment_id": row.id}}
+    return {
+        "deployment": {
+            "status": status.value,
+            "url": url,
+            "commit": eng["commit"],
+            "rc": result.rc,
+            "summary": result.summary,
+            "deployment_id": row.id,
+        }
+    }

@@ -1,0 +1,108 @@
+"""``orchestrator demo``: the main job end to end, the approval answered by a second process.
+
+1. A person asks the PO for hello-api (this process): Zavhoz || Engineering run, the graph stops at the deploy
+   approval and this process exits the run.
+2. A second process, ``orchestrator resume THREAD --approve``, answers it as a person would, hours later or now:
+   Ansible deploys to localhost and checks the health URL.
+3. This process reads the project from the database, fetches its health URL, and stops the service unless
+   ``--keep-running``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from cli.render import Renderer
+
+REQUEST = "I need a small HTTP service called hello-api with a /health endpoint and unit tests."
+RECORDED_MODEL = "replay/hello-api"
+
+
+def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, console: Console) -> int:
+    """Run the demo; return the process exit code (0 when the project is active and its health URL answers 200)."""
+    from core.settings import Settings
+
+    data_dir = data_dir or Path(tempfile.mkdtemp(prefix="orchestrator-demo-"))
+    model = model or RECORDED_MODEL
+    settings = Settings(data_dir=data_dir, model=model)
+    if model == RECORDED_MODEL:
+        console.print("[bold]The model's words in this demo are RECORDED[/bold] (core/scenarios/hello-api.json, "
+                      "served through litellm's replay provider). Everything else is real: git, the test runs, "
+                      "SQLite, checkpoints, Ansible, the service.")
+    else:
+        console.print(f"[bold]Live model:[/bold] {model}. Its answers decide what happens.")
+    console.print(f"data dir: {data_dir}\n")
+    renderer = Renderer(console)
+    started = time.perf_counter()
+    thread_id = asyncio.run(_first_turn(settings, renderer, console))
+    if thread_id is None:
+        console.print("[red]the run did not stop at a deploy approval; see the messages above[/red]")
+        return 1
+    console.print(f"\n[bold]A second process answers the approval:[/bold] orchestrator resume {thread_id} --approve\n")
+    cmd = [sys.executable, "-m", "cli.main", "--data-dir", str(data_dir), "--model", model, "resume", thread_id,
+           "--approve"]
+    resumed = subprocess.run(cmd, check=False)
+    console.print(renderer.timeline_table())
+    status, url = asyncio.run(_project(settings))
+    code = _health(url)
+    if not keep_running and url:
+        asyncio.run(_stop(settings))
+    console.print(f"total {time.perf_counter() - started:.1f}s; the resume process exited {resumed.returncode}")
+    ok = resumed.returncode == 0 and status == "active" and code == 200
+    stopped = "" if keep_running else " (service stopped: use --keep-running to keep it)"
+    console.print(f"[bold]{'✓' if ok else '✗'} hello-api: {status} at {url} (health answered {code}){stopped}[/bold]")
+    return 0 if ok else 1
+
+
+async def _first_turn(settings: object, renderer: Renderer, console: Console) -> str | None:
+    from core.runtime import OrchestratorRuntime
+
+    async with OrchestratorRuntime(settings) as rt:  # type: ignore[arg-type]
+        thread_id = "demo-hello-api"
+        console.print(f"[bold]you>[/bold] {REQUEST}")
+        approval = None
+        async for ev in rt.start_turn(REQUEST, thread_id):
+            renderer.event(ev)
+            if ev.kind == "interrupt" and (ev.payload or {}).get("kind") == "deploy_approval":
+                approval = ev
+        return thread_id if approval else None
+
+
+async def _project(settings: object) -> tuple[str, str | None]:
+    from sqlmodel import col, select
+
+    from core.db import Database
+    from models.tables import Deployment, Project
+
+    db = Database(settings.db_url)  # type: ignore[attr-defined]
+    async with db.session() as s:
+        project = (await s.exec(select(Project).where(Project.name == "hello-api"))).first()
+        dep = (await s.exec(select(Deployment).order_by(col(Deployment.id).desc()))).first()
+    await db.dispose()
+    return (project.status.value if project else "absent"), (dep.url if dep else None)
+
+
+def _health(url: str | None) -> int | None:
+    if not url:
+        return None
+    try:
+        return httpx.get(url, timeout=5).status_code
+    except httpx.HTTPError:
+        return None
+
+
+async def _stop(settings: object) -> None:
+    from core.ansible import inventory_for, run_playbook
+
+    data = settings.data_dir.resolve()  # type: ignore[attr-defined]
+    await run_playbook("stop.yml", inventory=inventory_for(name="localhost", address="127.0.0.1", connection="local"),
+                       extravars={"project": "hello-api", "release_root": str(data / "releases")},
+                       work_root=data / "ansible", timeout_s=60)

@@ -1,0 +1,35 @@
+"""Rows for the ``projects`` and ``servers`` commands (plain dicts: tables and ``--json`` share them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import select
+
+from core.db import Database
+from models.tables import Project, Server
+from nodes.po_tools import project_url
+
+
+async def project_rows(db: Database) -> list[dict[str, Any]]:
+    """One dict per project: name, status, repo, server, port, url, updated."""
+    async with db.session() as s:
+        servers = {srv.id: srv for srv in (await s.exec(select(Server))).all()}
+        projects = (await s.exec(select(Project).order_by(Project.name))).all()
+    return [
+        {"name": p.name, "status": p.status.value, "repo": p.repo_full_name,
+         "server": servers[p.server_id].name if p.server_id in servers else None, "port": p.port,
+         "url": project_url(p, servers.get(p.server_id)), "updated": p.updated_at.isoformat()[:19]}
+        for p in projects
+    ]
+
+
+async def server_rows(db: Database) -> list[dict[str, Any]]:
+    """One dict per server: name, address, connection, status, ports, last seen."""
+    async with db.session() as s:
+        rows = (await s.exec(select(Server).order_by(Server.name))).all()
+    return [
+        {"name": r.name, "address": r.address, "connection": r.connection, "status": r.status.value,
+         "ports": f"{r.port_range_start}-{r.port_range_end}", "last_seen": r.last_seen_at}
+        for r in rows
+    ]

@@ -1,0 +1,253 @@
+"""``orchestrator``: chat with the PO, list threads, resume interrupts, inspect projects/servers, run the demo.
+
+Heavy modules (LangGraph, litellm, SQLAlchemy) are imported inside commands, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from core.runtime import OrchestratorRuntime, RunEvent
+    from core.settings import Settings
+
+app = typer.Typer(
+    help="A hierarchical multi-agent orchestrator: a Product Owner dispatching Zavhoz (servers, ports) and "
+    "Engineering (Architect, Developer, Tester), with human approvals and Ansible deploys.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data dir (DB, checkpoints, forge). Env: ORCH_DATA_DIR.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="litellm model for every role. Env: ORCH_MODEL.")] = None,
+) -> None:
+    """Global options; every other setting comes from ORCH_* environment variables."""
+    ctx.obj = {k: v for k, v in {"data_dir": data_dir, "model": model}.items() if v is not None}
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    from core.settings import Settings
+
+    return Settings(**ctx.obj)
+
+
+def _run(coro_fn: Callable[[OrchestratorRuntime], Coroutine[Any, Any, int]], ctx: typer.Context) -> None:
+    """Open a runtime, run ``coro_fn(rt)``, and turn known errors into a message and an exit code."""
+    from core.llm import InvalidModelOutput, ModelUnreachable
+    from core.runtime import OrchestratorRuntime, RuntimeInputError
+
+    async def go() -> int:
+        async with OrchestratorRuntime(_settings(ctx)) as rt:
+            return await coro_fn(rt)
+
+    try:
+        code = asyncio.run(go())
+    except RuntimeInputError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    except (ModelUnreachable, InvalidModelOutput) as exc:
+        err.print(
+            f"[red]model error:[/red] {exc}\nThe thread's checkpoint is kept; `orchestrator resume THREAD` "
+            "continues once the model answers."
+        )
+        raise typer.Exit(1) from exc
+    raise typer.Exit(code)
+
+
+async def _render(events: AsyncIterator[RunEvent], renderer: Any) -> list[RunEvent]:
+    """Render a stream; return its interrupt events."""
+    pending = []
+    async for ev in events:
+        renderer.event(ev)
+        if ev.kind == "interrupt":
+            pending.append(ev)
+    return pending
+
+
+@app.command()
+def chat(
+    ctx: typer.Context,
+    thread: Annotated[str | None, typer.Option(help="Continue this thread (default: a new one).")] = None,
+    message: Annotated[str | None, typer.Option("--message", "-m", help="Send one message and exit.")] = None,
+) -> None:
+    """Talk with the Product Owner. Shows each node as it runs and asks pending approvals inline."""
+    from cli.render import Renderer
+    from core.runtime import Answer
+
+    renderer = Renderer(console)
+
+    async def body(rt: OrchestratorRuntime) -> int:
+        import uuid
+
+        thread_id = thread or f"t-{uuid.uuid4().hex[:12]}"
+        console.print(f"[dim]thread {thread_id} — empty line or Ctrl-D to leave[/dim]")
+        for p in await rt.pending(thread_id) if await rt.thread_exists(thread_id) else []:
+            renderer.pending(p.payload, p.id)
+            await _ask_inline(rt, thread_id, p.payload, p.id, renderer)
+        while True:
+            text = message if message is not None else _prompt("you")
+            if not text:
+                return 0
+            pending = await _render(rt.start_turn(text, thread_id), renderer)
+            while pending and sys.stdin.isatty():
+                ev = pending[0]
+                pending = await _ask_inline(rt, thread_id, ev.payload or {}, ev.interrupt_id, renderer)
+            if pending:
+                console.print(
+                    f"Answer later with: orchestrator resume {thread_id} --approve | --reject REASON | --answer TEXT"
+                )
+            if message is not None:
+                return 0
+
+    async def _ask_inline(
+        rt: OrchestratorRuntime, thread_id: str, payload: dict[str, Any], iid: str | None, renderer: Renderer
+    ) -> list[Any]:
+        if payload.get("kind") == "deploy_approval":
+            choice = _prompt("approve / reject REASON / feedback TEXT")
+            verb, _, rest = (choice or "").partition(" ")
+            answer = {"approve": Answer("approve"), "reject": Answer("reject", rest), "feedback": Answer("text", rest)}
+            if verb not in answer:
+                console.print("[yellow]left pending[/yellow]")
+                return []
+            return await _render(rt.resume(thread_id, answer[verb], iid), renderer)
+        text = _prompt("guidance for the Developer")
+        return await _render(rt.resume(thread_id, Answer("text", text), iid), renderer) if text else []
+
+    _run(body, ctx)
+
+
+def _prompt(label: str) -> str:
+    try:
+        return console.input(f"[bold]{label}>[/bold] ").strip()
+    except EOFError:
+        return ""
+
+
+@app.command()
+def resume(
+    ctx: typer.Context,
+    thread: Annotated[str, typer.Argument(help="The thread id (see `orchestrator threads`).")],
+    approve: Annotated[bool, typer.Option("--approve", help="Approve the pending deploy.")] = False,
+    reject: Annotated[str | None, typer.Option(help="Reject the pending deploy, with a reason.")] = None,
+    answer: Annotated[str | None, typer.Option(help="Feedback on a deploy, or guidance for a stuck loop.")] = None,
+    interrupt_id: Annotated[str | None, typer.Option(help="Which question, when several are pending.")] = None,
+) -> None:
+    """Answer a pending interrupt from any process, any time later; with no answer, finish a run that stopped."""
+    from cli.render import Renderer
+    from core.runtime import Answer
+
+    chosen = [
+        a
+        for a in (
+            Answer("approve") if approve else None,
+            Answer("reject", reject) if reject is not None else None,
+            Answer("text", answer) if answer is not None else None,
+        )
+        if a
+    ]
+    if len(chosen) > 1:
+        err.print("[red]error:[/red] give one of --approve, --reject REASON, --answer TEXT")
+        raise typer.Exit(2)
+    renderer = Renderer(console)
+
+    async def body(rt: OrchestratorRuntime) -> int:
+        events = rt.resume(thread, chosen[0], interrupt_id) if chosen else rt.continue_run(thread)
+        await _render(events, renderer)
+        return 0
+
+    _run(body, ctx)
+
+
+@app.command()
+def threads(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """Threads, newest first, with their pending interrupts."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    async def body(rt: OrchestratorRuntime) -> int:
+        views = await rt.threads()
+        if as_json:
+            print(json.dumps([asdict(v) for v in views], indent=2, default=str))
+            return 0
+        table = Table("thread", "title", "updated", "waiting for")
+        for v in views:
+            waiting = ", ".join(f"{p.payload.get('kind')}: {p.payload.get('question', '')}" for p in v.pending)
+            table.add_row(v.id, v.title, v.updated_at[:19], waiting or ("stopped mid-run" if v.stopped_mid_run else ""))
+        console.print(table)
+        return 0
+
+    _run(body, ctx)
+
+
+@app.command()
+def projects(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """Projects and their lifecycle status."""
+    _table(ctx, "projects", as_json)
+
+
+@app.command()
+def servers(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """Servers, their status and port ranges."""
+    _table(ctx, "servers", as_json)
+
+
+def _table(ctx: typer.Context, what: str, as_json: bool) -> None:
+    from rich.table import Table
+
+    from cli.listing import project_rows, server_rows
+
+    async def body(rt: OrchestratorRuntime) -> int:
+        rows = await (project_rows(rt.db) if what == "projects" else server_rows(rt.db))
+        if as_json:
+            print(json.dumps(rows, indent=2, default=str))
+            return 0
+        table = Table(*(rows[0].keys() if rows else ["(none)"]))
+        for row in rows:
+            table.add_row(*(str(v) if v is not None else "" for v in row.values()))
+        console.print(table)
+        return 0
+
+    _run(body, ctx)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    keep_running: Annotated[bool, typer.Option(help="Leave the deployed service running.")] = False,
+) -> None:
+    """The main job end to end on a recorded model: chat -> Zavhoz || Engineering -> approval -> Ansible deploy."""
+    from cli.demo import run_demo
+
+    raise typer.Exit(run_demo(ctx.obj.get("data_dir"), ctx.obj.get("model"), keep_running, console))
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Serve the same runtime over HTTP (FastAPI): threads, messages (SSE), approvals, projects, servers."""
+    import uvicorn
+
+    uvicorn.run("api.app:app_factory", factory=True, host=host, port=port)
+
+
+if __name__ == "__main__":
+    app()

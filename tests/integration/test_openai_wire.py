@@ -1,0 +1,145 @@
+"""The provider path over real HTTP: litellm's ``openai/<model>`` -> the openai SDK -> a local OpenAI-format server.
+
+The replay provider proves the graph; these tests prove the seam sends what settings say (model per role, api_base,
+api_key), re-asks an invalid structured answer, records the provider's token usage, and fails clearly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from sqlmodel import select
+
+from core.db import Database
+from core.llm import ModelUnreachable
+from core.replay import BUILTIN_DIR, Scenario, last_text
+from core.runtime import OrchestratorRuntime, RunEvent
+from core.settings import ROLES, Settings
+from models.tables import LLMCall, Project
+from tests.fixtures.openai_server import USAGE, OpenAIServer
+
+pytestmark = pytest.mark.slow
+
+API_KEY = "sk-local-test"
+ASK = "I need a small HTTP service called hello-api with a /health endpoint and unit tests."
+THREAD = "t-wire"
+
+
+@pytest.fixture
+def server() -> Iterator[OpenAIServer]:
+    with OpenAIServer(Scenario.load(BUILTIN_DIR / "hello-api.json"), api_key=API_KEY) as srv:
+        yield srv
+
+
+def wire_settings(settings: Settings, server: OpenAIServer, api_key: str = API_KEY) -> Settings:
+    return settings.model_copy(update={
+        "model": "openai/po",
+        **{f"model_{role}": f"openai/{role}" for role in ROLES},
+        "api_base": server.base_url + "/v1",
+        "api_key": SecretStr(api_key),
+    })
+
+
+async def run_turn(settings: Settings) -> list[RunEvent]:
+    async with OrchestratorRuntime(settings) as rt:
+        return [ev async for ev in rt.start_turn(ASK, THREAD)]
+
+
+async def rows(settings: Settings, table: Any) -> list[Any]:
+    db = Database(settings.db_url)
+    try:
+        async with db.session() as s:
+            return list((await s.exec(select(table))).all())
+    finally:
+        await db.dispose()
+
+
+def tool_names(body: dict[str, Any]) -> list[str]:
+    return [t["function"]["name"] for t in body.get("tools") or []]
+
+
+async def test_main_job_over_http_until_deploy_approval(settings: Settings, server: OpenAIServer) -> None:
+    cfg = wire_settings(settings, server)
+    server.script_invalid_once("architect")
+
+    events = await run_turn(cfg)
+
+    interrupts = [ev for ev in events if ev.kind == "interrupt"]
+    assert len(interrupts) == 1, [(ev.kind, ev.node, ev.error) for ev in events]
+    payload = interrupts[0].payload or {}
+    assert payload["kind"] == "deploy_approval"
+    assert payload["project"] == "hello-api"
+    assert payload["tests"]["passed"] is True
+    assert not any(ev.error for ev in events)
+
+    # Every request went through the wire with the configured key, to the configured base, non-streaming.
+    assert {path for _, path, _ in server.log} == {"/v1/chat/completions"}
+    assert all(h["authorization"] == f"Bearer {API_KEY}" for _, _, h in server.log)
+    assert not any(body.get("stream") for body in server.requests)
+
+    po = server.requests_of("po")
+    assert len(po) == 1
+    assert "create_project_intent" in tool_names(po[0])
+    assert "hello-api" in last_text(po[0]["messages"])
+
+    architect = server.requests_of("architect")
+    assert len(architect) == 2  # the scripted invalid answer, then the re-ask
+    assert "Your previous answer was not a valid" not in last_text(architect[0]["messages"])
+    assert "Your previous answer was not a valid" in last_text(architect[1]["messages"])
+    assert architect[1]["messages"][-2] == {"role": "assistant", "content": "this is not json"}
+
+    developer = server.requests_of("developer")
+    assert len(developer) == 2  # first version fails a test, the fix passes
+    assert "Tests failed" not in last_text(developer[0]["messages"])
+    assert "Tests failed" in last_text(developer[1]["messages"])
+    assert len(server.requests_of("tester")) == 1
+    assert server.roles()[:3] == ["po", "architect", "architect"]
+
+    calls = [c for c in await rows(cfg, LLMCall) if c.thread_id == THREAD]
+    assert sorted(c.role for c in calls) == sorted(server.roles())
+    for role in ROLES:
+        mine = [c for c in calls if c.role == role]
+        assert mine, f"no LLMCall row for {role}"
+        for c in mine:
+            assert c.model == f"openai/{role}"
+            assert c.ok and c.error is None
+            assert c.prompt_tokens == USAGE["prompt_tokens"] == 111
+            assert c.completion_tokens == USAGE["completion_tokens"]
+
+    [project] = await rows(cfg, Project)
+    assert project.name == "hello-api"
+    assert project.status == "verified"
+    assert project.thread_id == THREAD
+
+
+async def test_wrong_api_key_is_model_unreachable(settings: Settings, server: OpenAIServer) -> None:
+    cfg = wire_settings(settings, server, api_key="sk-wrong")
+
+    with pytest.raises(ModelUnreachable, match=r"'openai/po'.*AuthenticationError"):
+        await run_turn(cfg)
+
+    # A 401 is not retried: retrying cannot fix a bad key.
+    assert server.roles() == ["po"]
+    assert all(h["authorization"] == "Bearer sk-wrong" for _, _, h in server.log)
+    assert await rows(cfg, Project) == []
+    [call] = await rows(cfg, LLMCall)
+    assert call.role == "po" and not call.ok and call.error
+
+
+async def test_server_error_is_model_unreachable_after_bounded_retries(
+    settings: Settings, server: OpenAIServer
+) -> None:
+    cfg = wire_settings(settings, server)
+    server.fail_with(500)
+
+    with pytest.raises(ModelUnreachable, match=r"'openai/po'.*InternalServerError"):
+        await run_turn(cfg)
+
+    # The SDK's max_retries=2 (core/llm.py): one request and two retries with backoff, no more.
+    assert server.roles() == ["po"] * 3
+    assert await rows(cfg, Project) == []
+    [call] = await rows(cfg, LLMCall)
+    assert call.role == "po" and not call.ok

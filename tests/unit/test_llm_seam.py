@@ -1,0 +1,121 @@
+"""The LLM seam: validated structured answers with bounded re-asks, per-role models, and loud provider failures."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from core.db import Database
+from core.llm import LLM, InvalidModelOutput, ModelUnreachable
+from core.settings import Settings
+from models.tables import LLMCall
+from nodes.schemas import Design
+
+MARKER = "Project: reask-demo"
+REASKED = "previous answer was not a valid"
+GOOD_DESIGN = {
+    "summary": "one file",
+    "files": [{"path": "app.py", "purpose": "the service"}],
+    "entrypoint": "app.py",
+    "health_path": "/health",
+}
+ASK = [
+    {"role": "system", "content": "You are the Architect."},
+    {"role": "user", "content": f"{MARKER}\nDesign it."},
+]
+
+
+def replay_settings(settings: Settings, folder: Path, exchanges: list[dict[str, Any]], **kw: Any) -> Settings:
+    (folder / "reask.json").write_text(json.dumps({"name": "reask", "exchanges": exchanges}))
+    return settings.model_copy(update={"replay_dir": folder, "model": "replay/reask", **kw})
+
+
+async def calls(db: Database) -> list[LLMCall]:
+    async with db.session() as s:
+        return list((await s.exec(select(LLMCall).order_by(LLMCall.id))).all())
+
+
+@pytest.mark.parametrize(
+    "bad_reply",
+    [
+        {"content": "Sure! Here is the design: app.py serves /health."},
+        {"json": {"summary": "no files"}},
+        {"json": {**GOOD_DESIGN, "entrypoint": "../escape.py"}},
+    ],
+    ids=["not-json", "missing-field", "invalid-entrypoint"],
+)
+async def test_invalid_answer_is_reasked(
+    settings: Settings, db: Database, tmp_path: Path, bad_reply: dict[str, Any]
+) -> None:
+    cfg = replay_settings(settings, tmp_path, [
+        {"id": "first", "role": "architect", "when": {"contains": [MARKER], "absent": [REASKED]}, "reply": bad_reply},
+        {"id": "reask", "role": "architect", "when": {"contains": [REASKED]},
+         "reply": {"content": "```json\n" + json.dumps(GOOD_DESIGN) + "\n```"}},
+    ])
+    design = await LLM(cfg, db).structured("architect", ASK, Design, thread_id="t-r")
+    assert design == Design.model_validate(GOOD_DESIGN)
+    rows = await calls(db)
+    assert [(r.role, r.ok, r.thread_id) for r in rows] == [("architect", True, "t-r")] * 2
+
+
+async def test_structured_sends_schema_and_leaves_input_alone(settings: Settings, db: Database, tmp_path: Path) -> None:
+    cfg = replay_settings(settings, tmp_path, [
+        {"id": "only", "role": "architect", "when": {"contains": [MARKER, '"entrypoint"']},
+         "reply": {"json": GOOD_DESIGN}},
+    ])
+    one_message = [{"role": "user", "content": MARKER}]
+    assert (await LLM(cfg, db).structured("architect", one_message, Design)).summary == "one file"
+    assert one_message == [{"role": "user", "content": MARKER}]
+    assert len(await calls(db)) == 1
+
+
+@pytest.mark.parametrize("reasks", [0, 2])
+async def test_always_invalid_fails_after_bounded_tries(
+    settings: Settings, db: Database, tmp_path: Path, reasks: int
+) -> None:
+    cfg = replay_settings(settings, tmp_path, [
+        {"id": "stubborn", "role": "architect", "when": {"contains": []}, "reply": {"content": "no JSON today"}},
+    ], llm_reasks=reasks)
+    with pytest.raises(InvalidModelOutput) as err:
+        await LLM(cfg, db).structured("architect", ASK, Design)
+    message = str(err.value)
+    assert "Design" in message and "replay/reask" in message and f"after {reasks + 1} tries" in message
+    assert len(await calls(db)) == reasks + 1
+
+
+def test_model_for_role_override_beats_default() -> None:
+    cfg = Settings(model="ollama/base", model_architect="openai/big")
+    assert cfg.model_for("architect") == "openai/big"
+    assert [cfg.model_for(r) for r in ("po", "developer", "tester")] == ["ollama/base"] * 3
+
+
+def test_model_for_reads_role_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_MODEL", "ollama/base")
+    monkeypatch.setenv("ORCH_MODEL_DEVELOPER", "openai/coder")
+    cfg = Settings()
+    assert (cfg.model_for("developer"), cfg.model_for("tester")) == ("openai/coder", "ollama/base")
+    assert Settings(model_developer="explicit/one").model_for("developer") == "explicit/one"
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_unreachable_provider_is_explained(settings: Settings, db: Database) -> None:
+    api_base = f"http://127.0.0.1:{closed_port()}/v1"
+    cfg = Settings(data_dir=settings.data_dir, model="openai/x", api_base=api_base, api_key="k-not-a-secret")
+    with pytest.raises(ModelUnreachable) as err:
+        await LLM(cfg, db).chat("po", [{"role": "user", "content": "hi"}], thread_id="t-down")
+    message = str(err.value)
+    assert "'openai/x'" in message and api_base in message and "ORCH_MODEL" in message
+    assert "k-not-a-secret" not in message
+    rows = await calls(db)
+    assert [(r.role, r.model, r.ok, r.thread_id) for r in rows] == [("po", "openai/x", False, "t-down")]
+    assert rows[0].error

@@ -1,0 +1,68 @@
+"""A person's answer is mapped onto the typed answer of the pending question, or refused before anything resumes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core.runtime import Answer, RuntimeInputError, answer_value
+from models.interrupts import DeployDecision, GuidanceAnswer
+
+DEPLOY: dict[str, Any] = {"kind": "deploy_approval", "question": "Deploy?", "project": "hello-api"}
+GUIDANCE: dict[str, Any] = {"kind": "engineering_guidance", "question": "Help?", "project": "hello-api"}
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (Answer("approve"), {"decision": "approve", "reason": None, "feedback": None}),
+        (Answer("reject", "port clash"), {"decision": "reject", "reason": "port clash", "feedback": None}),
+        (Answer("text", "add /version"), {"decision": "feedback", "reason": None, "feedback": "add /version"}),
+    ],
+    ids=["approve", "reject", "feedback"],
+)
+def test_deploy_answers(answer: Answer, expected: dict[str, Any]) -> None:
+    value = answer_value(DEPLOY, answer)
+    assert value == expected
+    assert DeployDecision.model_validate(value).model_dump() == expected
+
+
+@pytest.mark.parametrize("reason", [None, "", "   "])
+def test_reject_needs_a_reason(reason: str | None) -> None:
+    with pytest.raises(RuntimeInputError, match="reject needs a reason"):
+        answer_value(DEPLOY, Answer("reject", reason))
+
+
+@pytest.mark.parametrize("text", [None, "", "  \n"])
+def test_feedback_needs_text(text: str | None) -> None:
+    with pytest.raises(RuntimeInputError, match="deploy_approval"):
+        answer_value(DEPLOY, Answer("text", text))
+
+
+def test_guidance_text() -> None:
+    value = answer_value(GUIDANCE, Answer("text", "compare status case-insensitively"))
+    assert value == {"answer": "compare status case-insensitively"}
+    assert GuidanceAnswer.model_validate(value).answer == "compare status case-insensitively"
+
+
+@pytest.mark.parametrize("kind", ["approve", "reject"])
+def test_guidance_refuses_approval(kind: Any) -> None:
+    with pytest.raises(RuntimeInputError, match="--answer"):
+        answer_value(GUIDANCE, Answer(kind, "some reason"))
+
+
+@pytest.mark.parametrize("text", [None, ""])
+def test_guidance_needs_text(text: str | None) -> None:
+    with pytest.raises(RuntimeInputError, match="engineering_guidance"):
+        answer_value(GUIDANCE, Answer("text", text))
+
+
+@pytest.mark.parametrize("payload", [{"kind": "provision_server"}, {}, {"kind": None}])
+def test_unknown_kind(payload: dict[str, Any]) -> None:
+    with pytest.raises(RuntimeInputError, match="unknown interrupt kind"):
+        answer_value(payload, Answer("approve"))
+
+
+def test_runtime_input_error_is_a_value_error() -> None:
+    assert issubclass(RuntimeInputError, ValueError)
