@@ -1,21 +1,11 @@
-"""How the runtime's ``RuntimeInputError`` becomes an HTTP error ``{"detail": "..."}``.
-
-The runtime raises one exception type for every kind of bad input, so its message decides the status code.
-"""
+"""How the runtime's ``RuntimeInputError`` family becomes an HTTP error ``{"detail": "..."}``."""
 
 from __future__ import annotations
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from core.runtime import RuntimeInputError
-
-_STATUS_BY_PHRASE: tuple[tuple[str, int], ...] = (
-    ("unknown thread", 404),
-    ("nothing pending", 409),
-    ("waits for an answer", 409),
-    ("no unfinished run", 409),
-)
+from core.runtime import RuntimeInputError, ThreadStateConflict, UnknownThread
 
 
 def status_for(exc: RuntimeInputError) -> int:
@@ -26,10 +16,13 @@ def status_for(exc: RuntimeInputError) -> int:
 
     Returns:
         404 for an unknown thread, 409 when the thread's state does not allow the request (it waits for an answer,
-        nothing is pending, nothing is left to run), else 422 (the request itself is wrong).
+        nothing is pending, it is running, nothing is left to run), else 422 (the request itself is wrong).
     """
-    message = str(exc)
-    return next((status for phrase, status in _STATUS_BY_PHRASE if phrase in message), 422)
+    if isinstance(exc, UnknownThread):
+        return 404
+    if isinstance(exc, ThreadStateConflict):
+        return 409
+    return 422
 
 
 async def runtime_input_error_handler(request: Request, exc: Exception) -> JSONResponse:

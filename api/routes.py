@@ -7,7 +7,6 @@ does not allow it) or 422 (wrong request); nothing runs then.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Annotated, Any
 
@@ -28,7 +27,7 @@ from api.schemas import (
     ThreadPublic,
 )
 from api.sse import primed, sse_events
-from core.runtime import RunEvent
+from core.runtime import RunEvent, new_thread_id
 
 router = APIRouter()
 
@@ -59,7 +58,7 @@ async def healthz() -> HealthOut:
 @router.post("/threads", status_code=status.HTTP_201_CREATED)
 async def create_thread() -> ThreadCreated:
     """A new thread id; nothing runs until a message is posted to it."""
-    return ThreadCreated(thread_id=f"t-{uuid.uuid4().hex[:12]}")
+    return ThreadCreated(thread_id=new_thread_id())
 
 
 @router.get("/threads")

@@ -67,6 +67,12 @@ def _run(coro_fn: Callable[[OrchestratorRuntime], Coroutine[Any, Any, int]], ctx
             "continues once the model answers."
         )
         raise typer.Exit(1) from exc
+    except Exception as exc:  # a node failed: say so plainly; the checkpoint before that node is kept
+        err.print(
+            f"[red]run failed:[/red] {type(exc).__name__}: {exc}\nThe checkpoint before the failing node is kept; "
+            "`orchestrator resume THREAD` retries from there."
+        )
+        raise typer.Exit(1) from exc
     raise typer.Exit(code)
 
 

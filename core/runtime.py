@@ -34,7 +34,20 @@ from models.tables import ThreadRecord, utcnow
 
 
 class RuntimeInputError(ValueError):
-    """Bad input to the runtime (unknown thread, nothing pending, wrong answer shape); nothing was changed."""
+    """Bad input to the runtime; nothing was changed. The subclasses say which kind (the API maps them to 404/409)."""
+
+
+class UnknownThread(RuntimeInputError):
+    """No checkpoint exists for the thread id."""
+
+
+class ThreadStateConflict(RuntimeInputError):
+    """The thread's state does not allow the request: it waits for an answer, has nothing pending, or is running."""
+
+
+def new_thread_id() -> str:
+    """A fresh thread id, ``t-`` and 12 hex digits."""
+    return f"t-{uuid.uuid4().hex[:12]}"
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ class RunEvent:
     ``message`` (the PO's words in ``text``), ``interrupt`` (``payload``, ``interrupt_id``), ``done``.
     """
 
-    kind: Literal["node_start", "node_end", "message", "interrupt", "done"]
+    kind: Literal["node_start", "node_end", "message", "interrupt", "done", "error"]
     node: str | None = None
     path: tuple[str, ...] = ()
     duration_s: float | None = None
@@ -90,14 +103,19 @@ def answer_value(payload: dict[str, Any], answer: Answer) -> dict[str, Any]:
         RuntimeInputError: the answer does not fit the question (e.g. ``approve`` to a guidance request).
     """
     kind = payload.get("kind", "")
+    if answer.kind not in ("approve", "reject", "text"):
+        raise RuntimeInputError(f"unknown answer kind {answer.kind!r}: use approve, reject or text")
     raw: dict[str, Any]
     if kind == "deploy_approval":
         decision = {"approve": "approve", "reject": "reject", "text": "feedback"}[answer.kind]
-        raw = {"decision": decision, "reason": answer.text if decision == "reject" else None,
-               "feedback": answer.text if decision == "feedback" else None}
+        raw = {
+            "decision": decision,
+            "reason": answer.text if decision == "reject" else None,
+            "feedback": answer.text if decision == "feedback" else None,
+        }
     elif kind == "engineering_guidance":
         if answer.kind != "text":
-            raise RuntimeInputError("this thread asks for guidance, not approval: answer with --answer TEXT")
+            raise RuntimeInputError("this thread asks for guidance, not approval: answer with text (--answer TEXT)")
         raw = {"answer": answer.text}
     else:
         raise RuntimeInputError(f"unknown interrupt kind {kind!r}")
@@ -120,6 +138,7 @@ class OrchestratorRuntime:
         self.llm = LLM(settings, self.db)
         self.forge = make_forge(settings)
         self._saver_cm: Any = None
+        self._running: set[str] = set()
 
     async def __aenter__(self) -> OrchestratorRuntime:
         self.settings.ensure_data_dir()
@@ -152,7 +171,7 @@ class OrchestratorRuntime:
         """
         state = await self.graph.aget_state(self._config(thread_id))
         if state.created_at is None:
-            raise RuntimeInputError(f"unknown thread {thread_id!r}: see `orchestrator threads`")
+            raise UnknownThread(f"unknown thread {thread_id!r}: list threads to see the known ones")
         return [Pending(id=i.id, payload=dict(i.value)) for i in state.interrupts]
 
     async def start_turn(self, text: str, thread_id: str | None = None) -> AsyncIterator[RunEvent]:
@@ -163,9 +182,9 @@ class OrchestratorRuntime:
         """
         if not text.strip():
             raise RuntimeInputError("say something: the message is empty")
-        thread_id = thread_id or f"t-{uuid.uuid4().hex[:12]}"
+        thread_id = thread_id or new_thread_id()
         if await self.thread_exists(thread_id) and await self.pending(thread_id):
-            raise RuntimeInputError(f"thread {thread_id} waits for an answer: `orchestrator resume {thread_id} ...`")
+            raise ThreadStateConflict(f"thread {thread_id} waits for an answer to its pending question")
         await self._touch(thread_id, title=text)
         async for ev in self._stream({"messages": [HumanMessage(content=text)]}, thread_id):
             yield ev
@@ -179,7 +198,7 @@ class OrchestratorRuntime:
         """
         pending = await self.pending(thread_id)
         if not pending:
-            raise RuntimeInputError(f"thread {thread_id} has nothing pending to answer")
+            raise ThreadStateConflict(f"thread {thread_id} has nothing pending to answer")
         if interrupt_id is None and len(pending) > 1:
             ids = ", ".join(f"{p.id} ({p.payload.get('kind')})" for p in pending)
             raise RuntimeInputError(f"thread {thread_id} has {len(pending)} pending questions; pick one: {ids}")
@@ -198,16 +217,25 @@ class OrchestratorRuntime:
             RuntimeInputError: unknown thread, the thread waits for an answer, or nothing is left to run.
         """
         if await self.pending(thread_id):
-            raise RuntimeInputError(
-                f"thread {thread_id} waits for an answer, not a restart: use --approve/--reject/--answer"
-            )
+            raise ThreadStateConflict(f"thread {thread_id} waits for an answer to its pending question, not a restart")
         state = await self.graph.aget_state(self._config(thread_id))
         if not state.next:
-            raise RuntimeInputError(f"thread {thread_id} has no unfinished run")
+            raise ThreadStateConflict(f"thread {thread_id} has no unfinished run")
         async for ev in self._stream(None, thread_id):
             yield ev
 
     async def _stream(self, value: Any, thread_id: str) -> AsyncIterator[RunEvent]:
+        """Stream one run; a second run on the same thread in this process is refused while the first is going."""
+        if thread_id in self._running:
+            raise ThreadStateConflict(f"thread {thread_id} is running; wait for its run to finish")
+        self._running.add(thread_id)
+        try:
+            async for ev in self._stream_run(value, thread_id):
+                yield ev
+        finally:
+            self._running.discard(thread_id)
+
+    async def _stream_run(self, value: Any, thread_id: str) -> AsyncIterator[RunEvent]:
         started: dict[str, float] = {}
         async for ns, mode, data in self.graph.astream(
             value,

@@ -26,6 +26,8 @@ def safe_path(root: Path, rel: str) -> Path:
     target = (root / pure).resolve()
     if not target.is_relative_to(root) or target == root:
         raise PathOutsideWorkspace(f"file path {rel!r} resolves outside the working copy")
+    if ".git" in target.relative_to(root).parts:
+        raise PathOutsideWorkspace(f"file path {rel!r} resolves into .git")
     return target
 
 
@@ -44,6 +46,12 @@ def write_files(root: Path, files: list[tuple[str, str]]) -> list[str]:
         PathOutsideWorkspace: for the first bad path; then no file has been written.
     """
     targets = [(safe_path(root, rel), content) for rel, content in files]
+    paths = {target for target, _ in targets}
+    for target, _ in targets:
+        clash = next((p for p in target.parents if p in paths or (p.is_relative_to(root) and p.is_file())), None)
+        if clash is not None or target.is_dir():
+            raise PathOutsideWorkspace(f"file path {target.relative_to(root.resolve())} clashes with "
+                                       f"{(clash or target).relative_to(root.resolve())}: a file cannot be a folder")
     for target, content in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)

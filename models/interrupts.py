@@ -54,6 +54,12 @@ class GuidanceAnswer(BaseModel):
 
     answer: str = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _not_blank(self) -> GuidanceAnswer:
+        if not self.answer.strip():
+            raise ValueError("guidance cannot be blank")
+        return self
+
 
 ANSWER_SCHEMAS: dict[str, type[BaseModel]] = {
     "deploy_approval": DeployDecision,

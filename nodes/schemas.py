@@ -39,10 +39,18 @@ class Design(BaseModel):
 
 
 class SourceFile(BaseModel):
-    """A whole file from the Developer."""
+    """A whole file from the Developer. The path is checked here (so a bad one is re-asked) and again on write."""
 
     path: str
     content: str
+
+    @field_validator("path")
+    @classmethod
+    def _inside_repository(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if not value or path.is_absolute() or ".." in path.parts or ".git" in path.parts or "\\" in value:
+            raise ValueError(f"file path {value!r} must be relative to the repository root, without '..' or '.git'")
+        return value
 
 
 class CodeChange(BaseModel):

@@ -62,8 +62,17 @@ def start_uvicorn(settings: Settings, port: int, log: Path) -> subprocess.Popen[
         ORCH_DEPLOY_TIMEOUT_S=str(settings.deploy_timeout_s),
         ORCH_TEST_TIMEOUT_S=str(settings.test_timeout_s),
     )
-    cmd = [sys.executable, "-m", "uvicorn", "api.app:app_factory", "--factory", "--host", "127.0.0.1",
-           "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "api.app:app_factory",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with log.open("wb") as out:
         return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
@@ -216,3 +225,4 @@ async def test_api_takes_hello_api_from_message_to_live(api: Api) -> None:
         assert "facts" not in servers[0]
 
     assert httpx.get(hello["url"], timeout=5, trust_env=False).status_code == 200
+    assert "Traceback" not in api.log.read_text()

@@ -107,3 +107,27 @@ def test_design_rejects_bad_health_path(health_path: str) -> None:
 def test_design_needs_a_file() -> None:
     with pytest.raises(ValidationError, match="files"):
         Design(summary="s", files=[])
+
+
+def test_symlink_to_git_dir_is_refused(tmp_path):
+    root = tmp_path / "wc"
+    (root / ".git").mkdir(parents=True)
+    (root / "g").symlink_to(root / ".git")
+    with pytest.raises(PathOutsideWorkspace, match=".git"):
+        safe_path(root, "g/config")
+
+
+def test_file_folder_clash_writes_nothing(tmp_path):
+    root = tmp_path / "wc"
+    root.mkdir()
+    with pytest.raises(PathOutsideWorkspace, match="clashes"):
+        write_files(root, [("a", "x"), ("a/b", "y")])
+    assert list(root.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../x.py", "a/../../x", ".git/hooks/post-commit", ""])
+def test_developer_file_paths_outside_the_repository_are_invalid(bad):
+    from nodes.schemas import SourceFile
+
+    with pytest.raises(ValidationError, match="relative to the repository root"):
+        SourceFile(path=bad, content="x")

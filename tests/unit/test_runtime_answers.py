@@ -66,3 +66,13 @@ def test_unknown_kind(payload: dict[str, Any]) -> None:
 
 def test_runtime_input_error_is_a_value_error() -> None:
     assert issubclass(RuntimeInputError, ValueError)
+
+
+def test_blank_guidance_is_refused():
+    with pytest.raises(RuntimeInputError):
+        answer_value({"kind": "engineering_guidance"}, Answer("text", "   "))
+
+
+def test_unknown_answer_kind_is_a_clear_error():
+    with pytest.raises(RuntimeInputError, match="unknown answer kind"):
+        answer_value({"kind": "deploy_approval"}, Answer("maybe"))  # type: ignore[arg-type]

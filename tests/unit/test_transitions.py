@@ -6,7 +6,6 @@ import asyncio
 import itertools
 
 import pytest
-from sqlalchemy import func
 from sqlmodel import select
 
 from core.db import Database

@@ -1,0 +1,1 @@
+"""Background workers that reconcile the database with reality (GitHub, the servers); run by ``orchestrator sync``."""

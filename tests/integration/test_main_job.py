@@ -1,0 +1,137 @@
+"""The main job on real parts: run to the deploy approval, resume from another process, check DB and Event trail."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from langchain_core.messages import ToolMessage
+
+from core.runtime import OrchestratorRuntime
+from core.settings import Settings
+from models.tables import Deployment, Event, LLMCall, PortLease, Project
+from tests.integration.helpers import REQUEST, cli, rows, run_turn, scenario_variant, stop_service
+
+pytestmark = pytest.mark.slow
+
+HAPPY_TRAIL = [
+    (None, "draft"), ("draft", "estimated"), ("estimated", "provisioning"), ("provisioning", "initialized"),
+    ("initialized", "designing"), ("designing", "designed"), ("designed", "implementing"),
+    ("implementing", "implemented"), ("implemented", "verifying"), ("verifying", "implementing"),
+    ("implementing", "implemented"), ("implemented", "verifying"), ("verifying", "verified"),
+]
+
+
+def trail(events: list[Event], thread: str) -> list[tuple[str | None, str]]:
+    return [(e.from_status, e.to_status) for e in events if e.subject_type == "project" and e.thread_id == thread]
+
+
+async def test_interrupt_then_resume_from_another_process_deploys(settings: Settings) -> None:
+    events = await run_turn(settings, REQUEST, "t-main")
+
+    started = [(ev.path, ev.node) for ev in events if ev.kind == "node_start"]
+    assert ((), "zavhoz") in started and ((), "engineering") in started
+    [ask] = [ev for ev in events if ev.kind == "interrupt"]
+    assert ask.payload and ask.payload["kind"] == "deploy_approval" and ask.payload["tests"]["passed"]
+    assert ask.payload["tests"]["rounds"] == 2  # the first version failed one test, the fix passed
+    [project] = await rows(settings, Project)
+    assert project.status == "verified"
+    assert trail(await rows(settings, Event), "t-main") == HAPPY_TRAIL
+
+    try:
+        done = cli(settings, "resume", "t-main", "--approve")
+        assert done.returncode == 0, done.stderr
+        assert "hello-api is live" in done.stdout
+        [project] = await rows(settings, Project)
+        assert project.status == "active"
+        [deployment] = await rows(settings, Deployment)
+        assert deployment.status == "succeeded" and deployment.commit_sha == ask.payload["commit"]
+        assert httpx.get(deployment.url, timeout=5).json()["status"] == "ok"
+        assert trail(await rows(settings, Event), "t-main")[-2:] == [("verified", "deploying"), ("deploying", "active")]
+        assert len(await rows(settings, PortLease)) == 1
+        assert {c.role for c in await rows(settings, LLMCall)} == {"po", "architect", "developer", "tester"}
+
+        again = cli(settings, "resume", "t-main", "--approve")
+        assert again.returncode == 2 and "nothing pending" in again.stderr
+    finally:
+        await stop_service(settings)
+
+
+async def test_reject_leaves_project_verified_and_says_so(settings: Settings) -> None:
+    await run_turn(settings, REQUEST, "t-reject")
+    done = cli(settings, "resume", "t-reject", "--reject", "not before the review on Monday")
+    assert done.returncode == 0, done.stderr
+    assert "not deployed (not before the review on Monday)" in " ".join(done.stdout.split())
+    [project] = await rows(settings, Project)
+    assert project.status == "verified"
+    assert await rows(settings, Deployment) == []
+
+
+async def test_feedback_sends_work_back_to_engineering(settings: Settings, tmp_path) -> None:
+    design = {"summary": "hello-api with a /version route as asked", "entrypoint": "app.py", "health_path": "/health",
+              "files": [{"path": "app.py", "purpose": "the service"}]}
+    settings = settings.model_copy(update={
+        "model": "replay/feedback",
+        "replay_dir": scenario_variant(tmp_path / "rec", "feedback", extra=[
+            {"id": "architect-feedback", "role": "architect",
+             "when": {"contains": ["reviewed the last version", "add /version"]}, "reply": {"json": design}}]),
+    })
+    await run_turn(settings, REQUEST, "t-fb")
+    done = cli(settings, "resume", "t-fb", "--answer", "add /version")
+    assert done.returncode == 0, done.stderr
+    async with OrchestratorRuntime(settings) as rt:
+        [pending] = await rt.pending("t-fb")
+    assert pending.payload["kind"] == "deploy_approval"  # back at the approval after a second Engineering pass
+    assert [c.role for c in await rows(settings, LLMCall)].count("architect") == 2
+    assert ("verified", "designing") in trail(await rows(settings, Event), "t-fb")
+
+
+async def test_stuck_loop_asks_for_guidance_and_continues_with_it(settings: Settings) -> None:
+    settings = settings.model_copy(update={"engineering_max_iterations": 1})
+    events = await run_turn(settings, REQUEST, "t-guide")
+    [ask] = [ev for ev in events if ev.kind == "interrupt"]
+    assert ask.payload and ask.payload["kind"] == "engineering_guidance"
+    assert "1 failed" in ask.payload["last_failure"]
+    [project] = await rows(settings, Project)
+    assert project.status == "verifying"
+
+    wrong = cli(settings, "resume", "t-guide", "--approve")
+    assert wrong.returncode == 2 and "--answer" in wrong.stderr
+    done = cli(settings, "resume", "t-guide", "--answer", "the status must be lower-case ok")
+    assert done.returncode == 0, done.stderr
+    async with OrchestratorRuntime(settings) as rt:
+        [pending] = await rt.pending("t-guide")
+    assert pending.payload["kind"] == "deploy_approval"
+    [project] = await rows(settings, Project)
+    assert project.status == "verified"
+
+
+async def test_no_ready_server_means_waiting_for_resources(settings: Settings) -> None:
+    settings = settings.model_copy(update={"register_localhost": False})
+    events = await run_turn(settings, REQUEST, "t-wait")
+    assert not [ev for ev in events if ev.kind == "interrupt"]
+    [last] = [ev for ev in events if ev.kind == "message" and ev.node == "report_to_user"]
+    assert "waiting for resources" in (last.text or "")
+    assert await rows(settings, PortLease) == []
+
+
+async def test_status_question_is_answered_from_the_database(settings: Settings, tmp_path) -> None:
+    settings = settings.model_copy(update={
+        "model": "replay/status",
+        "replay_dir": scenario_variant(tmp_path / "rec", "status", extra=[
+            {"id": "po-status", "role": "po", "when": {"contains": ["status of hello-api"]},
+             "reply": {"tool_calls": [{"name": "get_project_status", "arguments": {"name": "hello-api"}}]}},
+            {"id": "po-status-answer", "role": "po", "when": {"contains": ["\"name\": \"hello-api\""]},
+             "reply": {"content": "hello-api is verified and waits for your deploy approval."}},
+        ]),
+    })
+    await run_turn(settings, REQUEST, "t-status")
+    cli(settings, "resume", "t-status", "--reject", "later")
+    await run_turn(settings, "What is the status of hello-api?", "t-status")
+    async with OrchestratorRuntime(settings) as rt:
+        state = await rt.graph.aget_state({"configurable": {"thread_id": "t-status"}})
+    tool_results = [m for m in state.values["messages"] if isinstance(m, ToolMessage)]
+    status = json.loads(str(tool_results[-1].content))
+    assert status["status"] == "verified" and status["repo"] == "local/hello-api"
+    assert any("verifying -> verified" in e for e in status["recent_events"])

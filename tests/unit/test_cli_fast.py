@@ -1,0 +1,23 @@
+"""The CLI's --help path must not import the heavy stack (litellm costs 3-4 s, LangGraph and SQLAlchemy more)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+
+HEAVY = ("litellm", "langgraph", "sqlalchemy", "ansible_runner", "github", "fastapi")
+
+
+def test_importing_the_cli_loads_none_of_the_heavy_modules() -> None:
+    code = f"import sys, cli.main; print([m for m in {HEAVY!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_lists_every_command() -> None:
+    out = subprocess.run([sys.executable, "-m", "cli.main", "--help"], cwd=REPO_ROOT, capture_output=True,
+                         text=True, check=True)
+    for command in ("chat", "threads", "resume", "projects", "servers", "demo", "api"):
+        assert command in out.stdout
