@@ -34,9 +34,11 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
     model = model or RECORDED_MODEL
     settings = Settings(data_dir=data_dir, model=model)
     if model == RECORDED_MODEL:
-        console.print("[bold]The model's words in this demo are RECORDED[/bold] (core/scenarios/hello-api.json, "
-                      "served through litellm's replay provider). Everything else is real: git, the test runs, "
-                      "SQLite, checkpoints, Ansible, the service.")
+        console.print(
+            "[bold]The model's words in this demo are RECORDED[/bold] (core/scenarios/hello-api.json, "
+            "served through litellm's replay provider). Everything else is real: git, the test runs, "
+            "SQLite, checkpoints, Ansible, the service."
+        )
     else:
         console.print(f"[bold]Live model:[/bold] {model}. Its answers decide what happens.")
     console.print(f"data dir: {data_dir}\n")
@@ -47,8 +49,18 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
         console.print("[red]the run did not stop at a deploy approval; see the messages above[/red]")
         return 1
     console.print(f"\n[bold]A second process answers the approval:[/bold] orchestrator resume {thread_id} --approve\n")
-    cmd = [sys.executable, "-m", "cli.main", "--data-dir", str(data_dir), "--model", model, "resume", thread_id,
-           "--approve"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "--data-dir",
+        str(data_dir),
+        "--model",
+        model,
+        "resume",
+        thread_id,
+        "--approve",
+    ]
     resumed = subprocess.run(cmd, check=False)
     console.print(renderer.timeline_table())
     status, url = asyncio.run(_project(settings))
@@ -103,6 +115,10 @@ async def _stop(settings: object) -> None:
     from core.ansible import inventory_for, run_playbook
 
     data = settings.data_dir.resolve()  # type: ignore[attr-defined]
-    await run_playbook("stop.yml", inventory=inventory_for(name="localhost", address="127.0.0.1", connection="local"),
-                       extravars={"project": "hello-api", "release_root": str(data / "releases")},
-                       work_root=data / "ansible", timeout_s=60)
+    await run_playbook(
+        "stop.yml",
+        inventory=inventory_for(name="localhost", address="127.0.0.1", connection="local"),
+        extravars={"project": "hello-api", "release_root": str(data / "releases")},
+        work_root=data / "ansible",
+        timeout_s=60,
+    )

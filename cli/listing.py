@@ -17,9 +17,15 @@ async def project_rows(db: Database) -> list[dict[str, Any]]:
         servers = {srv.id: srv for srv in (await s.exec(select(Server))).all()}
         projects = (await s.exec(select(Project).order_by(Project.name))).all()
     return [
-        {"name": p.name, "status": p.status.value, "repo": p.repo_full_name,
-         "server": servers[p.server_id].name if p.server_id in servers else None, "port": p.port,
-         "url": project_url(p, servers.get(p.server_id)), "updated": p.updated_at.isoformat()[:19]}
+        {
+            "name": p.name,
+            "status": p.status.value,
+            "repo": p.repo_full_name,
+            "server": servers[p.server_id].name if p.server_id in servers else None,
+            "port": p.port,
+            "url": project_url(p, servers.get(p.server_id)),
+            "updated": p.updated_at.isoformat()[:19],
+        }
         for p in projects
     ]
 
@@ -29,7 +35,13 @@ async def server_rows(db: Database) -> list[dict[str, Any]]:
     async with db.session() as s:
         rows = (await s.exec(select(Server).order_by(Server.name))).all()
     return [
-        {"name": r.name, "address": r.address, "connection": r.connection, "status": r.status.value,
-         "ports": f"{r.port_range_start}-{r.port_range_end}", "last_seen": r.last_seen_at}
+        {
+            "name": r.name,
+            "address": r.address,
+            "connection": r.connection,
+            "status": r.status.value,
+            "ports": f"{r.port_range_start}-{r.port_range_end}",
+            "last_seen": r.last_seen_at,
+        }
         for r in rows
     ]

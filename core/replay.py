@@ -42,11 +42,7 @@ class Exchange:
 
     def matches(self, role: str, text: str) -> bool:
         """Whether a request of ``role`` whose last message is ``text`` is this exchange."""
-        return (
-            role == self.role
-            and all(s in text for s in self.contains)
-            and not any(s in text for s in self.absent)
-        )
+        return role == self.role and all(s in text for s in self.contains) and not any(s in text for s in self.absent)
 
 
 @dataclass
@@ -65,8 +61,13 @@ class Scenario:
             try:
                 when = ex.get("when", {})
                 exchanges.append(
-                    Exchange(ex["id"], ex["role"], tuple(when.get("contains", [])), tuple(when.get("absent", [])),
-                             ex["reply"])
+                    Exchange(
+                        ex["id"],
+                        ex["role"],
+                        tuple(when.get("contains", [])),
+                        tuple(when.get("absent", [])),
+                        ex["reply"],
+                    )
                 )
             except KeyError as exc:
                 raise ValueError(f"{path}: exchange #{i} lacks {exc}") from exc
@@ -136,8 +137,9 @@ def make_handler() -> Any:
     class ReplayLLM(litellm.CustomLLM):  # type: ignore[misc]
         """Serves recorded exchanges; the scenario name is the model name after ``replay/``."""
 
-        async def acompletion(self, model: str, messages: list[dict[str, Any]], api_base: str | None,
-                              *args: Any, **kwargs: Any) -> Any:
+        async def acompletion(
+            self, model: str, messages: list[dict[str, Any]], api_base: str | None, *args: Any, **kwargs: Any
+        ) -> Any:
             litellm_params = kwargs.get("litellm_params") or {}
             role = (litellm_params.get("metadata") or {}).get("role", "")
             exchange = Scenario.load(resolve(model, api_base)).find(role, messages)

@@ -27,9 +27,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".orchestrator")
     """Where the database, checkpoints, the local forge, workspaces and releases live."""
 
-    database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "ORCH_DATABASE_URL")
-    )
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "ORCH_DATABASE_URL"))
     """SQLAlchemy async URL; default: ``sqlite+aiosqlite:///<data_dir>/orchestrator.db``."""
 
     model: str = "ollama/qwen2.5-coder:7b"

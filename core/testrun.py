@@ -34,11 +34,19 @@ async def run_tests(root: Path, command_template: str, timeout_s: float) -> Test
     loop = asyncio.get_running_loop()
     started = loop.time()
     # Plugin autoload off: the project runs its tests under this interpreter, whose own plugins are not its.
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(root), "PYTHONDONTWRITEBYTECODE": "1",
-           "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(root),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
     proc = await asyncio.create_subprocess_exec(
-        *shlex.split(command), cwd=root, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        *shlex.split(command),
+        cwd=root,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
     )
     try:

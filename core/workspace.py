@@ -50,8 +50,10 @@ def write_files(root: Path, files: list[tuple[str, str]]) -> list[str]:
     for target, _ in targets:
         clash = next((p for p in target.parents if p in paths or (p.is_relative_to(root) and p.is_file())), None)
         if clash is not None or target.is_dir():
-            raise PathOutsideWorkspace(f"file path {target.relative_to(root.resolve())} clashes with "
-                                       f"{(clash or target).relative_to(root.resolve())}: a file cannot be a folder")
+            raise PathOutsideWorkspace(
+                f"file path {target.relative_to(root.resolve())} clashes with "
+                f"{(clash or target).relative_to(root.resolve())}: a file cannot be a folder"
+            )
     for target, content in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)

@@ -51,8 +51,12 @@ def route_approval(state: OrchestratorState) -> Literal["deploy_project", "repor
     if approval.get("decision") == "approve":
         return "deploy_project"
     if approval.get("decision") == "feedback":
-        payload = {"project_id": state["project_id"], "project_name": state["project_name"],
-                   "spec": state.get("spec"), "feedback": approval.get("feedback")}
+        payload = {
+            "project_id": state["project_id"],
+            "project_name": state["project_name"],
+            "spec": state.get("spec"),
+            "feedback": approval.get("feedback"),
+        }
         return [Send("engineering", payload)]
     return "report_to_user"
 
@@ -83,8 +87,9 @@ def build_product_owner() -> StateGraph[OrchestratorState, Context, Orchestrator
     builder.add_edge("zavhoz", "join_teams")
     builder.add_edge("engineering", "join_teams")
     builder.add_conditional_edges("join_teams", route_join)
-    builder.add_conditional_edges("request_deploy_approval", route_approval,
-                                  ["deploy_project", "report_to_user", "engineering"])
+    builder.add_conditional_edges(
+        "request_deploy_approval", route_approval, ["deploy_project", "report_to_user", "engineering"]
+    )
     builder.add_edge("deploy_project", "report_to_user")
     builder.add_edge("report_to_user", END)
     return builder

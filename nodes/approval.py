@@ -33,8 +33,10 @@ def request_deploy_approval(state: OrchestratorState) -> dict[str, Any]:
 def ask_for_guidance(state: EngineeringState) -> dict[str, Any]:
     """The loop hit its bound: ask a person how to proceed; their answer goes to the Developer."""
     request = GuidanceRequest(
-        question=(f"{state['project_name']}: tests still fail after {state.get('iteration', 0)} rounds. "
-                  "What should the Developer do?"),
+        question=(
+            f"{state['project_name']}: tests still fail after {state.get('iteration', 0)} rounds. "
+            "What should the Developer do?"
+        ),
         project=state["project_name"],
         iterations=state.get("rounds", 0),
         last_failure=(state.get("tests") or {}).get("output_tail", "")[-1500:],

@@ -28,11 +28,20 @@ async def write_design(state: EngineeringState, runtime: Runtime[Context]) -> di
         requirements="\n".join(f"- {r}" for r in spec.get("requirements", [])),
         feedback=prompts.FEEDBACK.format(feedback=feedback) if feedback else "",
     )
-    messages = [{"role": "system", "content": prompts.SYSTEM.format(health_path="/health")},
-                {"role": "user", "content": user}]
+    messages = [
+        {"role": "system", "content": prompts.SYSTEM.format(health_path="/health")},
+        {"role": "user", "content": user},
+    ]
     design = await ctx.llm.structured("architect", messages, Design, thread_id=ctx.thread_id)
     async with ctx.db.session() as s:
-        await transition_project(s, pid, ProjectStatus.designed, reason=f"design: {design.summary[:120]}",
-                                 thread_id=ctx.thread_id)
-    return {"design": design.model_dump(), "iteration": 0, "rounds": 0, "failure": None, "guidance": None,
-            "engineering_status": "working"}
+        await transition_project(
+            s, pid, ProjectStatus.designed, reason=f"design: {design.summary[:120]}", thread_id=ctx.thread_id
+        )
+    return {
+        "design": design.model_dump(),
+        "iteration": 0,
+        "rounds": 0,
+        "failure": None,
+        "guidance": None,
+        "engineering_status": "working",
+    }

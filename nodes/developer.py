@@ -32,13 +32,19 @@ async def write_code(state: EngineeringState, runtime: Runtime[Context]) -> dict
     root = ctx.settings.data_dir.resolve() / "workspaces" / project.name
     git_args = ctx.forge.git_config_args()
     await asyncio.to_thread(workspace.prepare, root, project.clone_url, git_args)
-    change = await ctx.llm.structured("developer", _messages(state, workspace.listing(root)), CodeChange,
-                                      thread_id=ctx.thread_id)
+    change = await ctx.llm.structured(
+        "developer", _messages(state, workspace.listing(root)), CodeChange, thread_id=ctx.thread_id
+    )
     await asyncio.to_thread(workspace.write_files, root, [(f.path, f.content) for f in change.files])
     sha = await asyncio.to_thread(workspace.commit_and_push, root, change.message, git_args, project.default_branch)
     async with ctx.db.session() as s:
-        await transition_project(s, pid, ProjectStatus.implemented, reason=f"commit {sha[:10]}: {change.message[:80]}",
-                                 thread_id=ctx.thread_id)
+        await transition_project(
+            s,
+            pid,
+            ProjectStatus.implemented,
+            reason=f"commit {sha[:10]}: {change.message[:80]}",
+            thread_id=ctx.thread_id,
+        )
     return {"commit": sha, "iteration": state.get("iteration", 0) + 1, "rounds": state.get("rounds", 0) + 1}
 
 

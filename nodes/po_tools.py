@@ -62,9 +62,7 @@ async def list_projects(db: Database) -> str:
     """JSON list of ``{name, status, repo, port}`` for every project."""
     async with db.session() as s:
         rows = (await s.exec(select(Project).order_by(Project.name))).all()
-    return json.dumps(
-        [{"name": p.name, "status": p.status, "repo": p.repo_full_name, "port": p.port} for p in rows]
-    )
+    return json.dumps([{"name": p.name, "status": p.status, "repo": p.repo_full_name, "port": p.port} for p in rows])
 
 
 async def get_project_status(db: Database, name: str) -> str:
@@ -124,6 +122,13 @@ async def create_project(db: Database, args: CreateProjectIntent, thread_id: str
         s.add(project)
         await s.flush()
         assert project.id is not None
-        s.add(Event(subject_type="project", subject_id=project.id, to_status="draft",
-                    reason="created from the conversation", thread_id=thread_id))
+        s.add(
+            Event(
+                subject_type="project",
+                subject_id=project.id,
+                to_status="draft",
+                reason="created from the conversation",
+                thread_id=thread_id,
+            )
+        )
     return project

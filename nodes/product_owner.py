@@ -52,8 +52,16 @@ async def _run_tool(ctx: Context, name: str, args: dict[str, Any], update: dict[
     parsed = po_tools.TOOLS[name].model_validate(args)
     if isinstance(parsed, po_tools.CreateProjectIntent):
         project = await po_tools.create_project(ctx.db, parsed, ctx.thread_id)
-        update.update(project_id=project.id, project_name=project.name, spec=project.spec, new_project=True,
-                      server_info=None, engineering=None, approval=None, deployment=None)
+        update.update(
+            project_id=project.id,
+            project_name=project.name,
+            spec=project.spec,
+            new_project=True,
+            server_info=None,
+            engineering=None,
+            approval=None,
+            deployment=None,
+        )
         return json.dumps({"created": project.name, "status": project.status})
     if isinstance(parsed, po_tools.GetProjectStatus):
         return await po_tools.get_project_status(ctx.db, parsed.name)
@@ -64,8 +72,13 @@ async def estimate_project(state: OrchestratorState, runtime: Runtime[Context]) 
     """Record the spec: draft -> estimated."""
     ctx = runtime.context
     async with ctx.db.session() as s:
-        await transition_project(s, _pid(state), ProjectStatus.estimated, reason="spec recorded from the conversation",
-                                 thread_id=ctx.thread_id)
+        await transition_project(
+            s,
+            _pid(state),
+            ProjectStatus.estimated,
+            reason="spec recorded from the conversation",
+            thread_id=ctx.thread_id,
+        )
     return {"new_project": False}
 
 
@@ -74,8 +87,13 @@ async def provision_repository(state: OrchestratorState, runtime: Runtime[Contex
     ctx = runtime.context
     pid = _pid(state)
     async with ctx.db.session() as s:
-        await transition_project(s, pid, ProjectStatus.provisioning, reason=f"creating repository on {ctx.forge.kind}",
-                                 thread_id=ctx.thread_id)
+        await transition_project(
+            s,
+            pid,
+            ProjectStatus.provisioning,
+            reason=f"creating repository on {ctx.forge.kind}",
+            thread_id=ctx.thread_id,
+        )
     name = state["project_name"] or ""
     summary = (state.get("spec") or {}).get("summary", "")
     repo = await asyncio.to_thread(ensure_repo, ctx.forge, name, summary)
@@ -85,8 +103,9 @@ async def provision_repository(state: OrchestratorState, runtime: Runtime[Contex
         project.github_repo_id, project.repo_full_name = repo.id, repo.full_name
         project.repo_url, project.clone_url, project.default_branch = repo.html_url, repo.clone_url, repo.default_branch
         s.add(project)
-        await transition_project(s, pid, ProjectStatus.initialized, reason=f"repository {repo.full_name} exists",
-                                 thread_id=ctx.thread_id)
+        await transition_project(
+            s, pid, ProjectStatus.initialized, reason=f"repository {repo.full_name} exists", thread_id=ctx.thread_id
+        )
     return {"zavhoz_status": "working", "engineering_status": "working"}
 
 

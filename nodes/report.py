@@ -14,7 +14,7 @@ def report_to_user(state: OrchestratorState) -> dict[str, Any]:
     name = state.get("project_name") or "the project"
     eng, dep, approval = state.get("engineering"), state.get("deployment"), state.get("approval")
     if state.get("zavhoz_status") == "waiting_for_resources":
-        text = (f"{name} is built and tested (commit {eng['commit'][:10]})" if eng else f"{name} is in progress")
+        text = f"{name} is built and tested (commit {eng['commit'][:10]})" if eng else f"{name} is in progress"
         text += ", but no server is ready with a free port, so it is waiting for resources. It continues by itself"
         text += " once a server is ready."
     elif approval and approval["decision"] == "reject":

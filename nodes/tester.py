@@ -21,26 +21,42 @@ async def run_tests(state: EngineeringState, runtime: Runtime[Context]) -> dict[
     ctx = runtime.context
     pid, name, commit = state["project_id"], state["project_name"], state["commit"]
     async with ctx.db.session() as s:
-        await transition_project(s, pid, ProjectStatus.verifying, reason=f"testing {commit[:10]}",
-                                 thread_id=ctx.thread_id)
+        await transition_project(
+            s, pid, ProjectStatus.verifying, reason=f"testing {commit[:10]}", thread_id=ctx.thread_id
+        )
     root = ctx.settings.data_dir.resolve() / "workspaces" / name
     run = await run_test_command(root, ctx.settings.test_command, ctx.settings.test_timeout_s)
-    tests = {"passed": run.passed, "rc": run.rc, "command": run.command, "rounds": state.get("rounds", 1),
-             "duration_s": round(run.duration_s, 2), "output_tail": run.output[-1500:]}
+    tests = {
+        "passed": run.passed,
+        "rc": run.rc,
+        "command": run.command,
+        "rounds": state.get("rounds", 1),
+        "duration_s": round(run.duration_s, 2),
+        "output_tail": run.output[-1500:],
+    }
     if run.passed:
         async with ctx.db.session() as s:
-            await transition_project(s, pid, ProjectStatus.verified, reason=f"tests pass at {commit[:10]}",
-                                     thread_id=ctx.thread_id)
+            await transition_project(
+                s, pid, ProjectStatus.verified, reason=f"tests pass at {commit[:10]}", thread_id=ctx.thread_id
+            )
         design = state["design"]
-        result = EngineeringResult(status="verified", commit=commit, entrypoint=design["entrypoint"],
-                                   health_path=design["health_path"], tests=tests)
+        result = EngineeringResult(
+            status="verified",
+            commit=commit,
+            entrypoint=design["entrypoint"],
+            health_path=design["health_path"],
+            tests=tests,
+        )
         return {"tests": tests, "failure": None, "engineering": result, "engineering_status": "verified"}
     messages = [
         {"role": "system", "content": prompts.SYSTEM},
-        {"role": "user", "content": prompts.USER.format(name=name, commit=commit[:10], command=run.command,
-                                                        rc=run.rc, output=run.output[-3000:])},
+        {
+            "role": "user",
+            "content": prompts.USER.format(
+                name=name, commit=commit[:10], command=run.command, rc=run.rc, output=run.output[-3000:]
+            ),
+        },
     ]
     diagnosis = await ctx.llm.structured("tester", messages, Diagnosis, thread_id=ctx.thread_id)
-    failure = dev_prompts.FAILURE.format(commit=commit[:10], diagnosis=diagnosis.diagnosis,
-                                         output=run.output[-3000:])
+    failure = dev_prompts.FAILURE.format(commit=commit[:10], diagnosis=diagnosis.diagnosis, output=run.output[-3000:])
     return {"tests": tests, "failure": failure, "guidance": None}

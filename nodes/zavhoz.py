@@ -33,6 +33,13 @@ async def lease_port(state: ZavhozState, runtime: Runtime[Context]) -> dict[str,
     port = await leases.lease_port(db, project_id=state["project_id"], server=server)
     if port is None:
         return {"server_info": None, "zavhoz_status": "waiting_for_resources"}
-    info = ServerInfo(server_id=server.id, name=server.name, address=server.address, connection=server.connection,
-                      ssh_port=server.ssh_port, ssh_user=server.ssh_user, port=port)
+    info = ServerInfo(
+        server_id=server.id,
+        name=server.name,
+        address=server.address,
+        connection=server.connection,
+        ssh_port=server.ssh_port,
+        ssh_user=server.ssh_user,
+        port=port,
+    )
     return {"server_info": info, "zavhoz_status": "done"}

@@ -12,6 +12,10 @@ def make_forge(settings: Settings) -> Forge:
     if settings.github_token and settings.github_org:
         from core.forge.github import GitHubForge
 
-        return GitHubForge(token=settings.github_token.get_secret_value(), org=settings.github_org,
-                           base_url=settings.github_base_url, retries=settings.github_retries)
+        return GitHubForge(
+            token=settings.github_token.get_secret_value(),
+            org=settings.github_org,
+            base_url=settings.github_base_url,
+            retries=settings.github_retries,
+        )
     return LocalForge(settings.data_dir / "forge")

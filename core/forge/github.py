@@ -30,8 +30,16 @@ class GitHubForge:
 
     kind = "github"
 
-    def __init__(self, *, token: str, org: str, base_url: str = "https://api.github.com", retries: int = 3,
-                 backoff_s: float = 0.5, timeout_s: float = 15) -> None:
+    def __init__(
+        self,
+        *,
+        token: str,
+        org: str,
+        base_url: str = "https://api.github.com",
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        timeout_s: float = 15,
+    ) -> None:
         """Build the client; no request is made until the first call.
 
         Args:
@@ -54,8 +62,13 @@ class GitHubForge:
         self._token = token
         retry = GithubRetry(total=retries, backoff_factor=backoff_s, max_rate_limit_wait=60)
         # Github types timeout as int, but hands it to requests, which accepts a float.
-        self._gh = Github(base_url=self.base_url, auth=Auth.Token(token), retry=retry,
-                          seconds_between_requests=None, timeout=timeout_s)  # type: ignore[arg-type]
+        self._gh = Github(
+            base_url=self.base_url,
+            auth=Auth.Token(token),
+            retry=retry,
+            seconds_between_requests=None,
+            timeout=timeout_s,
+        )  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return f"GitHubForge(org={self.org!r}, base_url={self.base_url!r})"
@@ -100,8 +113,10 @@ class GitHubForge:
                 repo = org.create_repo(name, description=description, private=True, auto_init=True)
             except GithubException as e:
                 if e.status == 404:
-                    raise ForgeError(f"organization {self.org!r} not found or token cannot see it "
-                                     "(check ORCH_GITHUB_ORG and the token's organization access)") from e
+                    raise ForgeError(
+                        f"organization {self.org!r} not found or token cannot see it "
+                        "(check ORCH_GITHUB_ORG and the token's organization access)"
+                    ) from e
                 if e.status == 422 and "already exists" in _detail(e):
                     raise ForgeError(f"repository exists: {self.org}/{name}") from e
                 raise
@@ -118,8 +133,14 @@ class GitHubForge:
 
     @staticmethod
     def _info(repo: Repository) -> RepoInfo:
-        return RepoInfo(id=repo.id, name=repo.name, full_name=repo.full_name, html_url=repo.html_url,
-                        clone_url=repo.clone_url, default_branch=repo.default_branch)
+        return RepoInfo(
+            id=repo.id,
+            name=repo.name,
+            full_name=repo.full_name,
+            html_url=repo.html_url,
+            clone_url=repo.clone_url,
+            default_branch=repo.default_branch,
+        )
 
     @contextmanager
     def _translate(self, action: str) -> Iterator[None]:
@@ -131,18 +152,22 @@ class GitHubForge:
         except GithubException as e:
             detail = self._scrub(f"{e.status} {_detail(e)}".strip())
             if e.status == 401:
-                raise ForgeError(f"{action}: GitHub rejected the token ({detail}); check ORCH_GITHUB_TOKEN is "
-                                 "valid and not expired") from e
+                raise ForgeError(
+                    f"{action}: GitHub rejected the token ({detail}); check ORCH_GITHUB_TOKEN is valid and not expired"
+                ) from e
             if e.status == 403:
-                raise ForgeError(f"{action}: forbidden ({detail}); check ORCH_GITHUB_TOKEN has the 'repo' scope "
-                                 "(fine-grained: Administration write) and access to "
-                                 f"ORCH_GITHUB_ORG={self.org}") from e
+                raise ForgeError(
+                    f"{action}: forbidden ({detail}); check ORCH_GITHUB_TOKEN has the 'repo' scope "
+                    "(fine-grained: Administration write) and access to "
+                    f"ORCH_GITHUB_ORG={self.org}"
+                ) from e
             if e.status == 429 or e.status >= 500:
                 raise ForgeUnavailable(f"{action}: GitHub answered {detail}") from e
             raise ForgeError(f"{action}: GitHub answered {detail}") from e
         except requests.exceptions.RequestException as e:  # RetryError, ConnectionError, Timeout
-            raise ForgeUnavailable(self._scrub(f"{action}: GitHub unavailable at {self.base_url} "
-                                               f"({type(e).__name__}: {e})")) from e
+            raise ForgeUnavailable(
+                self._scrub(f"{action}: GitHub unavailable at {self.base_url} ({type(e).__name__}: {e})")
+            ) from e
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._token, "***")

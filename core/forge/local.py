@@ -65,8 +65,14 @@ class LocalForge:
             if name in registry and path.exists():
                 raise ForgeError(f"repository {self.org}/{name} already exists")
             run_git("init", "--bare", "--quiet", "--initial-branch=main", str(path))
-            blob = run_git("--git-dir", str(path), "hash-object", "-w", "--stdin",
-                           stdin=README.format(name=name, description=description))
+            blob = run_git(
+                "--git-dir",
+                str(path),
+                "hash-object",
+                "-w",
+                "--stdin",
+                stdin=README.format(name=name, description=description),
+            )
             tree = run_git("--git-dir", str(path), "mktree", stdin=f"100644 blob {blob}\tREADME.md\n")
             commit = run_git("--git-dir", str(path), "commit-tree", tree, "-m", "Initial commit")
             run_git("--git-dir", str(path), "update-ref", "refs/heads/main", commit)

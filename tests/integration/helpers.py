@@ -22,11 +22,15 @@ REQUEST = "I need a small HTTP service called hello-api with a /health endpoint 
 
 def cli_env(settings: Settings) -> dict[str, str]:
     """Environment that gives a child process the same settings."""
-    env = {**os.environ, "ORCH_DATA_DIR": str(settings.data_dir), "ORCH_MODEL": settings.model,
-           "ORCH_PORT_RANGE_START": str(settings.port_range_start),
-           "ORCH_PORT_RANGE_END": str(settings.port_range_end),
-           "ORCH_ENGINEERING_MAX_ITERATIONS": str(settings.engineering_max_iterations),
-           "ORCH_REGISTER_LOCALHOST": str(settings.register_localhost).lower()}
+    env = {
+        **os.environ,
+        "ORCH_DATA_DIR": str(settings.data_dir),
+        "ORCH_MODEL": settings.model,
+        "ORCH_PORT_RANGE_START": str(settings.port_range_start),
+        "ORCH_PORT_RANGE_END": str(settings.port_range_end),
+        "ORCH_ENGINEERING_MAX_ITERATIONS": str(settings.engineering_max_iterations),
+        "ORCH_REGISTER_LOCALHOST": str(settings.register_localhost).lower(),
+    }
     if settings.replay_dir:
         env["ORCH_REPLAY_DIR"] = str(settings.replay_dir)
     return env
@@ -34,8 +38,15 @@ def cli_env(settings: Settings) -> dict[str, str]:
 
 def cli(settings: Settings, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """Run ``orchestrator *args`` in a new process and return its result."""
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=cli_env(settings), cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        env=cli_env(settings),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 async def run_turn(settings: Settings, text: str, thread_id: str) -> list[RunEvent]:
@@ -57,14 +68,16 @@ async def rows(settings: Settings, table: type) -> list[Any]:
 async def stop_service(settings: Settings, project: str = "hello-api") -> None:
     """Stop a service deployed to localhost by the tests (idempotent)."""
     data = settings.data_dir.resolve()
-    await (run_playbook("stop.yml", inventory=inventory_for(name="localhost", address="127.0.0.1",
-                                                                  connection="local"),
-                             extravars={"project": project, "release_root": str(data / "releases")},
-                             work_root=data / "ansible", timeout_s=60))
+    await run_playbook(
+        "stop.yml",
+        inventory=inventory_for(name="localhost", address="127.0.0.1", connection="local"),
+        extravars={"project": project, "release_root": str(data / "releases")},
+        work_root=data / "ansible",
+        timeout_s=60,
+    )
 
 
-def scenario_variant(tmp: Path, name: str, extra: list[dict[str, Any]] | None = None,
-                     test_prelude: str = "") -> Path:
+def scenario_variant(tmp: Path, name: str, extra: list[dict[str, Any]] | None = None, test_prelude: str = "") -> Path:
     """Copy the built-in hello-api scenario to ``tmp/<name>.json`` with extra exchanges and a test-file prelude."""
     raw = json.loads((REPO_ROOT / "core" / "scenarios" / "hello-api.json").read_text())
     raw["name"] = name

@@ -39,13 +39,21 @@ def wait_for_status(settings: Settings, status: str, timeout: float = 90) -> Non
 
 async def test_kill_9_during_engineering_then_resume(settings: Settings, tmp_path) -> None:
     # The project's tests sleep, so the Tester is reliably mid-run when the kill comes.
-    settings = settings.model_copy(update={
-        "model": "replay/slow-tests",
-        "replay_dir": scenario_variant(tmp_path / "rec", "slow-tests", test_prelude="import time\ntime.sleep(3)\n"),
-    })
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "chat", "--thread", "t-kill", "-m", REQUEST],
-                            env=cli_env(settings), cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    settings = settings.model_copy(
+        update={
+            "model": "replay/slow-tests",
+            "replay_dir": scenario_variant(tmp_path / "rec", "slow-tests", test_prelude="import time\ntime.sleep(3)\n"),
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "chat", "--thread", "t-kill", "-m", REQUEST],
+        env=cli_env(settings),
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for_status(settings, "verifying")
     finally:
@@ -73,6 +81,9 @@ async def test_kill_9_during_engineering_then_resume(settings: Settings, tmp_pat
         assert deployment.status == "succeeded"
         assert httpx.get(deployment.url, timeout=5).status_code == 200
         assert trail(await rows(settings, Event), "t-kill") == [
-            *HAPPY_TRAIL, ("verified", "deploying"), ("deploying", "active")]
+            *HAPPY_TRAIL,
+            ("verified", "deploying"),
+            ("deploying", "active"),
+        ]
     finally:
         await stop_service(settings)

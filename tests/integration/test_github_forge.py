@@ -150,7 +150,7 @@ def test_git_config_args_carry_no_raw_token(gh: FakeGitHub) -> None:
     assert key == "http.extraHeader"
     prefix = "Authorization: Basic "
     assert header.startswith(prefix)
-    assert base64.b64decode(header[len(prefix):]).decode() == f"x-access-token:{TOKEN}"
+    assert base64.b64decode(header[len(prefix) :]).decode() == f"x-access-token:{TOKEN}"
 
 
 def test_empty_token_or_org_is_rejected() -> None:

@@ -16,10 +16,19 @@ from tests.integration.helpers import REQUEST, cli, rows, run_turn, scenario_var
 pytestmark = pytest.mark.slow
 
 HAPPY_TRAIL = [
-    (None, "draft"), ("draft", "estimated"), ("estimated", "provisioning"), ("provisioning", "initialized"),
-    ("initialized", "designing"), ("designing", "designed"), ("designed", "implementing"),
-    ("implementing", "implemented"), ("implemented", "verifying"), ("verifying", "implementing"),
-    ("implementing", "implemented"), ("implemented", "verifying"), ("verifying", "verified"),
+    (None, "draft"),
+    ("draft", "estimated"),
+    ("estimated", "provisioning"),
+    ("provisioning", "initialized"),
+    ("initialized", "designing"),
+    ("designing", "designed"),
+    ("designed", "implementing"),
+    ("implementing", "implemented"),
+    ("implemented", "verifying"),
+    ("verifying", "implementing"),
+    ("implementing", "implemented"),
+    ("implemented", "verifying"),
+    ("verifying", "verified"),
 ]
 
 
@@ -69,14 +78,29 @@ async def test_reject_leaves_project_verified_and_says_so(settings: Settings) ->
 
 
 async def test_feedback_sends_work_back_to_engineering(settings: Settings, tmp_path) -> None:
-    design = {"summary": "hello-api with a /version route as asked", "entrypoint": "app.py", "health_path": "/health",
-              "files": [{"path": "app.py", "purpose": "the service"}]}
-    settings = settings.model_copy(update={
-        "model": "replay/feedback",
-        "replay_dir": scenario_variant(tmp_path / "rec", "feedback", extra=[
-            {"id": "architect-feedback", "role": "architect",
-             "when": {"contains": ["reviewed the last version", "add /version"]}, "reply": {"json": design}}]),
-    })
+    design = {
+        "summary": "hello-api with a /version route as asked",
+        "entrypoint": "app.py",
+        "health_path": "/health",
+        "files": [{"path": "app.py", "purpose": "the service"}],
+    }
+    settings = settings.model_copy(
+        update={
+            "model": "replay/feedback",
+            "replay_dir": scenario_variant(
+                tmp_path / "rec",
+                "feedback",
+                extra=[
+                    {
+                        "id": "architect-feedback",
+                        "role": "architect",
+                        "when": {"contains": ["reviewed the last version", "add /version"]},
+                        "reply": {"json": design},
+                    }
+                ],
+            ),
+        }
+    )
     await run_turn(settings, REQUEST, "t-fb")
     done = cli(settings, "resume", "t-fb", "--answer", "add /version")
     assert done.returncode == 0, done.stderr
@@ -117,15 +141,29 @@ async def test_no_ready_server_means_waiting_for_resources(settings: Settings) -
 
 
 async def test_status_question_is_answered_from_the_database(settings: Settings, tmp_path) -> None:
-    settings = settings.model_copy(update={
-        "model": "replay/status",
-        "replay_dir": scenario_variant(tmp_path / "rec", "status", extra=[
-            {"id": "po-status", "role": "po", "when": {"contains": ["status of hello-api"]},
-             "reply": {"tool_calls": [{"name": "get_project_status", "arguments": {"name": "hello-api"}}]}},
-            {"id": "po-status-answer", "role": "po", "when": {"contains": ["\"name\": \"hello-api\""]},
-             "reply": {"content": "hello-api is verified and waits for your deploy approval."}},
-        ]),
-    })
+    settings = settings.model_copy(
+        update={
+            "model": "replay/status",
+            "replay_dir": scenario_variant(
+                tmp_path / "rec",
+                "status",
+                extra=[
+                    {
+                        "id": "po-status",
+                        "role": "po",
+                        "when": {"contains": ["status of hello-api"]},
+                        "reply": {"tool_calls": [{"name": "get_project_status", "arguments": {"name": "hello-api"}}]},
+                    },
+                    {
+                        "id": "po-status-answer",
+                        "role": "po",
+                        "when": {"contains": ['"name": "hello-api"']},
+                        "reply": {"content": "hello-api is verified and waits for your deploy approval."},
+                    },
+                ],
+            ),
+        }
+    )
     await run_turn(settings, REQUEST, "t-status")
     cli(settings, "resume", "t-status", "--reject", "later")
     await run_turn(settings, "What is the status of hello-api?", "t-status")

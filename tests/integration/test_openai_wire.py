@@ -35,12 +35,14 @@ def server() -> Iterator[OpenAIServer]:
 
 
 def wire_settings(settings: Settings, server: OpenAIServer, api_key: str = API_KEY) -> Settings:
-    return settings.model_copy(update={
-        "model": "openai/po",
-        **{f"model_{role}": f"openai/{role}" for role in ROLES},
-        "api_base": server.base_url + "/v1",
-        "api_key": SecretStr(api_key),
-    })
+    return settings.model_copy(
+        update={
+            "model": "openai/po",
+            **{f"model_{role}": f"openai/{role}" for role in ROLES},
+            "api_base": server.base_url + "/v1",
+            "api_key": SecretStr(api_key),
+        }
+    )
 
 
 async def run_turn(settings: Settings) -> list[RunEvent]:

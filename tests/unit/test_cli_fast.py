@@ -17,7 +17,8 @@ def test_importing_the_cli_loads_none_of_the_heavy_modules() -> None:
 
 
 def test_help_lists_every_command() -> None:
-    out = subprocess.run([sys.executable, "-m", "cli.main", "--help"], cwd=REPO_ROOT, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
     for command in ("chat", "threads", "resume", "projects", "servers", "demo", "api"):
         assert command in out.stdout

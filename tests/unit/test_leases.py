@@ -52,7 +52,9 @@ async def test_default_server_is_registered_once(db: Database, settings: Setting
         events = (await s.exec(select(Event).where(Event.subject_type == "server"))).all()
     assert [(x.name, x.connection, x.status) for x in servers] == [("localhost", "local", ServerStatus.ready)]
     assert (servers[0].port_range_start, servers[0].port_range_end) == (
-        settings.port_range_start, settings.port_range_end)
+        settings.port_range_start,
+        settings.port_range_end,
+    )
     assert [(e.from_status, e.to_status) for e in events] == [("discovered", "ready")]
 
 
@@ -142,15 +144,25 @@ RACE_SCRIPT = textwrap.dedent(
 
 async def test_two_processes_never_share_a_port(db: Database, settings: Settings) -> None:
     async with db.session() as s:
-        server = Server(name="race-box", address="10.0.0.9", connection="ssh", status=ServerStatus.ready,
-                        port_range_start=20000, port_range_end=20029)
+        server = Server(
+            name="race-box",
+            address="10.0.0.9",
+            connection="ssh",
+            status=ServerStatus.ready,
+            port_range_start=20000,
+            port_range_end=20029,
+        )
         s.add(server)
     pids = await make_projects(db, 20, prefix="race")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", RACE_SCRIPT, settings.db_url, ",".join(map(str, chunk))],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for chunk in (pids[:10], pids[10:])
     ]

@@ -52,11 +52,24 @@ async def calls(db: Database) -> list[LLMCall]:
 async def test_invalid_answer_is_reasked(
     settings: Settings, db: Database, tmp_path: Path, bad_reply: dict[str, Any]
 ) -> None:
-    cfg = replay_settings(settings, tmp_path, [
-        {"id": "first", "role": "architect", "when": {"contains": [MARKER], "absent": [REASKED]}, "reply": bad_reply},
-        {"id": "reask", "role": "architect", "when": {"contains": [REASKED]},
-         "reply": {"content": "```json\n" + json.dumps(GOOD_DESIGN) + "\n```"}},
-    ])
+    cfg = replay_settings(
+        settings,
+        tmp_path,
+        [
+            {
+                "id": "first",
+                "role": "architect",
+                "when": {"contains": [MARKER], "absent": [REASKED]},
+                "reply": bad_reply,
+            },
+            {
+                "id": "reask",
+                "role": "architect",
+                "when": {"contains": [REASKED]},
+                "reply": {"content": "```json\n" + json.dumps(GOOD_DESIGN) + "\n```"},
+            },
+        ],
+    )
     design = await LLM(cfg, db).structured("architect", ASK, Design, thread_id="t-r")
     assert design == Design.model_validate(GOOD_DESIGN)
     rows = await calls(db)
@@ -64,10 +77,18 @@ async def test_invalid_answer_is_reasked(
 
 
 async def test_structured_sends_schema_and_leaves_input_alone(settings: Settings, db: Database, tmp_path: Path) -> None:
-    cfg = replay_settings(settings, tmp_path, [
-        {"id": "only", "role": "architect", "when": {"contains": [MARKER, '"entrypoint"']},
-         "reply": {"json": GOOD_DESIGN}},
-    ])
+    cfg = replay_settings(
+        settings,
+        tmp_path,
+        [
+            {
+                "id": "only",
+                "role": "architect",
+                "when": {"contains": [MARKER, '"entrypoint"']},
+                "reply": {"json": GOOD_DESIGN},
+            },
+        ],
+    )
     one_message = [{"role": "user", "content": MARKER}]
     assert (await LLM(cfg, db).structured("architect", one_message, Design)).summary == "one file"
     assert one_message == [{"role": "user", "content": MARKER}]
@@ -78,9 +99,14 @@ async def test_structured_sends_schema_and_leaves_input_alone(settings: Settings
 async def test_always_invalid_fails_after_bounded_tries(
     settings: Settings, db: Database, tmp_path: Path, reasks: int
 ) -> None:
-    cfg = replay_settings(settings, tmp_path, [
-        {"id": "stubborn", "role": "architect", "when": {"contains": []}, "reply": {"content": "no JSON today"}},
-    ], llm_reasks=reasks)
+    cfg = replay_settings(
+        settings,
+        tmp_path,
+        [
+            {"id": "stubborn", "role": "architect", "when": {"contains": []}, "reply": {"content": "no JSON today"}},
+        ],
+        llm_reasks=reasks,
+    )
     with pytest.raises(InvalidModelOutput) as err:
         await LLM(cfg, db).structured("architect", ASK, Design)
     message = str(err.value)

@@ -40,8 +40,17 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     "rel",
-    ["/etc/passwd", "../outside.py", "pkg/../../x.py", ".git/config", "pkg/.git/hooks/pre-commit",
-     "pkg\\mod.py", "", ".", "./"],
+    [
+        "/etc/passwd",
+        "../outside.py",
+        "pkg/../../x.py",
+        ".git/config",
+        "pkg/.git/hooks/pre-commit",
+        "pkg\\mod.py",
+        "",
+        ".",
+        "./",
+    ],
 )
 def test_safe_path_rejects(root: Path, rel: str) -> None:
     with pytest.raises(PathOutsideWorkspace) as err:

@@ -66,21 +66,29 @@ def test_mismatch_is_loud() -> None:
 
 
 def test_ambiguous_request_names_both_exchanges(tmp_path: Path) -> None:
-    path = write_scenario(tmp_path, "twice", [
-        {"id": "first-one", "role": "po", "when": {"contains": ["hello"]}, "reply": {"content": "a"}},
-        {"id": "second-one", "role": "po", "when": {"contains": ["api"]}, "reply": {"content": "b"}},
-        {"id": "other-role", "role": "tester", "when": {"contains": ["hello"]}, "reply": {"content": "c"}},
-    ])
+    path = write_scenario(
+        tmp_path,
+        "twice",
+        [
+            {"id": "first-one", "role": "po", "when": {"contains": ["hello"]}, "reply": {"content": "a"}},
+            {"id": "second-one", "role": "po", "when": {"contains": ["api"]}, "reply": {"content": "b"}},
+            {"id": "other-role", "role": "tester", "when": {"contains": ["hello"]}, "reply": {"content": "c"}},
+        ],
+    )
     with pytest.raises(ReplayMismatch) as err:
         Scenario.load(path).find("po", user("hello api"))
     assert "2 exchanges (first-one, second-one)" in str(err.value)
 
 
 def test_malformed_exchange_names_its_index(tmp_path: Path) -> None:
-    path = write_scenario(tmp_path, "broken", [
-        {"id": "ok", "role": "po", "reply": {"content": "a"}},
-        {"id": "no-reply", "role": "po", "when": {"contains": ["x"]}},
-    ])
+    path = write_scenario(
+        tmp_path,
+        "broken",
+        [
+            {"id": "ok", "role": "po", "reply": {"content": "a"}},
+            {"id": "no-reply", "role": "po", "when": {"contains": ["x"]}},
+        ],
+    )
     with pytest.raises(ValueError, match=r"exchange #1 lacks 'reply'"):
         Scenario.load(path)
 
