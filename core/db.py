@@ -6,6 +6,7 @@ busy timeout lets several processes share one SQLite file.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,6 +38,8 @@ class Database:
         is_sqlite = url.startswith("sqlite")
         connect_args = {"timeout": 30} if is_sqlite else {}
         self.engine: AsyncEngine = create_async_engine(url, connect_args=connect_args)
+        self.lease_lock = asyncio.Lock()
+        """Serializes port leasing within this process; across processes the unique keys decide."""
         if is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 

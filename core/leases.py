@@ -76,29 +76,37 @@ async def lease_port(db: Database, *, project_id: int, server: Server) -> int | 
     """Lease a free port of ``server``'s range to the project and record it on the project.
 
     Idempotent: a project that holds a lease gets the same port back. On a ``local`` server, ports something
-    already listens on are skipped.
+    already listens on are skipped. Leasing is serialized within a process (``db.lease_lock``); a race lost to
+    another process (unique key violation) re-reads the taken ports and tries again.
 
     Returns:
         The port, or None when the range is exhausted.
     """
-    held = await existing_lease(db, project_id)
-    if held is not None:
-        return held.port
     assert server.id is not None
-    async with db.session() as s:
-        taken = set((await s.exec(select(PortLease.port).where(PortLease.server_id == server.id))).all())
-    for port in range(server.port_range_start, server.port_range_end + 1):
-        if port in taken or (server.connection == "local" and not port_is_free(port)):
-            continue
-        try:
-            async with db.session() as s:
-                s.add(PortLease(server_id=server.id, port=port, project_id=project_id))
-                await s.flush()
-                stmt = update(Project).where(Project.id == project_id).values(server_id=server.id, port=port)  # type: ignore[arg-type]
-                await s.exec(stmt)  # type: ignore[call-overload]
-            return port
-        except IntegrityError:
+    async with db.lease_lock:
+        for _attempt in range(server.port_range_end - server.port_range_start + 1):
             held = await existing_lease(db, project_id)
             if held is not None:
                 return held.port
+            port = await _first_free_port(db, server)
+            if port is None:
+                return None
+            try:
+                async with db.session() as s:
+                    s.add(PortLease(server_id=server.id, port=port, project_id=project_id))
+                    await s.flush()
+                    stmt = update(Project).where(Project.id == project_id).values(server_id=server.id, port=port)  # type: ignore[arg-type]
+                    await s.exec(stmt)  # type: ignore[call-overload]
+                return port
+            except IntegrityError:
+                continue  # another process took this port (or leased for this project): re-read and retry
+    return None
+
+
+async def _first_free_port(db: Database, server: Server) -> int | None:
+    async with db.session() as s:
+        taken = set((await s.exec(select(PortLease.port).where(PortLease.server_id == server.id))).all())
+    for port in range(server.port_range_start, server.port_range_end + 1):
+        if port not in taken and (server.connection != "local" or port_is_free(port)):
+            return port
     return None

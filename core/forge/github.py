@@ -67,8 +67,8 @@ class GitHubForge:
             auth=Auth.Token(token),
             retry=retry,
             seconds_between_requests=None,
-            timeout=timeout_s,
-        )  # type: ignore[arg-type]
+            timeout=timeout_s,  # type: ignore[arg-type]
+        )
 
     def __repr__(self) -> str:
         return f"GitHubForge(org={self.org!r}, base_url={self.base_url!r})"
