@@ -77,15 +77,19 @@ def bench_leases(n: int = 200) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = asyncio.run(setup_db(Path(tmp), 3 * n))
         one = asyncio.run(lease_many(url, n, 0))
-        code = (f"import asyncio, sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.run import lease_many; "
-                f"asyncio.run(lease_many({url!r}, {n}, int(sys.argv[1])))")
+        code = (
+            f"import asyncio, sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.run import lease_many; "
+            f"asyncio.run(lease_many({url!r}, {n}, int(sys.argv[1])))"
+        )
         t0 = time.perf_counter()
         procs = [subprocess.Popen([sys.executable, "-c", code, str(k * n + n)], cwd=ROOT) for k in range(2)]
         assert all(p.wait() == 0 for p in procs)
         two = time.perf_counter() - t0
     print(f"port leases       {n / one:7.0f} leases/s in one process ({n} concurrent)")
-    print(f"port leases       {2 * n / two:7.0f} leases/s from two processes incl. start-up ({2 * n} total); "
-          f"ratio {(2 * n / two) / (n / one):.2f}")
+    print(
+        f"port leases       {2 * n / two:7.0f} leases/s from two processes incl. start-up ({2 * n} total); "
+        f"ratio {(2 * n / two) / (n / one):.2f}"
+    )
 
 
 async def main_job(data: Path) -> tuple[float, float]:
@@ -105,8 +109,10 @@ async def main_job(data: Path) -> tuple[float, float]:
 def bench_main_job() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         wall, tests = asyncio.run(main_job(Path(tmp)))
-    print(f"main job          {wall:7.2f} s to the deploy approval; the project's own test runs {tests:.2f} s "
-          f"({tests / wall:.0%}), orchestration overhead {wall - tests:.2f} s")
+    print(
+        f"main job          {wall:7.2f} s to the deploy approval; the project's own test runs {tests:.2f} s "
+        f"({tests / wall:.0%}), orchestration overhead {wall - tests:.2f} s"
+    )
 
 
 if __name__ == "__main__":
