@@ -62,7 +62,7 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
         "--approve",
     ]
     resumed = subprocess.run(cmd, check=False)
-    console.print(renderer.timeline_table())
+    console.print(renderer.timeline_table("node timeline of the first process (the resume process's is above)"))
     status, url = asyncio.run(_project(settings))
     code = _health(url)
     if not keep_running and url:

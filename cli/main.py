@@ -42,9 +42,17 @@ def main(
 
 
 def _settings(ctx: typer.Context) -> Settings:
+    """Settings from the environment and the global options; a bad value exits 2 with what to fix."""
+    from pydantic import ValidationError
+
     from core.settings import Settings
 
-    return Settings(**ctx.obj)
+    try:
+        return Settings(**ctx.obj)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        err.print(f"[red]configuration error:[/red] {problems}")
+        raise typer.Exit(2) from exc
 
 
 def _run(coro_fn: Callable[[OrchestratorRuntime], Coroutine[Any, Any, int]], ctx: typer.Context) -> None:
@@ -52,8 +60,10 @@ def _run(coro_fn: Callable[[OrchestratorRuntime], Coroutine[Any, Any, int]], ctx
     from core.llm import InvalidModelOutput, ModelUnreachable
     from core.runtime import OrchestratorRuntime, RuntimeInputError
 
+    settings = _settings(ctx)
+
     async def go() -> int:
-        async with OrchestratorRuntime(_settings(ctx)) as rt:
+        async with OrchestratorRuntime(settings) as rt:
             return await coro_fn(rt)
 
     try:

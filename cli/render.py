@@ -54,9 +54,9 @@ class Renderer:
         title = f"waiting for a person: {payload.get('kind')} ({interrupt_id})"
         self.console.print(Panel(text, title=title, title_align="left", border_style="yellow"))
 
-    def timeline_table(self) -> Table:
+    def timeline_table(self, title: str = "node timeline") -> Table:
         """The timeline so far as a table (node, branch, seconds)."""
-        table = Table(title="node timeline")
+        table = Table(title=title)
         table.add_column("node")
         table.add_column("in", style="dim")
         table.add_column("seconds", justify="right")

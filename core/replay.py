@@ -10,6 +10,8 @@ tester), a ``when`` rule on the request's last message, and the ``reply`` to ret
 Matching is stateless (it works across processes and after a crash): the request must match exactly one exchange
 of its role, else :class:`ReplayMismatch` says so loudly rather than answering something else.
 
+Token usage reported by replay is a word count (there is no tokenizer for a recording), cost is zero.
+
 Registered as litellm's custom provider (https://docs.litellm.ai/docs/providers/custom_llm_server): call with
 ``model="replay/<name>"``, ``api_base=<folder of recordings>``, ``metadata={"role": role}``.
 """

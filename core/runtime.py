@@ -178,13 +178,19 @@ class OrchestratorRuntime:
         """Send the person's ``text`` to the PO on ``thread_id`` (a new thread if None) and stream the run.
 
         Raises:
-            RuntimeInputError: empty text, or the thread waits for an answer to an interrupt.
+            RuntimeInputError: empty text; ThreadStateConflict: the thread waits for an answer to an interrupt, or
+                its last run stopped mid-way (a new message would abandon it).
         """
         if not text.strip():
             raise RuntimeInputError("say something: the message is empty")
         thread_id = thread_id or new_thread_id()
-        if await self.thread_exists(thread_id) and await self.pending(thread_id):
-            raise ThreadStateConflict(f"thread {thread_id} waits for an answer to its pending question")
+        if await self.thread_exists(thread_id):
+            if await self.pending(thread_id):
+                raise ThreadStateConflict(f"thread {thread_id} waits for an answer to its pending question")
+            if (await self.graph.aget_state(self._config(thread_id))).next:
+                raise ThreadStateConflict(
+                    f"thread {thread_id} stopped mid-run; finish that run first (orchestrator resume {thread_id})"
+                )
         await self._touch(thread_id, title=text)
         async for ev in self._stream({"messages": [HumanMessage(content=text)]}, thread_id):
             yield ev

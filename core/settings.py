@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Role = Literal["po", "architect", "developer", "tester"]
@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     test_timeout_s: float = 120.0
     deploy_timeout_s: float = 300.0
     health_timeout_s: float = 30.0
+
+    @model_validator(mode="after")
+    def _sane_ranges(self) -> Settings:
+        if not 1 <= self.port_range_start <= self.port_range_end <= 65535:
+            raise ValueError(
+                f"port range {self.port_range_start}-{self.port_range_end} is empty or invalid: set "
+                "ORCH_PORT_RANGE_START <= ORCH_PORT_RANGE_END, both within 1-65535"
+            )
+        if self.engineering_max_iterations < 1 or self.llm_reasks < 0:
+            raise ValueError("ORCH_ENGINEERING_MAX_ITERATIONS must be >= 1 and ORCH_LLM_REASKS >= 0")
+        return self
 
     def model_for(self, role: Role) -> str:
         """Return the litellm model name for ``role``: its own setting, else ``model``."""

@@ -63,6 +63,8 @@ async def test_kill_9_during_engineering_then_resume(settings: Settings, tmp_pat
 
     listed = json.loads(cli(settings, "threads", "--json").stdout)
     assert listed[0]["id"] == "t-kill" and listed[0]["stopped_mid_run"] is True
+    refused = cli(settings, "chat", "--thread", "t-kill", "-m", "hello?")  # would abandon the stopped run
+    assert refused.returncode == 2 and "stopped mid-run" in refused.stderr
 
     try:
         cont = cli(settings, "resume", "t-kill")

@@ -22,3 +22,17 @@ def test_help_lists_every_command() -> None:
     )
     for command in ("chat", "threads", "resume", "projects", "servers", "demo", "api"):
         assert command in out.stdout
+
+
+def test_a_bad_setting_is_a_configuration_error_not_a_crash(tmp_path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "ORCH_PORT_RANGE_START": "18300", "ORCH_DATA_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main", "projects"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "configuration error" in out.stderr and "Traceback" not in out.stderr

@@ -145,3 +145,11 @@ async def test_unreachable_provider_is_explained(settings: Settings, db: Databas
     rows = await calls(db)
     assert [(r.role, r.model, r.ok, r.thread_id) for r in rows] == [("po", "openai/x", False, "t-down")]
     assert rows[0].error
+
+
+def test_an_empty_port_range_is_refused_with_a_clear_error(monkeypatch):
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("ORCH_PORT_RANGE_START", "18300")
+    with pytest.raises(ValidationError, match="ORCH_PORT_RANGE_START <= ORCH_PORT_RANGE_END"):
+        Settings()
