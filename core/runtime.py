@@ -117,6 +117,10 @@ def answer_value(payload: dict[str, Any], answer: Answer) -> dict[str, Any]:
         if answer.kind != "text":
             raise RuntimeInputError("this thread asks for guidance, not approval: answer with text (--answer TEXT)")
         raw = {"answer": answer.text}
+    elif kind == "waiting_for_resources":
+        if answer.kind == "reject":
+            raise RuntimeInputError("a resource wait is retried, not rejected: answer with --approve or text")
+        raw = {"reason": answer.text if answer.kind == "text" else "a person asked to retry"}
     else:
         raise RuntimeInputError(f"unknown interrupt kind {kind!r}")
     try:

@@ -51,6 +51,22 @@ class Settings(BaseSettings):
     github_retries: int = 3
     """Retries of a 5xx answer from GitHub (with backoff), then a clear ForgeUnavailable."""
 
+    github_sync_interval_s: float = 300.0
+    """github_sync runs every 5 minutes, with up to ``sync_jitter_s`` of random delay."""
+    server_sync_interval_s: float = 60.0
+    health_check_interval_s: float = 60.0
+    provisioner_interval_s: float = 60.0
+    sync_jitter_s: float = 30.0
+    sync_failure_threshold: int = 3
+    """Consecutive transient failures (GitHub unreachable, a server check failing) before an incident."""
+    ssh_key_path: Path | None = None
+    """Private key for server checks (default: the agent and ~/.ssh)."""
+    ssh_known_hosts: Path | None = None
+    """known_hosts file checked for every server (default ~/.ssh/known_hosts); unknown hosts are refused."""
+    ssh_timeout_s: float = 10.0
+    ssh_concurrency: int = 50
+    """Server checks running at once."""
+
     register_localhost: bool = True
     """Register this machine as a ready server (Ansible connection ``local``) on first start."""
     port_range_start: int = 8100

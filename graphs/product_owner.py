@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 from langgraph.types import Send
 
 from core.context import Context
 from graphs.engineering import build_engineering
 from graphs.state import OrchestratorState
 from graphs.zavhoz import build_zavhoz
-from nodes.approval import request_deploy_approval
+from nodes.approval import request_deploy_approval, wait_for_resources
 from nodes.devops import deploy_project
 from nodes.product_owner import call_po, estimate_project, provision_repository, run_po_tools
 from nodes.report import report_to_user
@@ -61,6 +61,17 @@ def route_approval(state: OrchestratorState) -> Literal["deploy_project", "repor
     return "report_to_user"
 
 
+def route_report(state: OrchestratorState) -> Literal["wait_for_resources", "__end__"]:
+    """A project still waiting for a server parks its thread at an interrupt; anything else ends the run."""
+    waiting = state.get("zavhoz_status") == "waiting_for_resources" and state.get("engineering")
+    return "wait_for_resources" if waiting else "__end__"
+
+
+def retry_zavhoz(state: OrchestratorState) -> list[Send]:
+    """After a resume of the resource wait: ask Zavhoz again."""
+    return [Send("zavhoz", {"project_id": state["project_id"], "project_name": state["project_name"]})]
+
+
 def join_teams(state: OrchestratorState) -> dict[str, object]:
     """Fan-in point of the two branches (the router after it decides)."""
     return {}
@@ -79,6 +90,7 @@ def build_product_owner() -> StateGraph[OrchestratorState, Context, Orchestrator
     builder.add_node(request_deploy_approval)
     builder.add_node(deploy_project)
     builder.add_node(report_to_user)
+    builder.add_node(wait_for_resources)
     builder.add_edge(START, "call_po")
     builder.add_conditional_edges("call_po", route_po)
     builder.add_conditional_edges("run_po_tools", route_tools)
@@ -91,7 +103,8 @@ def build_product_owner() -> StateGraph[OrchestratorState, Context, Orchestrator
         "request_deploy_approval", route_approval, ["deploy_project", "report_to_user", "engineering"]
     )
     builder.add_edge("deploy_project", "report_to_user")
-    builder.add_edge("report_to_user", END)
+    builder.add_conditional_edges("report_to_user", route_report)
+    builder.add_conditional_edges("wait_for_resources", retry_zavhoz, ["zavhoz"])
     return builder
 
 

@@ -1,17 +1,29 @@
 """Tables, status enums and the allowed-transition table."""
 
 from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
-from models.tables import Deployment, Event, LLMCall, PortLease, Project, Server, ThreadRecord
+from models.tables import (
+    Deployment,
+    Event,
+    Incident,
+    LLMCall,
+    PortLease,
+    Project,
+    Server,
+    SyncCursor,
+    ThreadRecord,
+)
 
 __all__ = [
     "Deployment",
     "DeploymentStatus",
     "Event",
+    "Incident",
     "LLMCall",
     "PortLease",
     "Project",
     "ProjectStatus",
     "Server",
     "ServerStatus",
+    "SyncCursor",
     "ThreadRecord",
 ]

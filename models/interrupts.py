@@ -61,7 +61,24 @@ class GuidanceAnswer(BaseModel):
         return self
 
 
+class ResourcesRequest(BaseModel):
+    """The project waits for a ready server with a free port; the sync's provisioner_trigger (or a person) resumes."""
+
+    kind: Literal["waiting_for_resources"] = "waiting_for_resources"
+    question: str
+    project: str
+    project_id: int
+    need: str
+
+
+class ResourcesAnswer(BaseModel):
+    """Why it is worth trying again (e.g. "server web-2 became ready")."""
+
+    reason: str = Field(min_length=1)
+
+
 ANSWER_SCHEMAS: dict[str, type[BaseModel]] = {
     "deploy_approval": DeployDecision,
     "engineering_guidance": GuidanceAnswer,
+    "waiting_for_resources": ResourcesAnswer,
 }

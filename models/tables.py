@@ -33,6 +33,7 @@ class Project(SQLModel, table=True):
     repo_url: str | None = None
     clone_url: str | None = None
     default_branch: str = "main"
+    archived: bool = False
     server_id: int | None = Field(default=None, foreign_key="server.id")
     port: int | None = None
     setup_required: bool = False
@@ -128,4 +129,35 @@ class ThreadRecord(SQLModel, table=True):
     id: str = Field(primary_key=True)
     title: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Incident(SQLModel, table=True):
+    """Something that went wrong in reality (a repository gone, a server down), until reality agrees again.
+
+    At most one open incident per ``(kind, subject_type, subject_id)``: re-detecting the same problem updates it.
+    ``surfaced_at`` is set once the PO has told the person about it.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(index=True)
+    """``repo_missing``, ``github_unreachable``, ``server_down``, ``provision_failed``."""
+    severity: str
+    """``critical``, ``warning`` or ``info``."""
+    subject_type: str
+    subject_id: int
+    message: str
+    opened_at: datetime = Field(default_factory=utcnow)
+    resolved_at: datetime | None = None
+    surfaced_at: datetime | None = None
+
+
+class SyncCursor(SQLModel, table=True):
+    """Per-request state of the sync workers: the ETag last seen for a URL, and when the worker may call again."""
+
+    key: str = Field(primary_key=True)
+    """A URL (with query) or a worker name."""
+    etag: str | None = None
+    paused_until: datetime | None = None
+    consecutive_failures: int = 0
     updated_at: datetime = Field(default_factory=utcnow)

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from langchain_core.messages import AIMessage
 from langgraph.types import interrupt
 
 from graphs.state import EngineeringState, OrchestratorState
-from models.interrupts import DeployApprovalRequest, DeployDecision, GuidanceAnswer, GuidanceRequest
+from models.interrupts import (
+    DeployApprovalRequest,
+    DeployDecision,
+    GuidanceAnswer,
+    GuidanceRequest,
+    ResourcesAnswer,
+    ResourcesRequest,
+)
 from nodes.po_tools import project_url
 
 
@@ -45,4 +53,16 @@ def ask_for_guidance(state: EngineeringState) -> dict[str, Any]:
     return {"guidance": answer.answer, "iteration": 0, "engineering_status": "working"}
 
 
-__all__ = ["ask_for_guidance", "project_url", "request_deploy_approval"]
+def wait_for_resources(state: OrchestratorState) -> dict[str, Any]:
+    """Park the thread until a server can take the project; the resume sends the work back to Zavhoz."""
+    request = ResourcesRequest(
+        question=f"{state['project_name']} waits for a ready server with a free port. Retry now?",
+        project=state["project_name"] or "",
+        project_id=state["project_id"] or 0,
+        need="a ready server with a free port",
+    )
+    answer = ResourcesAnswer.model_validate(interrupt(request.model_dump()))
+    return {"zavhoz_status": "working", "messages": [AIMessage(content=f"Retrying resources: {answer.reason}.")]}
+
+
+__all__ = ["ask_for_guidance", "project_url", "request_deploy_approval", "wait_for_resources"]

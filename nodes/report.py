@@ -16,7 +16,7 @@ def report_to_user(state: OrchestratorState) -> dict[str, Any]:
     if state.get("zavhoz_status") == "waiting_for_resources":
         text = f"{name} is built and tested (commit {eng['commit'][:10]})" if eng else f"{name} is in progress"
         text += ", but no server is ready with a free port, so it is waiting for resources. It continues by itself"
-        text += " once a server is ready."
+        text += " once a server is ready (or answer this thread to retry now)."
     elif approval and approval["decision"] == "reject":
         text = f"Understood: {name} is not deployed ({approval['reason']}). It stays verified at commit "
         text += f"{eng['commit'][:10] if eng else '?'}; ask me to deploy it when you want."

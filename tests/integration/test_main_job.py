@@ -131,13 +131,25 @@ async def test_stuck_loop_asks_for_guidance_and_continues_with_it(settings: Sett
     assert project.status == "verified"
 
 
-async def test_no_ready_server_means_waiting_for_resources(settings: Settings) -> None:
-    settings = settings.model_copy(update={"register_localhost": False})
-    events = await run_turn(settings, REQUEST, "t-wait")
-    assert not [ev for ev in events if ev.kind == "interrupt"]
+async def test_no_ready_server_parks_the_thread_until_resources_come(settings: Settings) -> None:
+    waiting = settings.model_copy(update={"register_localhost": False})
+    events = await run_turn(waiting, REQUEST, "t-wait")
+    [ask] = [ev for ev in events if ev.kind == "interrupt"]
+    assert ask.payload and ask.payload["kind"] == "waiting_for_resources"
     [last] = [ev for ev in events if ev.kind == "message" and ev.node == "report_to_user"]
     assert "waiting for resources" in (last.text or "")
     assert await rows(settings, PortLease) == []
+    [project] = await rows(settings, Project)
+    assert project.status == "verified"
+
+    # A server appears (the runtime registers localhost on start when allowed); the resume asks Zavhoz again.
+    done = cli(settings, "resume", "t-wait", "--answer", "server localhost is ready")
+    assert done.returncode == 0, done.stderr
+    async with OrchestratorRuntime(settings) as rt:
+        [pending] = await rt.pending("t-wait")
+    assert pending.payload["kind"] == "deploy_approval"
+    [lease] = await rows(settings, PortLease)
+    assert pending.payload["port"] == lease.port
 
 
 async def test_status_question_is_answered_from_the_database(settings: Settings, tmp_path) -> None:

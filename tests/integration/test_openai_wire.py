@@ -11,15 +11,14 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from sqlmodel import select
 
-from core.db import Database
 from core.llm import ModelUnreachable
 from core.replay import BUILTIN_DIR, Scenario, last_text
 from core.runtime import OrchestratorRuntime, RunEvent
 from core.settings import ROLES, Settings
 from models.tables import LLMCall, Project
 from tests.fixtures.openai_server import USAGE, OpenAIServer
+from tests.integration.helpers import rows
 
 pytestmark = pytest.mark.slow
 
@@ -48,15 +47,6 @@ def wire_settings(settings: Settings, server: OpenAIServer, api_key: str = API_K
 async def run_turn(settings: Settings) -> list[RunEvent]:
     async with OrchestratorRuntime(settings) as rt:
         return [ev async for ev in rt.start_turn(ASK, THREAD)]
-
-
-async def rows(settings: Settings, table: Any) -> list[Any]:
-    db = Database(settings.db_url)
-    try:
-        async with db.session() as s:
-            return list((await s.exec(select(table))).all())
-    finally:
-        await db.dispose()
 
 
 def tool_names(body: dict[str, Any]) -> list[str]:
