@@ -158,6 +158,8 @@ class SyncCursor(SQLModel, table=True):
     key: str = Field(primary_key=True)
     """A URL (with query) or a worker name."""
     etag: str | None = None
+    cached: Any = Field(default=None, sa_column=Column(JSON))
+    """What the last 200 answer carried that a later 304 stands for (e.g. the repo ids of a listing page)."""
     paused_until: datetime | None = None
     consecutive_failures: int = 0
     updated_at: datetime = Field(default_factory=utcnow)

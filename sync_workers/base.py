@@ -1,0 +1,54 @@
+"""What every sync worker shares: its context and the summary of one pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.db import Database
+from core.settings import Settings
+
+
+@dataclass(frozen=True)
+class SyncContext:
+    """Process-wide things a worker pass needs (no graph state: the sync is not a graph)."""
+
+    settings: Settings
+    db: Database
+
+
+@dataclass
+class PassSummary:
+    """Counts of one pass of one worker; ``errors`` non-empty means the pass failed (``--once`` exits non-zero).
+
+    A transient failure (GitHub unreachable, one server not answering) is counted, not an error: the pass did its
+    job of recording it.
+    """
+
+    worker: str
+    created: int = 0
+    updated: int = 0
+    missing: int = 0
+    transient_failures: int = 0
+    requests: int = 0
+    not_modified: int = 0
+    """Requests answered 304 (free of primary rate limit)."""
+    resumed: int = 0
+    """Graph threads resumed (provisioner_trigger)."""
+    duration_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No worker error in this pass."""
+        return not self.errors
+
+    def line(self) -> str:
+        """A one-line summary for the log."""
+        parts = [
+            f"{k}={getattr(self, k)}"
+            for k in ("created", "updated", "missing", "transient_failures", "requests", "not_modified", "resumed")
+            if getattr(self, k)
+        ]
+        status = "ok" if self.ok else f"FAILED: {'; '.join(self.errors)}"
+        return f"{self.worker}: {' '.join(parts) or 'no changes'} in {self.duration_s:.2f}s — {status}"
