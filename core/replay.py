@@ -93,10 +93,14 @@ class Scenario:
 
 
 def last_text(messages: list[dict[str, Any]]) -> str:
-    """The text of the last message (a string, or the text parts of a content list)."""
-    if not messages:
+    """The text of the request's question: the last user or tool message (a string, or a content list's text).
+
+    Assistant messages after it (e.g. the PO telling the person about incidents) are not the question.
+    """
+    asked = [m for m in messages if m.get("role") in ("user", "tool")]
+    if not asked:
         return ""
-    content = messages[-1].get("content") or ""
+    content = asked[-1].get("content") or ""
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))
     return str(content)

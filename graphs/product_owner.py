@@ -13,7 +13,7 @@ from graphs.state import OrchestratorState
 from graphs.zavhoz import build_zavhoz
 from nodes.approval import request_deploy_approval, wait_for_resources
 from nodes.devops import deploy_project
-from nodes.product_owner import call_po, estimate_project, provision_repository, run_po_tools
+from nodes.product_owner import call_po, estimate_project, provision_repository, run_po_tools, surface_incidents
 from nodes.report import report_to_user
 
 
@@ -80,6 +80,7 @@ def join_teams(state: OrchestratorState) -> dict[str, object]:
 def build_product_owner() -> StateGraph[OrchestratorState, Context, OrchestratorState, OrchestratorState]:
     """The PO builder, with the two subgraphs compiled in as nodes."""
     builder = StateGraph(OrchestratorState, context_schema=Context)
+    builder.add_node(surface_incidents)
     builder.add_node(call_po)
     builder.add_node(run_po_tools)
     builder.add_node(estimate_project)
@@ -91,7 +92,8 @@ def build_product_owner() -> StateGraph[OrchestratorState, Context, Orchestrator
     builder.add_node(deploy_project)
     builder.add_node(report_to_user)
     builder.add_node(wait_for_resources)
-    builder.add_edge(START, "call_po")
+    builder.add_edge(START, "surface_incidents")
+    builder.add_edge("surface_incidents", "call_po")
     builder.add_conditional_edges("call_po", route_po)
     builder.add_conditional_edges("run_po_tools", route_tools)
     builder.add_edge("estimate_project", "provision_repository")

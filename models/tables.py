@@ -86,6 +86,8 @@ class Deployment(SQLModel, table=True):
     ansible_rc: int | None = None
     summary: str = ""
     url: str | None = None
+    entrypoint: str = "app.py"
+    health_path: str = "/health"
     idempotency_key: str = Field(unique=True)
     thread_id: str | None = None
     started_at: datetime = Field(default_factory=utcnow)

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from langgraph.runtime import Runtime
 from sqlmodel import select
 
-from core.ansible import inventory_for, run_playbook
 from core.context import Context
+from core.deploys import run_deploy
 from graphs.state import OrchestratorState, ServerInfo
 from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
 from models.tables import Deployment, PortLease, Project, Server, utcnow
 from models.transitions import transition_project
-
-REMOTE_RELEASE_ROOT = "/srv/orchestrator"
-REMOTE_PYTHON = "/usr/bin/python3"
 
 
 async def preflight(ctx: Context, project_id: int, info: ServerInfo | None) -> str | None:
@@ -47,8 +43,8 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
         return {"deployment": {"status": "failed", "summary": f"pre-flight check failed: {problem}"}}
     assert info is not None
     key = f"{pid}:{eng['commit']}:{info['server_id']}:{info['port']}"
-    local = info["connection"] == "local"
-    url = f"http://{'127.0.0.1' if local else info['address']}:{info['port']}{eng['health_path']}"
+    host = "127.0.0.1" if info["connection"] == "local" else info["address"]
+    url = f"http://{host}:{info['port']}{eng['health_path']}"
     async with ctx.db.session() as s:
         await transition_project(
             s,
@@ -58,6 +54,7 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
             thread_id=ctx.thread_id,
         )
         project = await s.get(Project, pid)
+        server = await s.get(Server, info["server_id"])
         row = (await s.exec(select(Deployment).where(Deployment.idempotency_key == key))).first()
         if row is None:
             row = Deployment(
@@ -66,36 +63,23 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
                 server_id=info["server_id"],
                 port=info["port"],
                 status=DeploymentStatus.running,
+                entrypoint=eng["entrypoint"],
+                health_path=eng["health_path"],
                 idempotency_key=key,
                 thread_id=ctx.thread_id,
                 url=url,
             )
             s.add(row)
             await s.flush()
-    assert project is not None and row.id is not None
-    data_dir = ctx.settings.data_dir.resolve()
-    result = await run_playbook(
-        "deploy.yml",
-        inventory=inventory_for(
-            name=info["name"],
-            address=info["address"],
-            connection=info["connection"],
-            ssh_port=info["ssh_port"],
-            ssh_user=info["ssh_user"],
-        ),
-        extravars={
-            "project": project.name,
-            "repo_url": project.clone_url,
-            "commit": eng["commit"],
-            "port": info["port"],
-            "entrypoint": eng["entrypoint"],
-            "health_path": eng["health_path"],
-            "release_root": str(data_dir / "releases") if local else REMOTE_RELEASE_ROOT,
-            "service_python": sys.executable if local else REMOTE_PYTHON,
-            "health_timeout": int(ctx.settings.health_timeout_s),
-        },
-        work_root=data_dir / "ansible",
-        timeout_s=ctx.settings.deploy_timeout_s,
+    assert project is not None and server is not None and row.id is not None
+    result = await run_deploy(
+        ctx.settings,
+        project=project,
+        server=server,
+        commit=eng["commit"],
+        port=info["port"],
+        entrypoint=eng["entrypoint"],
+        health_path=eng["health_path"],
     )
     status = DeploymentStatus.succeeded if result.ok else DeploymentStatus.failed
     async with ctx.db.session() as s:

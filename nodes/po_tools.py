@@ -32,10 +32,17 @@ class ListProjects(BaseModel):
     """Summary of every project."""
 
 
+class FixIncident(BaseModel):
+    """Dispatch the recovery for an open incident (re-link a repository, re-check a server, redeploy a service)."""
+
+    incident_id: int
+
+
 TOOLS: dict[str, type[BaseModel]] = {
     "create_project_intent": CreateProjectIntent,
     "get_project_status": GetProjectStatus,
     "list_projects": ListProjects,
+    "fix_incident": FixIncident,
 }
 
 

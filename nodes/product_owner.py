@@ -13,12 +13,29 @@ from pydantic import ValidationError
 
 from core.context import Context
 from core.forge.base import ensure_repo
+from core.incidents import take_unsurfaced
+from core.recovery import recover
 from graphs.state import OrchestratorState
 from models.enums import ProjectStatus
 from models.tables import Project
 from models.transitions import transition_project
 from nodes import po_tools
 from prompts import po as prompts
+
+
+async def surface_incidents(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Before the PO answers, tell the person what went wrong (or recovered) since they last spoke."""
+    async with runtime.context.db.session() as s:
+        incidents = await take_unsurfaced(s)
+    if not incidents:
+        return {}
+    lines = [
+        f"- #{i.id} [{i.severity}] {i.message} (since {i.opened_at:%Y-%m-%d %H:%M} UTC"
+        + (", resolved since)" if i.resolved_at else ")")
+        for i in incidents
+    ]
+    text = "Since we last spoke:\n" + "\n".join(lines) + "\nAsk me to fix one by its number."
+    return {"messages": [AIMessage(content=text)]}
 
 
 async def call_po(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -65,6 +82,9 @@ async def _run_tool(ctx: Context, name: str, args: dict[str, Any], update: dict[
         return json.dumps({"created": project.name, "status": project.status})
     if isinstance(parsed, po_tools.GetProjectStatus):
         return await po_tools.get_project_status(ctx.db, parsed.name)
+    if isinstance(parsed, po_tools.FixIncident):
+        outcome = await recover(ctx.settings, ctx.db, ctx.forge, parsed.incident_id, ctx.thread_id)
+        return json.dumps(outcome)
     return await po_tools.list_projects(ctx.db)
 
 

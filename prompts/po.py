@@ -8,6 +8,7 @@ Classify each request:
   one-paragraph summary and the concrete requirements (endpoints, tests). Then the teams start on their own.
 - a STATUS question: call get_project_status (one project) or list_projects (all), and answer from what they return.
 - an UPDATE of an existing project: say what would change and ask the person to confirm.
+- a FIX of an incident you reported ("fix #3"): call fix_incident with its number and say what happened.
 Never invent project facts: the tools are the only source of truth. Be brief.
 
 Today is {today}."""

@@ -1,0 +1,50 @@
+"""Run the deploy playbook for one commit of one project on one server (the DevOps node and recovery share it)."""
+
+from __future__ import annotations
+
+import sys
+
+from core.ansible import PlaybookResult, inventory_for, run_playbook
+from core.settings import Settings
+from models.tables import Project, Server
+
+REMOTE_RELEASE_ROOT = "/srv/orchestrator"
+REMOTE_PYTHON = "/usr/bin/python3"
+
+
+def release_root(settings: Settings, server: Server) -> str:
+    """Where releases live on ``server``: the data dir for this machine, /srv/orchestrator elsewhere."""
+    return str(settings.data_dir.resolve() / "releases") if server.connection == "local" else REMOTE_RELEASE_ROOT
+
+
+async def run_deploy(
+    settings: Settings, *, project: Project, server: Server, commit: str, port: int, entrypoint: str, health_path: str
+) -> PlaybookResult:
+    """Run playbooks/deploy.yml: fetch ``commit``, install, (re)start on ``port``, wait, check ``health_path``.
+
+    Idempotent: the same commit already running on the same port is left alone (no second copy).
+    """
+    local = server.connection == "local"
+    return await run_playbook(
+        "deploy.yml",
+        inventory=inventory_for(
+            name=server.name,
+            address=server.address,
+            connection=server.connection,
+            ssh_port=server.ssh_port,
+            ssh_user=server.ssh_user,
+        ),
+        extravars={
+            "project": project.name,
+            "repo_url": project.clone_url,
+            "commit": commit,
+            "port": port,
+            "entrypoint": entrypoint,
+            "health_path": health_path,
+            "release_root": release_root(settings, server),
+            "service_python": sys.executable if local else REMOTE_PYTHON,
+            "health_timeout": int(settings.health_timeout_s),
+        },
+        work_root=settings.data_dir.resolve() / "ansible",
+        timeout_s=settings.deploy_timeout_s,
+    )

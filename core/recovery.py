@@ -1,0 +1,131 @@
+"""Recoveries the PO dispatches when a person asks to fix an incident.
+
+An incident closes only when a fresh look at reality agrees: the repository is found again, the server answers its
+check, the service answers its health URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlmodel import col, select
+
+from core.db import Database
+from core.deploys import run_deploy
+from core.forge.base import Forge
+from core.incidents import resolve_incident
+from core.settings import Settings
+from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
+from models.tables import Deployment, Incident, Project, Server
+from models.transitions import transition_project, transition_server
+
+
+async def recover(settings: Settings, db: Database, forge: Forge, incident_id: int, thread_id: str) -> dict[str, Any]:
+    """Run the recovery for one incident; return ``{"incident", "kind", "resolved", "outcome"}``.
+
+    Raises:
+        ValueError: unknown or already resolved incident, or a kind with no recovery.
+    """
+    async with db.session() as s:
+        incident = await s.get(Incident, incident_id)
+    if incident is None:
+        raise ValueError(f"no incident #{incident_id}")
+    if incident.resolved_at is not None:
+        raise ValueError(f"incident #{incident_id} is already resolved")
+    handlers = {
+        "repo_missing": _relink_repository,
+        "server_down": _recheck_server,
+        "service_unhealthy": _redeploy_service,
+    }
+    handler = handlers.get(incident.kind)
+    if handler is None:
+        raise ValueError(f"incident kind {incident.kind!r} has no recovery; it resolves when the sync sees it fixed")
+    resolved, outcome = await handler(settings, db, forge, incident, thread_id)
+    return {"incident": incident_id, "kind": incident.kind, "resolved": resolved, "outcome": outcome}
+
+
+async def _relink_repository(
+    settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str
+) -> tuple[bool, str]:
+    """Look the repository up by name (a re-created repository has a new id) and re-link the project to it."""
+    async with db.session() as s:
+        project = await s.get(Project, incident.subject_id)
+    assert project is not None
+    name = (project.repo_full_name or project.name).split("/")[-1]
+    repo = await asyncio.to_thread(forge.get_repo, name)
+    if repo is None:
+        return False, f"no repository named {name!r} exists: re-create it, and ask me again"
+    async with db.session() as s:
+        row = await s.get(Project, project.id)
+        assert row is not None
+        row.github_repo_id, row.repo_full_name, row.repo_url = repo.id, repo.full_name, repo.html_url
+        row.clone_url, row.default_branch = repo.clone_url, repo.default_branch
+        s.add(row)
+        if row.status == ProjectStatus.missing:
+            await transition_project(
+                s,
+                row.id or 0,
+                ProjectStatus.initialized,
+                thread_id=thread_id,
+                reason=f"re-linked to {repo.full_name} (id {repo.id})",
+            )
+        await resolve_incident(s, kind="repo_missing", subject_type="project", subject_id=incident.subject_id)
+    return True, f"re-linked {project.name} to {repo.full_name} (id {repo.id}); it needs a new deploy to be active"
+
+
+async def _recheck_server(
+    settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str
+) -> tuple[bool, str]:
+    """Check the server now; ready again only if it answers."""
+    from sync_workers.server_sync import check_server
+
+    async with db.session() as s:
+        server = await s.get(Server, incident.subject_id)
+    assert server is not None
+    result = await check_server(settings, server)
+    if not result.ok:
+        return False, f"server {server.name} still fails its check: {result.error}"
+    async with db.session() as s:
+        row = await s.get(Server, server.id)
+        assert row is not None
+        row.fail_count, row.facts = 0, result.facts
+        s.add(row)
+        if row.status == ServerStatus.error:
+            await transition_server(
+                s, row.id or 0, ServerStatus.ready, reason="re-checked on request: answers", thread_id=thread_id
+            )
+        await resolve_incident(s, kind="server_down", subject_type="server", subject_id=incident.subject_id)
+    return True, f"server {server.name} answers its check again and is ready"
+
+
+async def _redeploy_service(
+    settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str
+) -> tuple[bool, str]:
+    """Deploy the last good commit again (the playbook restarts a dead service, leaves a live one alone)."""
+    async with db.session() as s:
+        project = await s.get(Project, incident.subject_id)
+        dep = (
+            await s.exec(
+                select(Deployment)
+                .where(Deployment.project_id == incident.subject_id, Deployment.status == DeploymentStatus.succeeded)
+                .order_by(col(Deployment.id).desc())
+            )
+        ).first()
+        server = await s.get(Server, dep.server_id) if dep else None
+    if project is None or dep is None or server is None:
+        return False, "no successful deployment to restore"
+    result = await run_deploy(
+        settings,
+        project=project,
+        server=server,
+        commit=dep.commit_sha,
+        port=dep.port,
+        entrypoint=dep.entrypoint,
+        health_path=dep.health_path,
+    )
+    if not result.ok:
+        return False, f"redeploy of {dep.commit_sha[:10]} failed: {result.summary}"
+    async with db.session() as s:
+        await resolve_incident(s, kind="service_unhealthy", subject_type="project", subject_id=incident.subject_id)
+    return True, f"{project.name} redeployed at {dep.commit_sha[:10]}; {dep.url} answers"
