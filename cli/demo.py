@@ -16,11 +16,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from rich.console import Console
 
 from cli.render import Renderer
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 REQUEST = "I need a small HTTP service called hello-api with a /health endpoint and unit tests."
 RECORDED_MODEL = "replay/hello-api"
@@ -74,10 +78,10 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
     return 0 if ok else 1
 
 
-async def _first_turn(settings: object, renderer: Renderer, console: Console) -> str | None:
+async def _first_turn(settings: Settings, renderer: Renderer, console: Console) -> str | None:
     from core.runtime import OrchestratorRuntime
 
-    async with OrchestratorRuntime(settings) as rt:  # type: ignore[arg-type]
+    async with OrchestratorRuntime(settings) as rt:
         thread_id = "demo-hello-api"
         console.print(f"[bold]you>[/bold] {REQUEST}")
         approval = None
@@ -88,13 +92,13 @@ async def _first_turn(settings: object, renderer: Renderer, console: Console) ->
         return thread_id if approval else None
 
 
-async def _project(settings: object) -> tuple[str, str | None]:
+async def _project(settings: Settings) -> tuple[str, str | None]:
     from sqlmodel import col, select
 
     from core.db import Database
     from models.tables import Deployment, Project
 
-    db = Database(settings.db_url)  # type: ignore[attr-defined]
+    db = Database(settings.db_url)
     async with db.session() as s:
         project = (await s.exec(select(Project).where(Project.name == "hello-api"))).first()
         dep = (await s.exec(select(Deployment).order_by(col(Deployment.id).desc()))).first()
@@ -111,14 +115,7 @@ def _health(url: str | None) -> int | None:
         return None
 
 
-async def _stop(settings: object) -> None:
-    from core.ansible import inventory_for, run_playbook
+async def _stop(settings: Settings) -> None:
+    from core.deploys import local_server, stop_service
 
-    data = settings.data_dir.resolve()  # type: ignore[attr-defined]
-    await run_playbook(
-        "stop.yml",
-        inventory=inventory_for(name="localhost", address="127.0.0.1", connection="local"),
-        extravars={"project": "hello-api", "release_root": str(data / "releases")},
-        work_root=data / "ansible",
-        timeout_s=60,
-    )
+    await stop_service(settings, project="hello-api", server=local_server())

@@ -6,6 +6,7 @@ import sys
 
 from core.ansible import PlaybookResult, inventory_for, run_playbook
 from core.settings import Settings
+from models.enums import ServerStatus
 from models.tables import Project, Server
 
 REMOTE_RELEASE_ROOT = "/srv/orchestrator"
@@ -48,3 +49,25 @@ async def run_deploy(
         work_root=settings.data_dir.resolve() / "ansible",
         timeout_s=settings.deploy_timeout_s,
     )
+
+
+async def stop_service(settings: Settings, *, project: str, server: Server) -> PlaybookResult:
+    """Run playbooks/stop.yml: stop the project's service on ``server`` if it runs (idempotent)."""
+    return await run_playbook(
+        "stop.yml",
+        inventory=inventory_for(
+            name=server.name,
+            address=server.address,
+            connection=server.connection,
+            ssh_port=server.ssh_port,
+            ssh_user=server.ssh_user,
+        ),
+        extravars={"project": project, "release_root": release_root(settings, server)},
+        work_root=settings.data_dir.resolve() / "ansible",
+        timeout_s=60,
+    )
+
+
+def local_server() -> Server:
+    """A Server row standing for this machine (connection ``local``), e.g. to stop what the demo deployed."""
+    return Server(name="localhost", address="127.0.0.1", connection="local", status=ServerStatus.ready)

@@ -16,7 +16,6 @@ from models.interrupts import (
     ResourcesAnswer,
     ResourcesRequest,
 )
-from nodes.po_tools import project_url
 
 
 def request_deploy_approval(state: OrchestratorState) -> dict[str, Any]:
@@ -65,4 +64,4 @@ def wait_for_resources(state: OrchestratorState) -> dict[str, Any]:
     return {"zavhoz_status": "working", "messages": [AIMessage(content=f"Retrying resources: {answer.reason}.")]}
 
 
-__all__ = ["ask_for_guidance", "project_url", "request_deploy_approval", "wait_for_resources"]
+__all__ = ["ask_for_guidance", "request_deploy_approval", "wait_for_resources"]

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from core.ansible import inventory_for, run_playbook
+from core import deploys
 from core.db import Database
 from core.runtime import OrchestratorRuntime, RunEvent
 from core.settings import Settings
@@ -67,14 +67,7 @@ async def rows(settings: Settings, table: type) -> list[Any]:
 
 async def stop_service(settings: Settings, project: str = "hello-api") -> None:
     """Stop a service deployed to localhost by the tests (idempotent)."""
-    data = settings.data_dir.resolve()
-    await run_playbook(
-        "stop.yml",
-        inventory=inventory_for(name="localhost", address="127.0.0.1", connection="local"),
-        extravars={"project": project, "release_root": str(data / "releases")},
-        work_root=data / "ansible",
-        timeout_s=60,
-    )
+    await deploys.stop_service(settings, project=project, server=deploys.local_server())
 
 
 def scenario_variant(tmp: Path, name: str, extra: list[dict[str, Any]] | None = None, test_prelude: str = "") -> Path:
