@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit integration bench api clean compose-check
+.PHONY: install demo test lint typecheck unit integration bench api clean compose-check migration
 
 $(STAMP): pyproject.toml
 	@command -v git >/dev/null || (echo "git is required (apt-get install git)" && exit 1)
@@ -45,3 +45,6 @@ clean:
 compose-check:
 	@if docker compose version >/dev/null 2>&1; then docker compose config --quiet; \
 	else docker-compose -f compose.yaml config --quiet; fi && echo "compose.yaml is valid"
+
+migration: install  ## make migration MSG="what changed": autogenerate an Alembic revision from the models
+	$(BIN)/python -c "import asyncio, sys; from core.db import new_revision; asyncio.run(new_revision(sys.argv[1]))" "$(MSG)"

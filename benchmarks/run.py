@@ -67,7 +67,7 @@ async def setup_db(data: Path, size: int) -> str:
     settings = Settings(data_dir=data, port_range_start=20000, port_range_end=20000 + size)
     settings.ensure_data_dir()
     db = Database(settings.db_url)
-    await db.create_all()
+    await db.migrate()
     await ensure_default_server(db, settings)
     await db.dispose()
     return settings.db_url

@@ -7,13 +7,17 @@ busy timeout lets several processes share one SQLite file.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
@@ -43,12 +47,26 @@ class Database:
         if is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
-    async def create_all(self) -> None:
-        """Create missing tables (idempotent)."""
-        import models  # noqa: F401  (registers every table on SQLModel.metadata)
+    async def migrate(self) -> None:
+        """Bring the schema to the latest Alembic revision (idempotent).
 
-        async with self.engine.begin() as conn:
-            await conn.run_sync(SQLModel.metadata.create_all)
+        On SQLite, concurrent starters are serialized by a file lock beside the database file.
+        """
+        async with self._migration_lock():
+            async with self.engine.begin() as conn:
+                await conn.run_sync(lambda sync_conn: command.upgrade(alembic_config(sync_conn), "head"))
+
+    create_all = migrate  # the earlier name, still used by a few callers
+
+    @asynccontextmanager
+    async def _migration_lock(self) -> AsyncIterator[None]:
+        path = self.engine.url.database if self.url.startswith("sqlite") else None
+        if not path or path == ":memory:":
+            yield
+            return
+        with open(f"{path}.migrate.lock", "w") as lock:
+            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+            yield
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -64,3 +82,28 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "models" / "migrations"
+
+
+def alembic_config(connection: Any) -> Config:
+    """An Alembic config running on ``connection`` (see models/migrations/env.py)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+async def new_revision(message: str) -> None:
+    """Autogenerate a migration from the models' difference to the latest revision (``make migration MSG=...``)."""
+    import models  # noqa: F401  (registers every table on SQLModel.metadata)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Database(f"sqlite+aiosqlite:///{tmp}/schema.db")
+        await db.migrate()
+        async with db.engine.begin() as conn:
+            await conn.run_sync(
+                lambda c: command.revision(alembic_config(c), message=message, autogenerate=True)
+            )
+        await db.dispose()

@@ -146,7 +146,7 @@ class OrchestratorRuntime:
 
     async def __aenter__(self) -> OrchestratorRuntime:
         self.settings.ensure_data_dir()
-        await self.db.create_all()
+        await self.db.migrate()
         await ensure_default_server(self.db, self.settings)
         self._saver_cm = AsyncSqliteSaver.from_conn_string(str(self.settings.checkpoint_path))
         saver = await self._saver_cm.__aenter__()

@@ -18,32 +18,49 @@ from tests.integration.helpers import rows, run_turn, scenario_variant
 pytestmark = pytest.mark.slow
 
 FIX_EXCHANGES = [
-    {"id": "po-fix", "role": "po", "when": {"contains": ["fix incident 1"]},
-     "reply": {"tool_calls": [{"name": "fix_incident", "arguments": {"incident_id": 1}}]}},
-    {"id": "po-fix-done", "role": "po", "when": {"contains": ["\"incident\": 1"]},
-     "reply": {"content": "I ran the recovery for incident 1."}},
+    {
+        "id": "po-fix",
+        "role": "po",
+        "when": {"contains": ["fix incident 1"]},
+        "reply": {"tool_calls": [{"name": "fix_incident", "arguments": {"incident_id": 1}}]},
+    },
+    {
+        "id": "po-fix-done",
+        "role": "po",
+        "when": {"contains": ['"incident": 1']},
+        "reply": {"content": "I ran the recovery for incident 1."},
+    },
     {"id": "po-hello", "role": "po", "when": {"contains": ["anything new?"]}, "reply": {"content": "Nothing new."}},
 ]
 
 
 @pytest.fixture()
 def fix_settings(settings: Settings, tmp_path) -> Settings:
-    return settings.model_copy(update={
-        "model": "replay/fix", "replay_dir": scenario_variant(tmp_path / "rec", "fix", extra=FIX_EXCHANGES)})
+    return settings.model_copy(
+        update={"model": "replay/fix", "replay_dir": scenario_variant(tmp_path / "rec", "fix", extra=FIX_EXCHANGES)}
+    )
 
 
 async def seed_missing_project(settings: Settings, *, recreate: bool) -> int:
     """A project whose repository (id 999) was confirmed gone, with its open critical incident."""
     settings.ensure_data_dir()
     db = Database(settings.db_url)
-    await db.create_all()
+    await db.migrate()
     async with db.session() as s:
-        project = Project(name="hello-api", status=ProjectStatus.missing, github_repo_id=999,
-                          repo_full_name="local/hello-api")
+        project = Project(
+            name="hello-api", status=ProjectStatus.missing, github_repo_id=999, repo_full_name="local/hello-api"
+        )
         s.add(project)
         await s.flush()
-        s.add(Incident(kind="repo_missing", severity="critical", subject_type="project", subject_id=project.id or 0,
-                       message="repository local/hello-api (id 999) answers 404"))
+        s.add(
+            Incident(
+                kind="repo_missing",
+                severity="critical",
+                subject_type="project",
+                subject_id=project.id or 0,
+                message="repository local/hello-api (id 999) answers 404",
+            )
+        )
     await db.dispose()
     if recreate:
         LocalForge(settings.data_dir / "forge").create_repo("hello-api", "re-created")

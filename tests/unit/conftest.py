@@ -15,6 +15,6 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
     """A fresh database file with every table, disposed after the test."""
     settings.ensure_data_dir()
     database = Database(settings.db_url)
-    await database.create_all()
+    await database.migrate()
     yield database
     await database.dispose()
