@@ -244,6 +244,91 @@ def _table(ctx: typer.Context, what: str, as_json: bool) -> None:
 
 
 @app.command()
+def sync(
+    ctx: typer.Context,
+    once: Annotated[
+        bool, typer.Option("--once", help="One pass of every worker, then exit (1 if one failed).")
+    ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            metavar="WORKER",
+            help="Run only this worker (repeatable): github_sync, server_sync, health_checker, provisioner_trigger.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="With --once: the summaries as JSON.")] = False,
+) -> None:
+    """The source-of-truth service: keep the database equal to GitHub and the servers, resume waiting projects.
+
+    Runs until SIGTERM/SIGINT, letting passes in flight finish. One sync process works at a time; another waits.
+    """
+    import os
+    import signal
+    from dataclasses import asdict
+    from datetime import datetime
+
+    from rich.text import Text
+
+    from sync_workers.base import PassSummary
+    from sync_workers.lock import SyncLock, waiting_message
+    from sync_workers.scheduler import check_names, describe, run_forever, run_once
+
+    settings = _settings(ctx)
+    try:
+        check_names(only)
+        if as_json and not once:
+            raise ValueError("--json needs --once (a running sync prints a line per pass)")
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+
+    def show(summary: PassSummary, stamp: bool = False) -> None:
+        prefix = f"{datetime.now():%H:%M:%S} " if stamp else ""
+        style = "red" if summary.errors else ("dim" if describe(summary) != summary.line() else "green")
+        console.print(Text(prefix + describe(summary), style=style), soft_wrap=True, highlight=False)
+
+    async def go() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)  # while waiting for the lock, and through --once
+        lock = SyncLock(settings)
+        acquiring = asyncio.create_task(
+            lock.acquire(on_wait=lambda pid: err.print(waiting_message(pid), markup=False, highlight=False))
+        )
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not acquiring.done():
+            acquiring.cancel()
+            err.print("stopped before the lock was free; nothing ran", markup=False)
+            return 0
+        stopping.cancel()
+        acquiring.result()
+        try:
+            if once:
+                summaries = await run_once(settings, only=only, stop=stop)
+                if as_json:
+                    print(json.dumps([{**asdict(s), "ok": s.ok} for s in summaries], indent=2))
+                else:
+                    for summary in summaries:
+                        show(summary)
+                return 1 if any(s.errors for s in summaries) else 0
+            err.print(
+                f"sync: running (pid {os.getpid()}, data {settings.data_dir}); SIGTERM or Ctrl-C stops",
+                markup=False,
+                highlight=False,
+            )
+            await run_forever(settings, stop=stop, only=only, on_summary=lambda s: show(s, stamp=True))
+            err.print("sync: stopped cleanly", markup=False)
+            return 0
+        finally:
+            await lock.release()
+
+    raise typer.Exit(asyncio.run(go()))
+
+
+@app.command()
 def demo(
     ctx: typer.Context,
     keep_running: Annotated[bool, typer.Option(help="Leave the deployed service running.")] = False,

@@ -9,9 +9,12 @@ the interrupt's typed schema, and resumes by interrupt id.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -142,7 +145,6 @@ class OrchestratorRuntime:
         self.llm = LLM(settings, self.db)
         self.forge = make_forge(settings)
         self._saver_cm: Any = None
-        self._running: set[str] = set()
 
     async def __aenter__(self) -> OrchestratorRuntime:
         self.settings.ensure_data_dir()
@@ -188,16 +190,17 @@ class OrchestratorRuntime:
         if not text.strip():
             raise RuntimeInputError("say something: the message is empty")
         thread_id = thread_id or new_thread_id()
-        if await self.thread_exists(thread_id):
-            if await self.pending(thread_id):
-                raise ThreadStateConflict(f"thread {thread_id} waits for an answer to its pending question")
-            if (await self.graph.aget_state(self._config(thread_id))).next:
-                raise ThreadStateConflict(
-                    f"thread {thread_id} stopped mid-run; finish that run first (orchestrator resume {thread_id})"
-                )
-        await self._touch(thread_id, title=text)
-        async for ev in self._stream({"messages": [HumanMessage(content=text)]}, thread_id):
-            yield ev
+        async with self._exclusive(thread_id):
+            if await self.thread_exists(thread_id):
+                if await self.pending(thread_id):
+                    raise ThreadStateConflict(f"thread {thread_id} waits for an answer to its pending question")
+                if (await self.graph.aget_state(self._config(thread_id))).next:
+                    raise ThreadStateConflict(
+                        f"thread {thread_id} stopped mid-run; finish that run first (orchestrator resume {thread_id})"
+                    )
+            await self._touch(thread_id, title=text)
+            async for ev in self._stream({"messages": [HumanMessage(content=text)]}, thread_id):
+                yield ev
 
     async def resume(self, thread_id: str, answer: Answer, interrupt_id: str | None = None) -> AsyncIterator[RunEvent]:
         """Answer a pending interrupt and stream the rest of the run.
@@ -206,19 +209,21 @@ class OrchestratorRuntime:
             RuntimeInputError: unknown thread, nothing pending, several pending and no ``interrupt_id``, an unknown
                 ``interrupt_id``, or an answer of the wrong shape. Nothing is changed in any of these cases.
         """
-        pending = await self.pending(thread_id)
-        if not pending:
-            raise ThreadStateConflict(f"thread {thread_id} has nothing pending to answer")
-        if interrupt_id is None and len(pending) > 1:
-            ids = ", ".join(f"{p.id} ({p.payload.get('kind')})" for p in pending)
-            raise RuntimeInputError(f"thread {thread_id} has {len(pending)} pending questions; pick one: {ids}")
-        chosen = next((p for p in pending if interrupt_id in (None, p.id)), None)
-        if chosen is None:
-            raise RuntimeInputError(f"no pending interrupt {interrupt_id!r} on thread {thread_id}")
-        value = answer_value(chosen.payload, answer)
-        await self._touch(thread_id)
-        async for ev in self._stream(Command(resume={chosen.id: value}), thread_id):
-            yield ev
+        await self.pending(thread_id)  # an unknown thread fails here, before a lock file is made for it
+        async with self._exclusive(thread_id):
+            pending = await self.pending(thread_id)
+            if not pending:
+                raise ThreadStateConflict(f"thread {thread_id} has nothing pending to answer")
+            if interrupt_id is None and len(pending) > 1:
+                ids = ", ".join(f"{p.id} ({p.payload.get('kind')})" for p in pending)
+                raise RuntimeInputError(f"thread {thread_id} has {len(pending)} pending questions; pick one: {ids}")
+            chosen = next((p for p in pending if interrupt_id in (None, p.id)), None)
+            if chosen is None:
+                raise RuntimeInputError(f"no pending interrupt {interrupt_id!r} on thread {thread_id}")
+            value = answer_value(chosen.payload, answer)
+            await self._touch(thread_id)
+            async for ev in self._stream(Command(resume={chosen.id: value}), thread_id):
+                yield ev
 
     async def continue_run(self, thread_id: str) -> AsyncIterator[RunEvent]:
         """Finish a run that stopped mid-way (crash, kill -9) from its last checkpoint.
@@ -226,26 +231,40 @@ class OrchestratorRuntime:
         Raises:
             RuntimeInputError: unknown thread, the thread waits for an answer, or nothing is left to run.
         """
-        if await self.pending(thread_id):
-            raise ThreadStateConflict(f"thread {thread_id} waits for an answer to its pending question, not a restart")
-        state = await self.graph.aget_state(self._config(thread_id))
-        if not state.next:
-            raise ThreadStateConflict(f"thread {thread_id} has no unfinished run")
-        async for ev in self._stream(None, thread_id):
-            yield ev
+        await self.pending(thread_id)  # an unknown thread fails here, before a lock file is made for it
+        async with self._exclusive(thread_id):
+            if await self.pending(thread_id):
+                raise ThreadStateConflict(
+                    f"thread {thread_id} waits for an answer to its pending question, not a restart"
+                )
+            state = await self.graph.aget_state(self._config(thread_id))
+            if not state.next:
+                raise ThreadStateConflict(f"thread {thread_id} has no unfinished run")
+            async for ev in self._stream(None, thread_id):
+                yield ev
+
+    @asynccontextmanager
+    async def _exclusive(self, thread_id: str) -> AsyncIterator[None]:
+        """Hold the thread's lock from the state check to the end of the run, or refuse at once.
+
+        An exclusive ``flock`` on ``<data_dir>/threads/<id>.lock``: it excludes a second request in this process
+        and any other process on this machine (the CLI, the API, the sync's provisioner), and the kernel releases
+        it when a holder dies. Not a lock across machines: that needs the database's (PostgreSQL advisory locks).
+
+        Raises:
+            ThreadStateConflict: another run of the thread is going.
+        """
+        name = hashlib.sha256(thread_id.encode()).hexdigest()[:32]
+        folder = self.settings.data_dir / "threads"
+        folder.mkdir(exist_ok=True)
+        with open(folder / f"{name}.lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ThreadStateConflict(f"thread {thread_id} is running elsewhere; wait for that run") from None
+            yield
 
     async def _stream(self, value: Any, thread_id: str) -> AsyncIterator[RunEvent]:
-        """Stream one run; a second run on the same thread in this process is refused while the first is going."""
-        if thread_id in self._running:
-            raise ThreadStateConflict(f"thread {thread_id} is running; wait for its run to finish")
-        self._running.add(thread_id)
-        try:
-            async for ev in self._stream_run(value, thread_id):
-                yield ev
-        finally:
-            self._running.discard(thread_id)
-
-    async def _stream_run(self, value: Any, thread_id: str) -> AsyncIterator[RunEvent]:
         started: dict[str, float] = {}
         async for ns, mode, data in self.graph.astream(
             value,

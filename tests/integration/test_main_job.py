@@ -185,3 +185,24 @@ async def test_status_question_is_answered_from_the_database(settings: Settings,
     status = json.loads(str(tool_results[-1].content))
     assert status["status"] == "verified" and status["repo"] == "local/hello-api"
     assert any("verifying -> verified" in e for e in status["recent_events"])
+
+
+async def test_two_processes_answering_at_once_resume_the_thread_once(settings: Settings) -> None:
+    import subprocess
+    import sys
+
+    from tests.integration.helpers import REPO_ROOT, cli_env
+
+    await run_turn(settings, REQUEST, "t-race")
+    cmd = [sys.executable, "-m", "cli.main", "resume", "t-race", "--reject", "race"]
+    procs = [subprocess.Popen(cmd, env=cli_env(settings), cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outs
+    loser = next(err for p, (_, err) in zip(procs, outs, strict=True) if p.returncode == 2)
+    assert "running elsewhere" in loser or "nothing pending" in loser
+    async with OrchestratorRuntime(settings) as rt:
+        state = await rt.graph.aget_state({"configurable": {"thread_id": "t-race"}})
+    reports = [m for m in state.values["messages"] if "is not deployed (race)" in str(m.content)]
+    assert len(reports) == 1

@@ -1,0 +1,145 @@
+"""provisioner_trigger: provision servers that wait for it, then wake the projects that waited for a server.
+
+One pass does two things, in this order (so a server provisioned in this pass already serves the waiting projects):
+
+(a) every server in status ``provisioning`` gets ``playbooks/provision.yml`` run through ansible-runner
+    (off the event loop); success → ``ready`` (the Event's reason carries Ansible's summary) and the
+    ``provision_failed`` incident, if any, resolved; failure → ``error`` and a critical ``provision_failed`` incident
+    with Ansible's summary. One server's failure never stops the others.
+(b) while a ready server with a free port exists, every graph thread parked at a ``waiting_for_resources`` interrupt
+    is resumed with the answer "server NAME is ready" through :class:`core.runtime.OrchestratorRuntime` (which checks
+    that the thread exists and the interrupt is pending before resuming, see STACK_FACTS). The PO's
+    ``wait_for_resources`` node then says "Retrying resources: server NAME is ready." in the thread's conversation and
+    asks Zavhoz again. A thread whose resume raises is recorded in ``summary.errors``; the others still run.
+
+The runtime (graph compile + checkpoint saver) is opened only when there is a ready server and no runtime was given.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlmodel import col, select
+
+from core.ansible import inventory_for, run_playbook
+from core.deploys import release_root
+from core.incidents import open_incident, resolve_incident
+from core.leases import find_ready_server
+from core.runtime import Answer, OrchestratorRuntime
+from models.enums import ServerStatus
+from models.tables import Server
+from models.transitions import transition_server
+from sync_workers.base import PassSummary, SyncContext
+
+WORKER = "provisioner_trigger"
+INCIDENT_KIND = "provision_failed"
+log = logging.getLogger(__name__)
+
+
+async def run_pass(ctx: SyncContext, runtime: OrchestratorRuntime | None = None) -> PassSummary:
+    """One pass: provision the ``provisioning`` servers, then resume threads waiting for resources.
+
+    Args:
+        ctx: the sync context (settings, database).
+        runtime: an open runtime to resume threads with; None opens one for this pass when a thread may be resumed.
+
+    Returns:
+        The pass summary: ``updated`` counts servers moved by provisioning, ``resumed`` the threads resumed.
+    """
+    started = time.perf_counter()
+    summary = PassSummary(worker=WORKER)
+    await _provision_servers(ctx, summary)
+    await _resume_waiting(ctx, runtime, summary)
+    summary.duration_s = time.perf_counter() - started
+    return summary
+
+
+async def _provision_servers(ctx: SyncContext, summary: PassSummary) -> None:
+    async with ctx.db.session() as s:
+        servers = (
+            await s.exec(select(Server).where(Server.status == ServerStatus.provisioning).order_by(col(Server.id)))
+        ).all()
+    for server in servers:
+        assert server.id is not None
+        try:
+            await _provision_one(ctx, server, summary)
+        except Exception as exc:  # a bug or a database error for this server; the others still get provisioned
+            log.exception("provisioning server %s failed", server.name)
+            summary.errors.append(f"server {server.name}: {type(exc).__name__}: {exc}")
+
+
+async def _provision_one(ctx: SyncContext, server: Server, summary: PassSummary) -> None:
+    assert server.id is not None
+    settings = ctx.settings
+    data = settings.ensure_data_dir()
+    result = await run_playbook(
+        "provision.yml",
+        inventory=inventory_for(
+            name=server.name,
+            address=server.address,
+            connection=server.connection,
+            ssh_port=server.ssh_port,
+            ssh_user=server.ssh_user,
+        ),
+        extravars={"release_root": release_root(settings, server)},
+        work_root=data / "ansible",
+        timeout_s=settings.deploy_timeout_s,
+    )
+    async with ctx.db.session() as s:
+        if result.ok:
+            await transition_server(s, server.id, ServerStatus.ready, reason=f"provisioned: {result.summary}")
+            await resolve_incident(s, kind=INCIDENT_KIND, subject_type="server", subject_id=server.id)
+        else:
+            await transition_server(
+                s, server.id, ServerStatus.error, reason=f"provisioning failed: {result.summary}"[:2000]
+            )
+            await open_incident(
+                s,
+                kind=INCIDENT_KIND,
+                severity="critical",
+                subject_type="server",
+                subject_id=server.id,
+                message=f"provisioning server {server.name} failed: {result.summary}",
+            )
+    summary.updated += 1
+    if result.ok:
+        summary.notes.append(f"server {server.name} provisioned and ready")
+    else:
+        # Ansible's failure is the server's state, recorded above (status error + incident), not a worker error.
+        summary.transient_failures += 1
+        summary.notes.append(f"server {server.name} failed provisioning: {result.summary.splitlines()[0]}")
+
+
+async def _resume_waiting(ctx: SyncContext, runtime: OrchestratorRuntime | None, summary: PassSummary) -> None:
+    if await find_ready_server(ctx.db) is None:
+        return  # nothing can be met; do not even open the runtime
+    if runtime is not None:
+        await _resume_with(ctx, runtime, summary)
+        return
+    async with OrchestratorRuntime(ctx.settings) as rt:
+        await _resume_with(ctx, rt, summary)
+
+
+async def _resume_with(ctx: SyncContext, rt: OrchestratorRuntime, summary: PassSummary) -> None:
+    waiting = [
+        (view.id, p.id)
+        for view in await rt.threads()
+        for p in view.pending
+        if p.payload.get("kind") == "waiting_for_resources"
+    ]
+    for thread_id, interrupt_id in waiting:
+        # Re-checked per thread: the previous resume may have leased the last free port.
+        server = await find_ready_server(ctx.db)
+        if server is None:
+            summary.notes.append("no ready server with a free port left; the other waiting threads keep waiting")
+            return
+        try:
+            async for _ev in rt.resume(thread_id, Answer("text", f"server {server.name} is ready"), interrupt_id):
+                pass
+        except Exception as exc:
+            log.exception("resuming thread %s failed", thread_id)
+            summary.errors.append(f"thread {thread_id}: {type(exc).__name__}: {exc}")
+            continue
+        summary.resumed += 1
+        summary.notes.append(f"thread {thread_id} resumed: server {server.name} is ready")
