@@ -57,6 +57,13 @@ async def _relink_repository(
     if repo is None:
         return False, f"no repository named {name!r} exists: re-create it, and ask me again"
     async with db.session() as s:
+        owner = (await s.exec(select(Project).where(Project.github_repo_id == repo.id))).first()
+    if owner is not None and owner.id != project.id:
+        return False, (
+            f"{repo.full_name} (id {repo.id}) already belongs to project {owner.name!r} (the sync adopted it); "
+            "forget one of the two projects first"
+        )
+    async with db.session() as s:
         row = await s.get(Project, project.id)
         assert row is not None
         row.github_repo_id, row.repo_full_name, row.repo_url = repo.id, repo.full_name, repo.html_url

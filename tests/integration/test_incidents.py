@@ -104,3 +104,21 @@ async def test_a_recovery_that_reality_does_not_confirm_leaves_the_incident_open
     assert incident.resolved_at is None
     [project] = await rows(fix_settings, Project)
     assert project.status == "missing"
+
+
+async def test_relink_refuses_a_repository_another_project_already_owns(fix_settings: Settings) -> None:
+    await seed_missing_project(fix_settings, recreate=True)
+    repo = LocalForge(fix_settings.data_dir / "forge").get_repo("hello-api")
+    assert repo is not None
+    db = Database(fix_settings.db_url)
+    async with db.session() as s:  # the sync adopted the re-created repository as a discovered project
+        s.add(Project(name="hello-api-2", status=ProjectStatus.discovered, github_repo_id=repo.id))
+    await db.dispose()
+
+    await run_turn(fix_settings, "Please fix incident 1", "t-owned")
+    async with OrchestratorRuntime(fix_settings) as rt:
+        state = await rt.graph.aget_state({"configurable": {"thread_id": "t-owned"}})
+    outcome = tool_result(state.values["messages"])
+    assert outcome["resolved"] is False and "already belongs to project 'hello-api-2'" in outcome["outcome"]
+    [incident] = await rows(fix_settings, Incident)
+    assert incident.resolved_at is None
