@@ -197,7 +197,7 @@ async def our_pass(tmp: Path, port: int, user: str, key: Path, known_hosts: Path
     settings.ensure_data_dir()
     db = Database(settings.db_url)
     try:
-        await db.create_all()
+        await db.migrate()
         async with db.session() as s:
             s.add_all(
                 Server(

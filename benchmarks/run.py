@@ -4,6 +4,9 @@
    lazy import saves).
 2. Port leasing: N projects leasing ports concurrently on one SQLite file (leases/s), and the same from two processes.
 3. The main job to the deploy approval on the recorded model (wall time, and how much of it is the project's tests).
+4. github_sync over a 10,000-repository org on the local GitHub server (first pass, unchanged second pass: 304s).
+5. server_sync over 500 entries on a real local sshd, against ``ansible all -m ping`` (installs openssh-server if
+   missing).
 """
 
 from __future__ import annotations
@@ -116,6 +119,11 @@ def bench_main_job() -> None:
 
 
 if __name__ == "__main__":
+    from benchmarks.bench_github_sync import main as bench_github_sync
+    from benchmarks.bench_server_sync import main as bench_server_sync
+
     bench_cli()
     bench_leases()
     bench_main_job()
+    bench_github_sync()
+    bench_server_sync()

@@ -56,8 +56,6 @@ class Database:
             async with self.engine.begin() as conn:
                 await conn.run_sync(lambda sync_conn: command.upgrade(alembic_config(sync_conn), "head"))
 
-    create_all = migrate  # the earlier name, still used by a few callers
-
     @asynccontextmanager
     async def _migration_lock(self) -> AsyncIterator[None]:
         path = self.engine.url.database if self.url.startswith("sqlite") else None
@@ -103,7 +101,5 @@ async def new_revision(message: str) -> None:
         db = Database(f"sqlite+aiosqlite:///{tmp}/schema.db")
         await db.migrate()
         async with db.engine.begin() as conn:
-            await conn.run_sync(
-                lambda c: command.revision(alembic_config(c), message=message, autogenerate=True)
-            )
+            await conn.run_sync(lambda c: command.revision(alembic_config(c), message=message, autogenerate=True))
         await db.dispose()

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     sync_jitter_s: float = 30.0
     sync_failure_threshold: int = 3
     """Consecutive transient failures (GitHub unreachable, a server check failing) before an incident."""
+    sync_max_missing_per_pass: int = 10
+    """Most projects github_sync marks ``missing`` in one pass; more answering 404 opens ``mass_missing`` instead."""
     ssh_key_path: Path | None = None
     """Private key for server checks (default: the agent and ~/.ssh)."""
     ssh_known_hosts: Path | None = None

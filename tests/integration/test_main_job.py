@@ -195,8 +195,12 @@ async def test_two_processes_answering_at_once_resume_the_thread_once(settings: 
 
     await run_turn(settings, REQUEST, "t-race")
     cmd = [sys.executable, "-m", "cli.main", "resume", "t-race", "--reject", "race"]
-    procs = [subprocess.Popen(cmd, env=cli_env(settings), cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            cmd, env=cli_env(settings), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 2], outs

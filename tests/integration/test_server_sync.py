@@ -57,7 +57,7 @@ def cfg(settings: Settings, host: FakeSSHHost) -> Settings:
 async def ctx(cfg: Settings) -> AsyncIterator[SyncContext]:
     cfg.ensure_data_dir()
     db = Database(cfg.db_url)
-    await db.create_all()
+    await db.migrate()
     yield SyncContext(settings=cfg, db=db)
     await db.dispose()
 
