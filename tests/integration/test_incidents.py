@@ -122,3 +122,39 @@ async def test_relink_refuses_a_repository_another_project_already_owns(fix_sett
     assert outcome["resolved"] is False and "already belongs to project 'hello-api-2'" in outcome["outcome"]
     [incident] = await rows(fix_settings, Incident)
     assert incident.resolved_at is None
+
+
+async def test_fixing_a_server_down_incident_rechecks_the_server(fix_settings: Settings) -> None:
+    from sqlmodel import select
+
+    from models.enums import ServerStatus
+    from models.tables import Server
+    from models.transitions import transition_server
+
+    fix_settings.ensure_data_dir()
+    async with OrchestratorRuntime(fix_settings):  # migrates and registers localhost (ready)
+        pass
+    db = Database(fix_settings.db_url)
+    async with db.session() as s:
+        server = (await s.exec(select(Server).where(Server.name == "localhost"))).one()
+        await transition_server(s, server.id or 0, ServerStatus.error, reason="3 failed checks")
+        s.add(
+            Incident(
+                kind="server_down",
+                severity="critical",
+                subject_type="server",
+                subject_id=server.id or 0,
+                message="server localhost failed 3 checks in a row",
+            )
+        )
+    await db.dispose()
+
+    await run_turn(fix_settings, "Please fix incident 1", "t-server")
+    async with OrchestratorRuntime(fix_settings) as rt:
+        state = await rt.graph.aget_state({"configurable": {"thread_id": "t-server"}})
+    outcome = tool_result(state.values["messages"])
+    assert outcome["resolved"] is True and "answers its check again" in outcome["outcome"]
+    [server] = await rows(fix_settings, Server)
+    assert server.status == "ready" and server.facts and server.facts["uptime_s"] > 0
+    [incident] = await rows(fix_settings, Incident)
+    assert incident.resolved_at is not None
