@@ -18,6 +18,25 @@ def release_root(settings: Settings, server: Server) -> str:
     return str(settings.data_dir.resolve() / "releases") if server.connection == "local" else REMOTE_RELEASE_ROOT
 
 
+async def run_on_server(
+    settings: Settings, server: Server, playbook: str, extravars: dict[str, object], timeout_s: float | None = None
+) -> PlaybookResult:
+    """Run ``playbook`` against ``server`` (its connection, address and SSH user), work files in the data dir."""
+    return await run_playbook(
+        playbook,
+        inventory=inventory_for(
+            name=server.name,
+            address=server.address,
+            connection=server.connection,
+            ssh_port=server.ssh_port,
+            ssh_user=server.ssh_user,
+        ),
+        extravars=extravars,
+        work_root=settings.data_dir.resolve() / "ansible",
+        timeout_s=timeout_s if timeout_s is not None else settings.deploy_timeout_s,
+    )
+
+
 async def run_deploy(
     settings: Settings, *, project: Project, server: Server, commit: str, port: int, entrypoint: str, health_path: str
 ) -> PlaybookResult:
@@ -26,16 +45,11 @@ async def run_deploy(
     Idempotent: the same commit already running on the same port is left alone (no second copy).
     """
     local = server.connection == "local"
-    return await run_playbook(
+    return await run_on_server(
+        settings,
+        server,
         "deploy.yml",
-        inventory=inventory_for(
-            name=server.name,
-            address=server.address,
-            connection=server.connection,
-            ssh_port=server.ssh_port,
-            ssh_user=server.ssh_user,
-        ),
-        extravars={
+        {
             "project": project.name,
             "repo_url": project.clone_url,
             "commit": commit,
@@ -46,25 +60,13 @@ async def run_deploy(
             "service_python": sys.executable if local else REMOTE_PYTHON,
             "health_timeout": int(settings.health_timeout_s),
         },
-        work_root=settings.data_dir.resolve() / "ansible",
-        timeout_s=settings.deploy_timeout_s,
     )
 
 
 async def stop_service(settings: Settings, *, project: str, server: Server) -> PlaybookResult:
     """Run playbooks/stop.yml: stop the project's service on ``server`` if it runs (idempotent)."""
-    return await run_playbook(
-        "stop.yml",
-        inventory=inventory_for(
-            name=server.name,
-            address=server.address,
-            connection=server.connection,
-            ssh_port=server.ssh_port,
-            ssh_user=server.ssh_user,
-        ),
-        extravars={"project": project, "release_root": release_root(settings, server)},
-        work_root=settings.data_dir.resolve() / "ansible",
-        timeout_s=60,
+    return await run_on_server(
+        settings, server, "stop.yml", {"project": project, "release_root": release_root(settings, server)}, 60
     )
 
 

@@ -22,8 +22,7 @@ import time
 
 from sqlmodel import col, select
 
-from core.ansible import inventory_for, run_playbook
-from core.deploys import release_root
+from core.deploys import release_root, run_on_server
 from core.incidents import open_incident, resolve_incident
 from core.leases import find_ready_server
 from core.runtime import Answer, OrchestratorRuntime
@@ -72,20 +71,8 @@ async def _provision_servers(ctx: SyncContext, summary: PassSummary) -> None:
 async def _provision_one(ctx: SyncContext, server: Server, summary: PassSummary) -> None:
     assert server.id is not None
     settings = ctx.settings
-    data = settings.ensure_data_dir()
-    result = await run_playbook(
-        "provision.yml",
-        inventory=inventory_for(
-            name=server.name,
-            address=server.address,
-            connection=server.connection,
-            ssh_port=server.ssh_port,
-            ssh_user=server.ssh_user,
-        ),
-        extravars={"release_root": release_root(settings, server)},
-        work_root=data / "ansible",
-        timeout_s=settings.deploy_timeout_s,
-    )
+    settings.ensure_data_dir()
+    result = await run_on_server(settings, server, "provision.yml", {"release_root": release_root(settings, server)})
     async with ctx.db.session() as s:
         if result.ok:
             await transition_server(s, server.id, ServerStatus.ready, reason=f"provisioned: {result.summary}")
