@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from api.errors import runtime_input_error_handler
 from api.routes import router
+from api.sse import drain_runs
 from core.runtime import OrchestratorRuntime, RuntimeInputError
 from core.settings import Settings
 
@@ -28,9 +29,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with OrchestratorRuntime(settings or Settings()) as runtime:
+        resolved = settings or Settings()
+        async with OrchestratorRuntime(resolved) as runtime:
             app.state.runtime = runtime
             yield
+            await drain_runs(resolved.deploy_timeout_s)
 
     app = FastAPI(title="orchestrator", summary="The orchestrator runtime over HTTP", lifespan=lifespan)
     app.include_router(router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -11,6 +12,8 @@ from fastapi.sse import ServerSentEvent
 from core.runtime import RunEvent
 
 log = logging.getLogger(__name__)
+_RUNS: set[asyncio.Task[None]] = set()
+"""Runs in flight, detached from the requests that started them (see :func:`detach`)."""
 
 
 async def primed(events: AsyncIterator[RunEvent]) -> AsyncIterator[RunEvent]:
@@ -33,7 +36,42 @@ async def primed(events: AsyncIterator[RunEvent]) -> AsyncIterator[RunEvent]:
         first = await anext(events)
     except StopAsyncIteration:
         return events
-    return _chain(first, events)
+    return _chain(first, detach(events))
+
+
+def detach(events: AsyncIterator[RunEvent]) -> AsyncIterator[RunEvent]:
+    """Drive a run to its end in a task of its own; return an iterator over what it produces.
+
+    A client that disconnects stops reading, not the run: a deploy half-way through is not cancelled with the HTTP
+    connection. :func:`drain_runs` lets the app wait for runs in flight on shutdown.
+    """
+    queue: asyncio.Queue[RunEvent | Exception | None] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for event in events:
+                queue.put_nowait(event)
+            queue.put_nowait(None)
+        except Exception as exc:  # handed to the reader, which reports it in the stream
+            queue.put_nowait(exc)
+
+    task = asyncio.create_task(pump())
+    _RUNS.add(task)
+    task.add_done_callback(_RUNS.discard)
+
+    async def read() -> AsyncIterator[RunEvent]:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    return read()
+
+
+async def drain_runs(timeout_s: float) -> None:
+    """Wait up to ``timeout_s`` for detached runs to finish (those still going resume later from checkpoints)."""
+    if _RUNS:
+        await asyncio.wait(set(_RUNS), timeout=timeout_s)
 
 
 async def _chain(first: RunEvent, rest: AsyncIterator[RunEvent]) -> AsyncIterator[RunEvent]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.ansible import inventory_for, run_playbook
+from core import deploys
 from core.settings import Settings
 from tests.conftest import REPO_ROOT
 
@@ -104,13 +105,7 @@ async def stop_service(data_dir: Path, project: str) -> None:
     """Stop the deployed service with the real stop playbook, then kill anything still running from its releases."""
     releases = data_dir.resolve() / "releases"
     try:
-        await run_playbook(
-            "stop.yml",
-            inventory=inventory_for(name="localhost", address="127.0.0.1", connection="local"),
-            extravars={"project": project, "release_root": str(releases)},
-            work_root=data_dir.resolve() / "ansible",
-            timeout_s=60,
-        )
+        await deploys.stop_service(Settings(data_dir=data_dir), project=project, server=deploys.local_server())
     finally:
         for pid in pids_with(str(releases / project)):
             try:
@@ -226,3 +221,20 @@ async def test_api_takes_hello_api_from_message_to_live(api: Api) -> None:
 
     assert httpx.get(hello["url"], timeout=5, trust_env=False).status_code == 200
     assert "Traceback" not in api.log.read_text()
+
+
+@pytest.mark.slow
+async def test_a_client_that_disconnects_does_not_cancel_the_run(api: Api) -> None:
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=60, trust_env=False) as client:
+        thread_id = (await client.post("/threads")).json()["thread_id"]
+        async with client.stream("POST", f"/threads/{thread_id}/messages", json={"text": HELLO}) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data:") and '"node": "engineering"' in line:
+                    break  # leave mid-run: the stream closes with the Engineering branch just started
+        pending: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 90
+        while not pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            pending = (await client.get(f"/threads/{thread_id}/interrupts")).json()
+    assert pending and pending[0]["payload"]["kind"] == "deploy_approval"
+    assert pending[0]["payload"]["tests"]["passed"] is True
