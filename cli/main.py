@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -64,6 +65,9 @@ def _run(coro_fn: Callable[[OrchestratorRuntime], Coroutine[Any, Any, int]], ctx
 
     async def go() -> int:
         async with OrchestratorRuntime(settings) as rt:
+            # SIGTERM drains: the run stops after its current superstep and `resume THREAD` finishes it. (SIGINT
+            # keeps its default: the chat prompt blocks the loop, so a loop handler could not answer Ctrl-C there.)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, rt.request_drain)
             return await coro_fn(rt)
 
     try:
@@ -264,7 +268,6 @@ def sync(
     Runs until SIGTERM/SIGINT, letting passes in flight finish. One sync process works at a time; another waits.
     """
     import os
-    import signal
     from dataclasses import asdict
     from datetime import datetime
 

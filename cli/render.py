@@ -41,6 +41,8 @@ class Renderer:
             self.console.print(Panel(ev.text or "", title="PO", title_align="left", border_style="cyan"))
         elif ev.kind == "interrupt":
             self.pending(ev.payload or {}, ev.interrupt_id)
+        elif ev.kind == "drained":
+            self.console.print(f"[yellow]{ev.text}[/yellow]")
 
     def pending(self, payload: dict[str, Any], interrupt_id: str | None) -> None:
         """Show a pending question with its typed payload."""

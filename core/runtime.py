@@ -21,6 +21,8 @@ from typing import Any, Literal
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.errors import GraphDrained
+from langgraph.runtime import RunControl
 from langgraph.types import Command
 from pydantic import ValidationError
 from sqlmodel import col, select
@@ -74,10 +76,11 @@ class RunEvent:
     """What a run reports while streaming.
 
     ``kind``: ``node_start`` / ``node_end`` (``node``, ``path`` of parent subgraph nodes, ``duration_s``),
-    ``message`` (the PO's words in ``text``), ``interrupt`` (``payload``, ``interrupt_id``), ``done``.
+    ``message`` (the PO's words in ``text``), ``interrupt`` (``payload``, ``interrupt_id``), ``drained`` (the run
+    stopped between supersteps on request; ``continue_run`` finishes it), ``done``.
     """
 
-    kind: Literal["node_start", "node_end", "message", "interrupt", "done", "error"]
+    kind: Literal["node_start", "node_end", "message", "interrupt", "drained", "done", "error"]
     node: str | None = None
     path: tuple[str, ...] = ()
     duration_s: float | None = None
@@ -145,6 +148,15 @@ class OrchestratorRuntime:
         self.llm = LLM(settings, self.db)
         self.forge = make_forge(settings)
         self._saver_cm: Any = None
+        self._controls: set[RunControl] = set()
+
+    def request_drain(self) -> None:
+        """Ask every run in flight to stop after its current superstep (e.g. on SIGTERM): no node is cut short.
+
+        See LangGraph's ``RunControl``; a drained run raises ``GraphDrained`` and resumes with ``continue_run``.
+        """
+        for control in self._controls:
+            control.request_drain()
 
     async def __aenter__(self) -> OrchestratorRuntime:
         self.settings.ensure_data_dir()
@@ -265,6 +277,22 @@ class OrchestratorRuntime:
             yield
 
     async def _stream(self, value: Any, thread_id: str) -> AsyncIterator[RunEvent]:
+        control = RunControl()
+        self._controls.add(control)
+        try:
+            async for ev in self._stream_steps(value, thread_id, control):
+                yield ev
+        except GraphDrained:
+            yield RunEvent(kind="drained", text=f"stopped between steps on request; resume {thread_id} to finish")
+            return
+        finally:
+            self._controls.discard(control)
+        for p in await self.pending(thread_id):
+            yield RunEvent(kind="interrupt", payload=p.payload, interrupt_id=p.id)
+        await self._touch(thread_id)
+        yield RunEvent(kind="done")
+
+    async def _stream_steps(self, value: Any, thread_id: str, control: RunControl) -> AsyncIterator[RunEvent]:
         started: dict[str, float] = {}
         async for ns, mode, data in self.graph.astream(
             value,
@@ -273,6 +301,7 @@ class OrchestratorRuntime:
             stream_mode=["tasks", "updates"],
             subgraphs=True,
             durability="sync",
+            control=control,
         ):
             path = tuple(part.split(":")[0] for part in ns)
             assert isinstance(data, dict)
@@ -286,10 +315,6 @@ class OrchestratorRuntime:
                     for msg in messages:
                         if isinstance(msg, AIMessage) and msg.content:
                             yield RunEvent(kind="message", node=node, text=str(msg.content))
-        for p in await self.pending(thread_id):
-            yield RunEvent(kind="interrupt", payload=p.payload, interrupt_id=p.id)
-        await self._touch(thread_id)
-        yield RunEvent(kind="done")
 
     @staticmethod
     def _task_event(data: dict[str, Any], path: tuple[str, ...], started: dict[str, float]) -> RunEvent | None:

@@ -89,3 +89,35 @@ async def test_kill_9_during_engineering_then_resume(settings: Settings, tmp_pat
         ]
     finally:
         await stop_service(settings)
+
+
+async def test_sigterm_drains_after_the_running_step_and_resume_finishes(settings: Settings, tmp_path) -> None:
+    settings = settings.model_copy(
+        update={
+            "model": "replay/slow-tests",
+            "replay_dir": scenario_variant(tmp_path / "rec", "slow-tests", test_prelude="import time\ntime.sleep(3)\n"),
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "chat", "--thread", "t-term", "-m", REQUEST],
+        env=cli_env(settings),
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_status(settings, "verifying")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped between steps" in out
+    assert "✓ engineering › run_tests" in out  # the running Tester finished its step before the stop
+
+    listed = json.loads(cli(settings, "threads", "--json").stdout)
+    assert listed[0]["stopped_mid_run"] is True
+    cont = cli(settings, "resume", "t-term")
+    assert cont.returncode == 0, cont.stderr
+    assert "deploy_approval" in cont.stdout
+    [project] = await rows(settings, Project)
+    assert project.status == "verified"
