@@ -10,8 +10,11 @@ served from the page's repositories stored in the cursor. PyGithub has no condit
 issue #536) and its ``Requester`` is private API, so patching ETags into it would break on any upgrade. The
 confirmation by id goes through PyGithub (same token, same ``base_url``): a handful of requests that gain nothing
 from ETags and reuse its 404 mapping. PyGithub's default retry (10 immediate retries on 5xx, then a ``requests``
-``RetryError`` that is not a ``GithubException``) never runs: the client gets a bounded ``GithubRetry`` with
-backoff, ``max_rate_limit_wait=60`` and ``seconds_between_requests=None``. Nothing here sleeps.
+``RetryError`` that is not a ``GithubException``) never runs, and neither does ``GithubRetry``, which sleeps in the
+request for a rate limit (up to its ``max_rate_limit_wait``, or ``Retry-After`` capped at ``retry_after_max``): the
+client gets a plain urllib3 ``Retry`` that retries only 5xx and connection errors, a bounded number of times with
+exponential backoff, ignores ``Retry-After`` and hands every 403/429 back as a ``GithubException``, whose headers
+:func:`rate_limit_pause` turns into a stored pause. Nothing here sleeps on a rate limit.
 
 The token is sent in headers only; every message built here is scrubbed of it.
 """
@@ -19,6 +22,7 @@ The token is sent in headers only; every message built here is scrubbed of it.
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -26,9 +30,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import requests
-from github import Auth, Github, GithubException, GithubRetry
+from github import Auth, Github, GithubException
 from pydantic import ValidationError
 from requests.structures import CaseInsensitiveDict
+from urllib3.util.retry import Retry
 
 from core.settings import Settings
 from models.tables import utcnow
@@ -37,7 +42,7 @@ from sync_workers.github_types import REPOS, Absent, Confirmation, Listing, Outc
 PER_PAGE = 100
 API_VERSION = "2022-11-28"
 RATE_LIMIT_WAIT_S = 60
-"""Pause after a rate-limit answer that says neither when (GitHub: wait at least a minute); also PyGithub's cap."""
+"""Pause after a rate-limit answer that says neither when (GitHub: wait at least a minute)."""
 MAX_PAUSE_S = 3600
 REFUSAL_HINTS = {
     401: "check ORCH_GITHUB_TOKEN is valid and not expired",
@@ -117,6 +122,7 @@ def _read_page(response: httpx.Response, known: Page | None, listing: Listing) -
             return None
         page = Page(response.headers.get("etag"), repos, response.links.get("next", {}).get("url"))
         listing.fresh[url] = page
+        listing.paused_until = listing.paused_until or _exhausted_until(response.headers)
         return page
     pause = rate_limit_pause(response.status_code, response.headers, _message(response))
     if pause is not None:
@@ -167,6 +173,19 @@ def rate_limit_pause(status: int, headers: Any, message: str = "") -> datetime |
     return now + timedelta(seconds=min(max(wait, 1.0), MAX_PAUSE_S))
 
 
+def _exhausted_until(headers: Any) -> datetime | None:
+    """The reset time of a good answer that used the last request of the primary limit, else None.
+
+    ``X-RateLimit-Remaining: 0`` on a 200 means the next request gets a 403: pause until ``X-RateLimit-Reset``
+    instead of spending that request.
+    """
+    reset = str(headers.get("x-ratelimit-reset", ""))
+    if headers.get("x-ratelimit-remaining") != "0" or not reset.isdigit():
+        return None
+    now = utcnow()
+    return now + timedelta(seconds=min(max(int(reset) - now.timestamp(), 1.0), MAX_PAUSE_S))
+
+
 def _seconds(retry_after: str, now: datetime) -> float:
     if retry_after.strip().isdigit():
         return float(retry_after)
@@ -178,19 +197,25 @@ def _seconds(retry_after: str, now: datetime) -> float:
 
 # ---- the confirmation by id (PyGithub) ---------------------------------------------------------------------------
 def _github(settings: Settings, token: str, timeout_s: float, backoff_s: float) -> Github:
-    """PyGithub as :class:`core.forge.github.GitHubForge` builds it: bounded retries, no throttle, a timeout."""
-    retry = GithubRetry(
+    """PyGithub for the confirmations: 5xx/connection retries with backoff, rate limits raised at once, a timeout.
+
+    ``raise_on_status=False`` makes the last 5xx come back as a response (PyGithub raises ``GithubException`` for
+    it) instead of urllib3's ``MaxRetryError``. PyGithub asserts that ``timeout`` is an int (seconds): round up.
+    """
+    retry = Retry(
         total=settings.github_retries,
         backoff_factor=backoff_s,
-        max_rate_limit_wait=RATE_LIMIT_WAIT_S,
-        retry_after_max=RATE_LIMIT_WAIT_S,
+        status_forcelist=range(500, 600),
+        allowed_methods={"GET"},
+        respect_retry_after_header=False,
+        raise_on_status=False,
     )
     return Github(
         base_url=settings.github_base_url.rstrip("/"),
         auth=Auth.Token(token),
         retry=retry,
         seconds_between_requests=None,
-        timeout=timeout_s,  # type: ignore[arg-type]  # typed int, handed to requests, which takes a float
+        timeout=max(1, math.ceil(timeout_s)),
     )
 
 

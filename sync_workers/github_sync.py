@@ -27,8 +27,10 @@ Failures. A connection error, a timeout, a 5xx or a rate limit during the listin
 missing and no status changes; ``SyncCursor("github_sync").consecutive_failures`` is incremented atomically and a
 ``github_unreachable`` warning incident opens once it reaches ``settings.sync_failure_threshold``. A complete
 listing resets the count and resolves that incident. A rate-limit answer (403/429 with ``X-RateLimit-Remaining: 0``
-or ``Retry-After``) stores ``paused_until`` in that cursor; a pass starting before then makes no request. Nothing
-in a pass sleeps, so other workers never wait on this one. A refusal (401, unknown org) is a pass error.
+or ``Retry-After``) stores ``paused_until`` in that cursor, and so does a good answer with ``X-RateLimit-Remaining:
+0`` (the next request would be refused; absent repositories are then confirmed after the pause); a pass starting
+before then makes no request. Nothing in a pass sleeps on a rate limit, so other workers never wait on this one.
+A refusal (401, unknown org) is a pass error.
 The token is sent in headers only; every message built here is scrubbed of it.
 """
 
@@ -92,9 +94,13 @@ async def _run(
     async with ctx.db.session() as s:
         absent = await reconcile_listing(s, listing, org=org, summary=summary)
     cap = settings.sync_max_missing_per_pass
-    confirmations = await confirm_absent(
-        settings, token, absent, stop_after_gone=cap + 1, timeout_s=timeout_s, backoff_s=backoff_s
-    )
+    confirmations: list[
+        Confirmation
+    ] = []  # the listing spent the rate limit: the absent ones are asked about after the pause
+    if listing.paused_until is None:
+        confirmations = await confirm_absent(
+            settings, token, absent, stop_after_gone=cap + 1, timeout_s=timeout_s, backoff_s=backoff_s
+        )
     summary.requests += len(confirmations)
     pauses = [p for p in [listing.paused_until, *(c.paused_until for c in confirmations)] if p is not None]
     async with ctx.db.session() as s:

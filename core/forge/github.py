@@ -9,6 +9,7 @@ https://docs.github.com/en/rest/orgs/orgs#get-an-organization.
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -61,13 +62,12 @@ class GitHubForge:
         self.base_url = base_url.rstrip("/")
         self._token = token
         retry = GithubRetry(total=retries, backoff_factor=backoff_s, max_rate_limit_wait=60)
-        # Github types timeout as int, but hands it to requests, which accepts a float.
         self._gh = Github(
             base_url=self.base_url,
             auth=Auth.Token(token),
             retry=retry,
             seconds_between_requests=None,
-            timeout=timeout_s,  # type: ignore[arg-type]
+            timeout=max(1, math.ceil(timeout_s)),  # PyGithub asserts an int number of seconds
         )
 
     def __repr__(self) -> str:

@@ -61,7 +61,7 @@ async def ctx(settings: Settings, gh: FakeGitHub) -> AsyncIterator[SyncContext]:
     await db.dispose()
 
 
-async def sync(ctx: SyncContext, timeout_s: float = 5) -> PassSummary:
+async def sync(ctx: SyncContext, timeout_s: float = 5.0) -> PassSummary:
     summary = await run_pass(ctx, timeout_s=timeout_s, backoff_s=0)
     assert TOKEN not in repr(summary)
     return summary
@@ -269,7 +269,7 @@ async def test_deleted_repo_whose_confirmation_answers_502_is_left_alone(ctx: Sy
 
     assert (summary.missing, summary.transient_failures) == (0, 1)
     assert await statuses(ctx) == before
-    assert gh.count("GET", f"/repositories/{gone['id']}") == RETRIES + 1  # GithubRetry, bounded
+    assert gh.count("GET", f"/repositories/{gone['id']}") == RETRIES + 1  # bounded retries
     assert await incidents(ctx, "repo_missing") == []
 
 
@@ -379,14 +379,15 @@ async def test_rate_limit_pauses_the_worker(
     assert (await worker_cursor(ctx)).consecutive_failures == 0
 
 
-async def test_primary_rate_limit_on_a_confirmation_pauses_and_leaves_the_repo(
-    ctx: SyncContext, gh: FakeGitHub
+@pytest.mark.parametrize("kind", ["primary", "secondary"])
+async def test_rate_limit_on_a_confirmation_pauses_without_sleeping_and_leaves_the_repo(
+    ctx: SyncContext, gh: FakeGitHub, kind: str
 ) -> None:
     gh.add_repos(3)
     await sync(ctx)
     gone = gh.delete("repo-00001")
     before = await statuses(ctx)
-    gh.rate_limit_next("primary", path=BY_ID)  # reset in 60 s + 1 > max_rate_limit_wait: no wait
+    gh.rate_limit_next(kind, path=BY_ID)  # primary: reset in 60 s; secondary: Retry-After 30
 
     started = time.monotonic()
     summary = await sync(ctx)
@@ -397,6 +398,31 @@ async def test_primary_rate_limit_on_a_confirmation_pauses_and_leaves_the_repo(
     assert gh.count("GET", f"/repositories/{gone['id']}") == 1
     assert (await worker_cursor(ctx)).paused_until is not None
     assert (await sync(ctx)).requests == 0
+
+
+async def test_a_listing_that_spends_the_last_request_pauses_before_the_next(ctx: SyncContext, gh: FakeGitHub) -> None:
+    gh.add_repos(3)
+    await sync(ctx)
+    gh.delete("repo-00001")
+    gh.rate_remaining = 1  # the changed page is answered 200 with X-RateLimit-Remaining: 0
+
+    summary = await sync(ctx)
+
+    assert (summary.requests, summary.missing, summary.transient_failures) == (1, 0, 0)
+    assert by_id_requests(gh) == 0 and gh.count_status(403) == 0  # nothing spent past the limit
+    assert (await worker_cursor(ctx)).paused_until is not None
+    assert (await sync(ctx)).requests == 0
+
+
+async def test_default_pass_settings_confirm_a_deleted_repo(ctx: SyncContext, gh: FakeGitHub) -> None:
+    gh.add_repos(2)
+    await run_pass(ctx)
+    gh.delete("repo-00000")
+
+    summary = await run_pass(ctx)  # the production timeout and backoff
+
+    assert (summary.missing, summary.errors) == (1, [])
+    assert ProjectStatus.missing in (await statuses(ctx)).values()
 
 
 async def test_hanging_server_is_a_transient_failure(ctx: SyncContext, gh: FakeGitHub) -> None:
