@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -37,8 +38,14 @@ def main(
         Path | None, typer.Option(help="Data dir (DB, checkpoints, forge). Env: ORCH_DATA_DIR.")
     ] = None,
     model: Annotated[str | None, typer.Option(help="litellm model for every role. Env: ORCH_MODEL.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress (INFO) to stderr.")] = False,
 ) -> None:
     """Global options; every other setting comes from ORCH_* environment variables."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     ctx.obj = {k: v for k, v in {"data_dir": data_dir, "model": model}.items() if v is not None}
 
 
@@ -288,8 +295,15 @@ def sync(
 
     def show(summary: PassSummary, stamp: bool = False) -> None:
         prefix = f"{datetime.now():%H:%M:%S} " if stamp else ""
-        style = "red" if summary.errors else ("dim" if describe(summary) != summary.line() else "green")
-        console.print(Text(prefix + describe(summary), style=style), soft_wrap=True, highlight=False)
+        line = describe(summary)
+        style = "red" if summary.errors else ("dim" if line != summary.line() else "green")
+        console.print(Text(prefix + line, style=style), soft_wrap=True, highlight=False)
+        for note in summary.notes:
+            if note not in line:
+                console.print(Text(f"    {note}", style="dim"), soft_wrap=True, highlight=False)
+
+    def starting(name: str) -> None:
+        err.print(f"{name}: running…", style="dim", markup=False, highlight=False)
 
     async def go() -> int:
         loop = asyncio.get_running_loop()
@@ -310,12 +324,14 @@ def sync(
         acquiring.result()
         try:
             if once:
-                summaries = await run_once(settings, only=only, stop=stop)
+                summaries = await run_once(
+                    settings, only=only, stop=stop, on_start=starting, on_summary=None if as_json else show
+                )
                 if as_json:
                     print(json.dumps([{**asdict(s), "ok": s.ok} for s in summaries], indent=2))
-                else:
-                    for summary in summaries:
-                        show(summary)
+                if stop.is_set():
+                    err.print("sync: stopped on request before every worker ran", markup=False)
+                    return 1
                 return 1 if any(s.errors for s in summaries) else 0
             err.print(
                 f"sync: running (pid {os.getpid()}, data {settings.data_dir}); SIGTERM or Ctrl-C stops",

@@ -44,11 +44,17 @@ class PassSummary:
         return not self.errors
 
     def line(self) -> str:
-        """A one-line summary for the log."""
-        parts = [
-            f"{k}={getattr(self, k)}"
-            for k in ("created", "updated", "missing", "transient_failures", "requests", "not_modified", "resumed")
-            if getattr(self, k)
+        """A one-line summary for the log: every count (``resumed`` only when there were some), time and status."""
+        counts = [
+            ("created", self.created),
+            ("updated", self.updated),
+            ("missing", self.missing),
+            ("transient", self.transient_failures),
+            ("requests", self.requests),
+            ("304", self.not_modified),
         ]
+        if self.resumed:
+            counts.append(("resumed", self.resumed))
         status = "ok" if self.ok else f"FAILED: {'; '.join(self.errors)}"
-        return f"{self.worker}: {' '.join(parts) or 'no changes'} in {self.duration_s:.2f}s — {status}"
+        parts = " ".join(f"{k}={v}" for k, v in counts)
+        return f"{self.worker}: {parts} in {self.duration_s:.2f}s — {status}"

@@ -39,6 +39,8 @@ WORKERS: dict[str, Worker] = {
 
 SKIPPED = "skipped: "
 """Prefix of the note of a worker that did not run (see :func:`skip_reason`)."""
+STOPPED = "the sync was asked to stop"
+"""Why ``run_once`` skipped the workers left after a stop request."""
 
 
 def skip_reason(name: str, settings: Settings) -> str | None:
@@ -104,7 +106,12 @@ async def _open_context(settings: Settings) -> SyncContext:
 
 
 async def run_once(
-    settings: Settings, *, only: list[str] | None = None, stop: asyncio.Event | None = None
+    settings: Settings,
+    *,
+    only: list[str] | None = None,
+    stop: asyncio.Event | None = None,
+    on_start: Callable[[str], None] | None = None,
+    on_summary: Callable[[PassSummary], None] | None = None,
 ) -> list[PassSummary]:
     """Run each worker (all, or those named in ``only``) once and return their summaries.
 
@@ -117,6 +124,8 @@ async def run_once(
         settings: the process settings.
         only: worker names to run (default all); see :func:`check_names`.
         stop: when set, the workers not started yet are skipped (the one running finishes its pass).
+        on_start: called with a worker's name as its pass starts (the CLI shows progress).
+        on_summary: called with each summary as soon as its pass ends.
 
     Raises:
         ValueError: an unknown worker name in ``only``.
@@ -127,9 +136,14 @@ async def run_once(
     try:
         for name in names:
             if stop is not None and stop.is_set():
-                summaries.append(PassSummary(worker=name, notes=[SKIPPED + "the sync was asked to stop"]))
-                continue
-            summaries.append(await run_worker(name, ctx))
+                summary = PassSummary(worker=name, notes=[SKIPPED + STOPPED])
+            else:
+                if on_start is not None and skip_reason(name, settings) is None:
+                    on_start(name)
+                summary = await run_worker(name, ctx)
+            summaries.append(summary)
+            if on_summary is not None:
+                on_summary(summary)
     finally:
         await ctx.db.dispose()
     return summaries

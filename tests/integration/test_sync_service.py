@@ -90,6 +90,8 @@ async def test_sync_once_runs_every_worker_once(settings: Settings) -> None:
     assert workers_of(lines) == WORKER_NAMES, done.stdout
     assert lines[0].startswith("github_sync: skipped"), lines[0]
     assert all(line.endswith("ok") for line in lines[1:]), lines
+    assert "created=0 updated=0 missing=0 transient=0 requests=1 304=0" in lines[1], lines[1]  # one localhost check
+    assert "server_sync: running…" in done.stderr and "github_sync: running" not in done.stderr  # progress, skips
     [server] = await rows(settings, Server)
     assert server.name == "localhost" and server.status == ServerStatus.ready
     assert server.last_seen_at is not None and server.facts, "server_sync checked localhost and recorded it"
