@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,8 +36,10 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
     from core.settings import Settings
 
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="orchestrator-demo-"))
-    model = model or RECORDED_MODEL
-    settings = Settings(data_dir=data_dir, model=model)
+    settings = Settings(data_dir=data_dir, **({"model": model} if model else {}))
+    if "model" not in settings.model_fields_set:  # neither --model nor ORCH_MODEL: the recording
+        settings = settings.model_copy(update={"model": RECORDED_MODEL})
+    model = settings.model
     if model == RECORDED_MODEL:
         console.print(
             "[bold]The model's words in this demo are RECORDED[/bold] (core/scenarios/hello-api.json, "
@@ -48,7 +51,19 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
     console.print(f"data dir: {data_dir}\n")
     renderer = Renderer(console)
     started = time.perf_counter()
-    thread_id = asyncio.run(_first_turn(settings, renderer, console))
+    from core.llm import InvalidModelOutput, ModelUnreachable
+
+    try:
+        thread_id = asyncio.run(_first_turn(settings, renderer, console))
+    except (ModelUnreachable, InvalidModelOutput) as exc:
+        console.print(f"[red]model error:[/red] {exc}", highlight=False)
+        return 1
+    if thread_id == "":
+        console.print(
+            f"[red]error:[/red] {data_dir} already holds a hello-api project from an earlier demo: "
+            "give a fresh --data-dir (or none, for a temporary one)"
+        )
+        return 2
     if thread_id is None:
         console.print("[red]the run did not stop at a deploy approval; see the messages above[/red]")
         return 1
@@ -79,10 +94,22 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
 
 
 async def _first_turn(settings: Settings, renderer: Renderer, console: Console) -> str | None:
+    """Stream the person's request.
+
+    Returns:
+        The thread id if the run stopped at the deploy approval, None if not, "" if the data dir already holds a
+        hello-api project (nothing was run).
+    """
+    from sqlmodel import select
+
     from core.runtime import OrchestratorRuntime
+    from models.tables import Project
 
     async with OrchestratorRuntime(settings) as rt:
-        thread_id = "demo-hello-api"
+        async with rt.db.session() as s:
+            if (await s.exec(select(Project).where(Project.name == "hello-api"))).first() is not None:
+                return ""
+        thread_id = f"demo-{uuid.uuid4().hex[:8]}"
         console.print(f"[bold]you>[/bold] {REQUEST}")
         approval = None
         async for ev in rt.start_turn(REQUEST, thread_id):

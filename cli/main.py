@@ -351,11 +351,18 @@ def sync(
 def demo(
     ctx: typer.Context,
     keep_running: Annotated[bool, typer.Option(help="Leave the deployed service running.")] = False,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep the run in this dir (default: a fresh temporary one).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="A real litellm model instead of the recording (or set ORCH_MODEL).")
+    ] = None,
 ) -> None:
     """The main job end to end on a recorded model: chat -> Zavhoz || Engineering -> approval -> Ansible deploy."""
     from cli.demo import run_demo
 
-    raise typer.Exit(run_demo(ctx.obj.get("data_dir"), ctx.obj.get("model"), keep_running, console))
+    code = run_demo(data_dir or ctx.obj.get("data_dir"), model or ctx.obj.get("model"), keep_running, console)
+    raise typer.Exit(code)
 
 
 @app.command()
