@@ -36,9 +36,9 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
     from core.settings import Settings
 
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="orchestrator-demo-"))
-    settings = Settings(data_dir=data_dir, **({"model": model} if model else {}))
-    if "model" not in settings.model_fields_set:  # neither --model nor ORCH_MODEL: the recording
-        settings = settings.model_copy(update={"model": RECORDED_MODEL})
+    settings = Settings(data_dir=data_dir)
+    if model or "model" not in settings.model_fields_set:  # --model, else ORCH_MODEL, else the recording
+        settings = settings.model_copy(update={"model": model or RECORDED_MODEL})
     model = settings.model
     if model == RECORDED_MODEL:
         console.print(
