@@ -6,8 +6,10 @@ so two writers cannot both move the same project and no change is ever written w
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlalchemy import update
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.enums import ProjectStatus as P
@@ -113,6 +115,62 @@ async def transition_project(
         )
     )
     return frm
+
+
+async def last_project_event(session: AsyncSession, project_id: int) -> Event | None:
+    """The project's most recent audit Event (the one that moved it to its current status), or None."""
+    stmt = (
+        select(Event)
+        .where(Event.subject_type == "project", Event.subject_id == project_id)
+        .order_by(col(Event.id).desc())
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first()
+
+
+async def enter_project_status(
+    session: AsyncSession,
+    project_id: int,
+    working: P,
+    *,
+    finished: Collection[P],
+    reason: str,
+    thread_id: str,
+) -> P | None:
+    """A graph node's first move: to its ``working`` status, re-entrant for the node's own thread.
+
+    LangGraph runs a node again from its start when the process died after the node's effects were committed
+    but before its step's checkpoint was saved. So: already in ``working`` (it died mid-node) writes nothing, as
+    :func:`transition_project` does; in one of ``finished`` (it died at the node's end) writes nothing either, but
+    only if the last Event of the project, the one that moved it there, was written by ``thread_id``. Any other
+    status goes through :func:`transition_project` unchanged, so every move the table forbids still raises.
+
+    Args:
+        session: the open session (committed by the caller).
+        project_id: the project's primary key.
+        working: the node's working status, e.g. ``implementing``.
+        finished: the statuses the node itself ends in, e.g. ``{implemented}``.
+        reason: why, for the audit Event of a real move.
+        thread_id: the graph thread running the node.
+
+    Returns:
+        The finished status found (the node is re-running after it finished), else None.
+
+    Raises:
+        LookupError: no such project.
+        IllegalTransition: the table does not allow the move (including a finished status another thread reached).
+        StaleStatus: a concurrent writer moved the project first.
+    """
+    current = (await session.exec(select(Project.status).where(Project.id == project_id))).first()
+    if current is None:
+        raise LookupError(f"project {project_id} does not exist")
+    frm = P(current)
+    if frm in finished and frm != working:
+        last = await last_project_event(session, project_id)
+        if last is not None and last.to_status == frm.value and last.thread_id == thread_id:
+            return frm
+    await transition_project(session, project_id, working, reason=reason, thread_id=thread_id)
+    return None
 
 
 async def transition_server(

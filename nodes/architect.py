@@ -9,17 +9,27 @@ from langgraph.runtime import Runtime
 from core.context import Context
 from graphs.state import EngineeringState
 from models.enums import ProjectStatus
-from models.transitions import transition_project
+from models.transitions import enter_project_status, transition_project
 from nodes.schemas import Design
 from prompts import architect as prompts
 
 
 async def write_design(state: EngineeringState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Ask the Architect for a :class:`Design` of the spec (and of a person's feedback, if any)."""
+    """Ask the Architect for a :class:`Design` of the spec (and of a person's feedback, if any).
+
+    Re-entrant: run again after a crash (mid-node or right after it finished), it moves nothing twice.
+    """
     ctx = runtime.context
     pid = state["project_id"]
     async with ctx.db.session() as s:
-        await transition_project(s, pid, ProjectStatus.designing, reason="architect designing", thread_id=ctx.thread_id)
+        await enter_project_status(
+            s,
+            pid,
+            ProjectStatus.designing,
+            finished={ProjectStatus.designed},
+            reason="architect designing",
+            thread_id=ctx.thread_id,
+        )
     spec = state.get("spec") or {}
     feedback = state.get("feedback")
     user = prompts.USER.format(

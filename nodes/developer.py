@@ -12,7 +12,7 @@ from core.context import Context
 from graphs.state import EngineeringState
 from models.enums import ProjectStatus
 from models.tables import Project
-from models.transitions import transition_project
+from models.transitions import enter_project_status, transition_project
 from nodes.schemas import CodeChange
 from prompts import developer as prompts
 
@@ -20,13 +20,23 @@ from prompts import developer as prompts
 async def write_code(state: EngineeringState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Ask the Developer for complete files, write them (inside the working copy only), commit and push.
 
+    Re-entrant: run again after a crash (mid-node or right after it finished), it moves no status twice, and an
+    unchanged tree commits nothing new (the same sha is pushed again).
+
     Raises:
         PathOutsideWorkspace: a file path leaves the working copy; nothing is written or committed.
     """
     ctx = runtime.context
     pid = state["project_id"]
     async with ctx.db.session() as s:
-        await transition_project(s, pid, ProjectStatus.implementing, reason=_why(state), thread_id=ctx.thread_id)
+        await enter_project_status(
+            s,
+            pid,
+            ProjectStatus.implementing,
+            finished={ProjectStatus.implemented},
+            reason=_why(state),
+            thread_id=ctx.thread_id,
+        )
         project = await s.get(Project, pid)
     assert project is not None and project.clone_url
     root = ctx.settings.data_dir.resolve() / "workspaces" / project.name

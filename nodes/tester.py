@@ -10,19 +10,28 @@ from core.context import Context
 from core.testrun import run_tests as run_test_command
 from graphs.state import EngineeringResult, EngineeringState
 from models.enums import ProjectStatus
-from models.transitions import transition_project
+from models.transitions import enter_project_status, transition_project
 from nodes.schemas import Diagnosis
 from prompts import developer as dev_prompts
 from prompts import tester as prompts
 
 
 async def run_tests(state: EngineeringState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Run the project's test command in its working copy; on failure, ask the Tester model for a diagnosis."""
+    """Run the project's test command in its working copy; on failure, ask the Tester model for a diagnosis.
+
+    Re-entrant: run again after a crash (mid-node or right after it finished), it runs the tests again but moves
+    no status twice.
+    """
     ctx = runtime.context
     pid, name, commit = state["project_id"], state["project_name"], state["commit"]
     async with ctx.db.session() as s:
-        await transition_project(
-            s, pid, ProjectStatus.verifying, reason=f"testing {commit[:10]}", thread_id=ctx.thread_id
+        await enter_project_status(
+            s,
+            pid,
+            ProjectStatus.verifying,
+            finished={ProjectStatus.verified},
+            reason=f"testing {commit[:10]}",
+            thread_id=ctx.thread_id,
         )
     root = ctx.settings.data_dir.resolve() / "workspaces" / name
     run = await run_test_command(root, ctx.settings.test_command, ctx.settings.test_timeout_s)

@@ -17,6 +17,8 @@ from models.transitions import (
     SERVER_TRANSITIONS,
     IllegalTransition,
     StaleStatus,
+    enter_project_status,
+    last_project_event,
     project_move_allowed,
     transition_project,
     transition_server,
@@ -174,3 +176,78 @@ async def test_concurrent_server_movers_one_event(db: Database) -> None:
     status, events = await status_and_events(db, "server", sid)
     assert status == S.ready
     assert [(e.from_status, e.to_status) for e in events] == [("provisioning", "ready")]
+
+
+async def move(db: Database, pid: int, to: P, thread_id: str) -> None:
+    async with db.session() as s:
+        await transition_project(s, pid, to, reason=f"to {to}", thread_id=thread_id)
+
+
+async def enter(db: Database, pid: int, thread_id: str = "t-1") -> P | None:
+    async with db.session() as s:
+        return await enter_project_status(
+            s, pid, P.implementing, finished={P.implemented}, reason="developer", thread_id=thread_id
+        )
+
+
+@pytest.mark.parametrize("frm", [P.designed, P.verifying], ids=lambda s: s.value)
+async def test_enter_from_an_entry_status_moves_with_one_event(db: Database, frm: P) -> None:
+    pid = await make_project(db, frm)
+    assert await enter(db, pid) is None
+    status, events = await status_and_events(db, "project", pid)
+    assert status == P.implementing
+    assert [(e.from_status, e.to_status, e.thread_id) for e in events] == [(frm.value, "implementing", "t-1")]
+
+
+async def test_enter_again_mid_node_writes_nothing(db: Database) -> None:
+    pid = await make_project(db, P.designed)
+    assert await enter(db, pid) is None
+    assert await enter(db, pid) is None
+    status, events = await status_and_events(db, "project", pid)
+    assert status == P.implementing and len(events) == 1
+
+
+async def test_enter_after_the_node_finished_in_this_thread_writes_nothing(db: Database) -> None:
+    pid = await make_project(db, P.designed)
+    assert await enter(db, pid) is None
+    await move(db, pid, P.implemented, "t-1")
+    assert await enter(db, pid) == P.implemented
+    status, events = await status_and_events(db, "project", pid)
+    assert status == P.implemented
+    assert [(e.from_status, e.to_status) for e in events] == [
+        ("designed", "implementing"),
+        ("implementing", "implemented"),
+    ]
+    async with db.session() as s:
+        last = await last_project_event(s, pid)
+    assert last is not None and last.to_status == "implemented"
+
+
+async def test_enter_a_finished_status_another_thread_reached_still_raises(db: Database) -> None:
+    pid = await make_project(db, P.designed)
+    await move(db, pid, P.implementing, "t-other")
+    await move(db, pid, P.implemented, "t-other")
+    with pytest.raises(IllegalTransition, match="'implemented' to 'implementing'"):
+        await enter(db, pid, thread_id="t-1")
+    status, events = await status_and_events(db, "project", pid)
+    assert status == P.implemented and len(events) == 2
+
+
+async def test_enter_a_finished_status_without_its_event_still_raises(db: Database) -> None:
+    pid = await make_project(db, P.implemented)  # no Event says who moved it there
+    with pytest.raises(IllegalTransition):
+        await enter(db, pid)
+    assert await status_and_events(db, "project", pid) == (P.implemented, [])
+
+
+@pytest.mark.parametrize("frm", [P.active, P.draft, P.initialized], ids=lambda s: s.value)
+async def test_enter_from_elsewhere_follows_the_table(db: Database, frm: P) -> None:
+    pid = await make_project(db, frm)
+    with pytest.raises(IllegalTransition):
+        await enter(db, pid)
+    assert await status_and_events(db, "project", pid) == (frm, [])
+
+
+async def test_enter_unknown_project_is_lookup_error(db: Database) -> None:
+    with pytest.raises(LookupError, match="project 999"):
+        await enter(db, 999)
