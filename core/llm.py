@@ -105,7 +105,7 @@ class LLM:
         await self._trace(role, model, thread_id, started, resp)
         msg = resp.choices[0].message
         calls = [
-            {"id": c.id, "name": c.function.name, "args": json.loads(c.function.arguments or "{}")}
+            {"id": c.id, "name": c.function.name, "args": _tool_args(c.function.arguments)}
             for c in (msg.tool_calls or [])
         ]
         return LLMReply(content=msg.content or "", tool_calls=calls)
@@ -176,6 +176,23 @@ def _cost(resp: Any, model: str) -> float:
         return float(load_litellm().completion_cost(completion_response=resp, model=model))
     except Exception:  # litellm raises several unrelated types for "no price known"
         return 0.0
+
+
+INVALID_ARGUMENTS = "__invalid_arguments__"
+"""The key a tool call's arguments are kept under when they are not a JSON object (tools refuse unknown keys)."""
+
+
+def _tool_args(raw: str | None) -> dict[str, Any]:
+    """A tool call's arguments as a dict.
+
+    Text that is not a JSON object is kept under ``INVALID_ARGUMENTS``, so the tool step reports it to the model
+    as a validation error instead of the run crashing.
+    """
+    try:
+        args = json.loads(raw or "{}")
+    except json.JSONDecodeError:
+        return {INVALID_ARGUMENTS: (raw or "")[:500]}
+    return args if isinstance(args, dict) else {INVALID_ARGUMENTS: str(raw)[:500]}
 
 
 def _strip_fences(text: str) -> str:

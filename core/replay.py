@@ -148,7 +148,10 @@ def make_handler() -> Any:
         ) -> Any:
             litellm_params = kwargs.get("litellm_params") or {}
             role = (litellm_params.get("metadata") or {}).get("role", "")
-            exchange = Scenario.load(resolve(model, api_base)).find(role, messages)
+            try:
+                exchange = Scenario.load(resolve(model, api_base)).find(role, messages)
+            except ReplayMismatch as exc:  # as litellm's own 404, so it is not reported as a bug in litellm
+                raise litellm.NotFoundError(message=str(exc), model=f"replay/{model}", llm_provider="replay") from exc
             message = to_message(exchange.reply)
             words = sum(len(str(m.get("content") or "").split()) for m in messages)
             out_words = len(json.dumps(message).split())

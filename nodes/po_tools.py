@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
 from core.db import Database
@@ -17,6 +17,8 @@ from models.tables import Deployment, Event, Project, Server
 class CreateProjectIntent(BaseModel):
     """Start a NEW project: its safe name, a summary and concrete requirements."""
 
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(description="lower-case slug, e.g. hello-api")
     summary: str
     requirements: list[str] = Field(default_factory=list)
@@ -25,15 +27,21 @@ class CreateProjectIntent(BaseModel):
 class GetProjectStatus(BaseModel):
     """Detailed status of one project by name."""
 
+    model_config = ConfigDict(extra="forbid")
+
     name: str
 
 
 class ListProjects(BaseModel):
     """Summary of every project."""
 
+    model_config = ConfigDict(extra="forbid")
+
 
 class FixIncident(BaseModel):
     """Dispatch the recovery for an open incident (re-link a repository, re-check a server, redeploy a service)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     incident_id: int
 

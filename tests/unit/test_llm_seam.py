@@ -153,3 +153,18 @@ def test_an_empty_port_range_is_refused_with_a_clear_error(monkeypatch):
     monkeypatch.setenv("ORCH_PORT_RANGE_START", "18300")
     with pytest.raises(ValidationError, match="ORCH_PORT_RANGE_START <= ORCH_PORT_RANGE_END"):
         Settings()
+
+
+@pytest.mark.parametrize("raw", ['{"name": "x"', "[1, 2]", "not json"])
+def test_tool_arguments_that_are_not_a_json_object_become_a_validation_error(raw: str) -> None:
+    from pydantic import ValidationError
+
+    from core.llm import INVALID_ARGUMENTS, _tool_args
+    from nodes.po_tools import TOOLS
+
+    args = _tool_args(raw)
+    assert list(args) == [INVALID_ARGUMENTS]
+    for model in TOOLS.values():
+        with pytest.raises(ValidationError):
+            model.model_validate(args)
+    assert _tool_args('{"name": "hello-api"}') == {"name": "hello-api"} and _tool_args(None) == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -109,10 +110,16 @@ async def test_llm_chat_returns_recorded_tool_call(settings: Settings, db: Datab
     assert row.latency_ms > 0
 
 
-async def test_llm_chat_mismatch_is_model_unreachable(settings: Settings, db: Database) -> None:
+async def test_llm_chat_mismatch_is_model_unreachable(
+    settings: Settings, db: Database, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     with pytest.raises(ModelUnreachable) as err:
         await LLM(settings, db).chat("po", user("What is the weather like?"))
     assert str(err.value).startswith("replay mismatch:")
+    printed = capfd.readouterr()
+    shown = printed.out + printed.err + caplog.text
+    assert "Traceback" not in shown and "bug" not in shown  # not reported as a crash inside litellm
     assert "What is the weather like?" in str(err.value)
     async with db.session() as s:
         rows = (await s.exec(select(LLMCall))).all()
