@@ -1,7 +1,8 @@
-"""Async database engine and sessions (SQLite in WAL mode by default, any SQLAlchemy async URL).
+"""Async database engine and sessions: SQLite in WAL mode by default, PostgreSQL (asyncpg) in production.
 
 See STACK_FACTS: ``expire_on_commit=False`` avoids MissingGreenlet on attribute access after commit, and WAL plus a
-busy timeout lets several processes share one SQLite file.
+busy timeout lets several processes share one SQLite file. The pragmas are SQLite's only; on PostgreSQL the pool
+pings a connection before handing it out, so a restarted server costs no failed request.
 """
 
 from __future__ import annotations
@@ -16,9 +17,17 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+MIGRATION_LOCK_KEY = 0x4D494752
+"""ASCII "MIGR": the PostgreSQL advisory lock key that serializes schema setup (Alembic and the checkpoint tables)."""
+
+
+def is_sqlite_url(url: str) -> bool:
+    """Whether ``url`` is a SQLite one (the embedded default); anything else is taken for PostgreSQL."""
+    return url.startswith("sqlite")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -39,9 +48,11 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        is_sqlite = url.startswith("sqlite")
-        connect_args = {"timeout": 30} if is_sqlite else {}
-        self.engine: AsyncEngine = create_async_engine(url, connect_args=connect_args)
+        is_sqlite = is_sqlite_url(url)
+        if is_sqlite:
+            self.engine: AsyncEngine = create_async_engine(url, connect_args={"timeout": 30})
+        else:
+            self.engine = create_async_engine(url, pool_pre_ping=True)
         self.lease_lock = asyncio.Lock()
         """Serializes port leasing within this process; across processes the unique keys decide."""
         if is_sqlite:
@@ -50,15 +61,19 @@ class Database:
     async def migrate(self) -> None:
         """Bring the schema to the latest Alembic revision (idempotent).
 
-        On SQLite, concurrent starters are serialized by a file lock beside the database file.
+        Concurrent starters are serialized: on SQLite by a file lock beside the database file, on PostgreSQL by a
+        transaction-level advisory lock taken in the migration's own transaction (PostgreSQL's DDL is
+        transactional, so a second starter waits, then finds the schema at head and does nothing).
         """
         async with self._migration_lock():
             async with self.engine.begin() as conn:
+                if not is_sqlite_url(self.url):
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 await conn.run_sync(lambda sync_conn: command.upgrade(alembic_config(sync_conn), "head"))
 
     @asynccontextmanager
     async def _migration_lock(self) -> AsyncIterator[None]:
-        path = self.engine.url.database if self.url.startswith("sqlite") else None
+        path = self.engine.url.database if is_sqlite_url(self.url) else None
         if not path or path == ":memory:":
             yield
             return

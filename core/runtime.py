@@ -20,13 +20,13 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.types import Command
 from pydantic import ValidationError
 from sqlmodel import col, select
 
+from core.checkpoints import open_saver
 from core.context import Context
 from core.db import Database
 from core.forge.factory import make_forge
@@ -162,7 +162,7 @@ class OrchestratorRuntime:
         self.settings.ensure_data_dir()
         await self.db.migrate()
         await ensure_default_server(self.db, self.settings)
-        self._saver_cm = AsyncSqliteSaver.from_conn_string(str(self.settings.checkpoint_path))
+        self._saver_cm = open_saver(self.settings)  # AsyncSqliteSaver, or AsyncPostgresSaver for a PostgreSQL URL
         saver = await self._saver_cm.__aenter__()
         self.graph = build_product_owner().compile(checkpointer=saver, name="product_owner")
         return self
@@ -328,7 +328,7 @@ class OrchestratorRuntime:
             kind="node_end",
             node=data["name"],
             path=path,
-            error=data.get("error"),
+            error=f"{type(data['error']).__name__}: {data['error']}" if data.get("error") is not None else None,
             duration_s=time.perf_counter() - started.pop(task_id),
         )
 
