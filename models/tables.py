@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Enum, UniqueConstraint
+from sqlalchemy import JSON, Column, Enum, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
@@ -140,6 +140,18 @@ class Incident(SQLModel, table=True):
     At most one open incident per ``(kind, subject_type, subject_id)``: re-detecting the same problem updates it.
     ``surfaced_at`` is set once the PO has told the person about it.
     """
+
+    __table_args__ = (
+        Index(
+            "uq_incident_open",
+            "kind",
+            "subject_type",
+            "subject_id",
+            unique=True,
+            sqlite_where=text("resolved_at IS NULL"),
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(index=True)
