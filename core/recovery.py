@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from sqlalchemy import update
 from sqlmodel import col, select
 
 from core.db import Database
@@ -17,7 +18,7 @@ from core.forge.base import Forge
 from core.incidents import resolve_incident
 from core.settings import Settings
 from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
-from models.tables import Deployment, Incident, Project, Server
+from models.tables import Deployment, Incident, Project, Server, utcnow
 from models.transitions import transition_project, transition_server
 
 
@@ -37,6 +38,7 @@ async def recover(settings: Settings, db: Database, forge: Forge, incident_id: i
         "repo_missing": _relink_repository,
         "server_down": _recheck_server,
         "service_unhealthy": _redeploy_service,
+        "provision_failed": _reprovision_server,
     }
     handler = handlers.get(incident.kind)
     if handler is None:
@@ -94,10 +96,10 @@ async def _recheck_server(
     if not result.ok:
         return False, f"server {server.name} still fails its check: {result.error}"
     async with db.session() as s:
+        checked = update(Server).where(col(Server.id) == server.id)
+        await s.exec(checked.values(fail_count=0, facts=result.facts, last_seen_at=utcnow()))  # type: ignore[call-overload]
         row = await s.get(Server, server.id)
         assert row is not None
-        row.fail_count, row.facts = 0, result.facts
-        s.add(row)
         if row.status == ServerStatus.error:
             await transition_server(
                 s, row.id or 0, ServerStatus.ready, reason="re-checked on request: answers", thread_id=thread_id
@@ -136,3 +138,28 @@ async def _redeploy_service(
     async with db.session() as s:
         await resolve_incident(s, kind="service_unhealthy", subject_type="project", subject_id=incident.subject_id)
     return True, f"{project.name} redeployed at {dep.commit_sha[:10]}; {dep.url} answers"
+
+
+async def _reprovision_server(
+    settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str
+) -> tuple[bool, str]:
+    """Run the provisioning playbook again now (error -> provisioning -> ready, or back to error)."""
+    from sync_workers.base import PassSummary, SyncContext
+    from sync_workers.provisioner_trigger import provision_server
+
+    async with db.session() as s:
+        server = await s.get(Server, incident.subject_id)
+        if server is None:
+            return False, f"server #{incident.subject_id} no longer exists"
+        if server.status == ServerStatus.error:
+            await transition_server(
+                s, incident.subject_id, ServerStatus.provisioning, reason="re-provision on request", thread_id=thread_id
+            )
+        server = await s.get(Server, incident.subject_id)
+    assert server is not None
+    if server.status != ServerStatus.provisioning:
+        return False, f"server {server.name} is {server.status.value}, not waiting for provisioning"
+    summary = PassSummary(worker="recovery")
+    if await provision_server(SyncContext(settings=settings, db=db), server, summary):
+        return True, f"server {server.name} provisioned again and is ready"
+    return False, f"provisioning {server.name} failed again: {summary.notes[-1] if summary.notes else 'see its events'}"

@@ -39,7 +39,7 @@ class ListProjects(BaseModel):
 
 
 class FixIncident(BaseModel):
-    """Dispatch the recovery for an open incident (re-link a repository, re-check a server, redeploy a service)."""
+    """Dispatch the recovery for an open incident: re-link a repository, re-check or re-provision a server, redeploy."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -62,13 +62,21 @@ async def _provision_servers(ctx: SyncContext, summary: PassSummary) -> None:
     for server in servers:
         assert server.id is not None
         try:
-            await _provision_one(ctx, server, summary)
+            await provision_server(ctx, server, summary)
         except Exception as exc:  # a bug or a database error for this server; the others still get provisioned
             log.exception("provisioning server %s failed", server.name)
             summary.errors.append(f"server {server.name}: {type(exc).__name__}: {exc}")
 
 
-async def _provision_one(ctx: SyncContext, server: Server, summary: PassSummary) -> None:
+async def provision_server(ctx: SyncContext, server: Server, summary: PassSummary) -> bool:
+    """Run ``playbooks/provision.yml`` on one server in ``provisioning``; return whether it is now ready.
+
+    Success: ``ready`` and the ``provision_failed`` incident resolved; failure: ``error`` and that incident opened
+    (or refreshed) with Ansible's summary. Counts go to ``summary``.
+
+    Raises:
+        IllegalTransition / StaleStatus: the server is no longer in ``provisioning``.
+    """
     assert server.id is not None
     settings = ctx.settings
     settings.ensure_data_dir()
@@ -96,6 +104,7 @@ async def _provision_one(ctx: SyncContext, server: Server, summary: PassSummary)
         # Ansible's failure is the server's state, recorded above (status error + incident), not a worker error.
         summary.transient_failures += 1
         summary.notes.append(f"server {server.name} failed provisioning: {result.summary.splitlines()[0]}")
+    return result.ok
 
 
 async def _resume_waiting(ctx: SyncContext, runtime: OrchestratorRuntime | None, summary: PassSummary) -> None:

@@ -18,7 +18,9 @@ import pytest
 from langchain_core.messages import AIMessage
 
 from core.db import Database
+from core.forge.factory import make_forge
 from core.leases import ensure_default_server
+from core.recovery import recover
 from core.runtime import OrchestratorRuntime, Pending, ThreadView
 from core.settings import Settings
 from models.enums import ServerStatus
@@ -258,6 +260,32 @@ async def test_a_failed_provision_marks_the_server_error_with_an_incident(settin
     assert "unreachable" in incident.message and "Connection refused" in incident.message
     [event] = [e for e in await rows(settings, Event) if e.subject_type == "server"]
     assert event.to_status == "error" and "unreachable" in event.reason
+
+    # "fix #N": provision again now; still unreachable -> error, the one incident stays open
+    db = await open_db(settings)
+    try:
+        again = await recover(settings, db, make_forge(settings), incident.id or 0, "t-fix")
+        assert again["resolved"] is False and "failed again" in again["outcome"]
+        assert [i.resolved_at for i in await rows(settings, Incident)] == [None]
+        async with db.session() as s:  # the operator fixes the host (here: it becomes this machine)
+            row = await s.get(Server, server.id)
+            assert row is not None and row.status == ServerStatus.error
+            row.connection = "local"
+            s.add(row)
+        fixed = await recover(settings, db, make_forge(settings), incident.id or 0, "t-fix")
+    finally:
+        await db.dispose()
+    assert fixed["resolved"] is True, fixed
+    [server] = await rows(settings, Server)
+    [incident] = await rows(settings, Incident)
+    assert server.status == ServerStatus.ready and incident.resolved_at is not None
+    trail = [(e.from_status, e.to_status) for e in await rows(settings, Event) if e.subject_type == "server"]
+    assert trail[1:] == [
+        ("error", "provisioning"),
+        ("provisioning", "error"),
+        ("error", "provisioning"),
+        ("provisioning", "ready"),
+    ]
 
 
 class FlakyRuntime:
