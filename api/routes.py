@@ -28,6 +28,7 @@ from api.schemas import (
 )
 from api.sse import primed, sse_events
 from core.runtime import RunEvent, new_thread_id
+from core.servers import ServerCreate, ServerExists, add_server
 
 router = APIRouter()
 
@@ -119,3 +120,12 @@ async def get_project(name: str, session: SessionDep) -> ProjectPublic:
 async def list_servers(session: SessionDep) -> list[ServerPublic]:
     """Every server, by name."""
     return [ServerPublic.model_validate(s) for s in await crud.list_servers(session=session)]
+
+
+@router.post("/servers", status_code=status.HTTP_201_CREATED, responses={409: {"model": ErrorOut}})
+async def create_server(body: ServerCreate, rt: RuntimeDep) -> ServerPublic:
+    """Register a server (``discovered``, or ``provisioning`` with ``provision: true``); 409 if the name is taken."""
+    try:
+        return ServerPublic.model_validate(await add_server(rt.db, body))
+    except ServerExists as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc

@@ -238,3 +238,19 @@ async def test_a_client_that_disconnects_does_not_cancel_the_run(api: Api) -> No
             pending = (await client.get(f"/threads/{thread_id}/interrupts")).json()
     assert pending and pending[0]["payload"]["kind"] == "deploy_approval"
     assert pending[0]["payload"]["tests"]["passed"] is True
+
+
+async def test_servers_are_registered_over_http_with_clear_refusals(api: Api) -> None:
+    async with httpx.AsyncClient(base_url=api.base_url, trust_env=False, timeout=30) as client:
+        made = await client.post("/servers", json={"name": "web-1", "address": "10.0.0.5", "provision": True})
+        assert made.status_code == 201, made.text
+        assert (made.json()["name"], made.json()["status"]) == ("web-1", "provisioning")
+
+        again = await client.post("/servers", json={"name": "web-1", "address": "10.0.0.6"})
+        assert again.status_code == 409 and "already registered" in again.json()["detail"]
+        bad = await client.post("/servers", json={"name": "Web 1", "address": "not a host!", "port_range_start": 9})
+        assert bad.status_code == 422
+        assert {tuple(e["loc"]) for e in bad.json()["detail"]} == {("body", "name"), ("body", "address")}
+
+        listed = {s["name"]: s for s in (await client.get("/servers")).json()}
+    assert set(listed) == {"localhost", "web-1"} and listed["web-1"]["address"] == "10.0.0.5"
