@@ -11,8 +11,8 @@ from core.context import Context
 from core.deploys import run_deploy
 from graphs.state import OrchestratorState, ServerInfo
 from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
-from models.tables import Deployment, PortLease, Project, Server, utcnow
-from models.transitions import transition_project
+from models.tables import Deployment, Event, PortLease, Project, Server, utcnow
+from models.transitions import last_project_event, transition_project
 
 
 async def preflight(ctx: Context, project_id: int, info: ServerInfo | None) -> str | None:
@@ -33,7 +33,9 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
     """Deploy the verified commit; record a Deployment keyed by (project, commit, server, port).
 
     A re-run (after a crash, or a second deploy of the same commit) reuses the Deployment row, and the playbook
-    leaves a running copy of the same commit alone, so no second copy starts.
+    leaves a running copy of the same commit alone, so no second copy starts. A re-run that finds the deploy this
+    thread finished (the process died after the deploy was recorded, before the step's checkpoint) reports the
+    recorded outcome and runs nothing: the project's status and Events moved in the same transaction as the row.
     """
     ctx = runtime.context
     pid, eng, info = state["project_id"], state["engineering"], state.get("server_info")
@@ -45,6 +47,11 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
     key = f"{pid}:{eng['commit']}:{info['server_id']}:{info['port']}"
     host = "127.0.0.1" if info["connection"] == "local" else info["address"]
     url = f"http://{host}:{info['port']}{eng['health_path']}"
+    async with ctx.db.session() as s:
+        row = (await s.exec(select(Deployment).where(Deployment.idempotency_key == key))).first()
+        last = await last_project_event(s, pid)
+    if row is not None and _finished_here(row, last, ctx.thread_id):
+        return {"deployment": _outcome(row, eng["commit"], url)}
     async with ctx.db.session() as s:
         await transition_project(
             s,
@@ -92,13 +99,24 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
             f"health check passed at {url}" if result.ok else f"deploy failed (ansible {result.status}, rc {result.rc})"
         )
         await transition_project(s, pid, to, reason=why, thread_id=ctx.thread_id)
+    return {"deployment": _outcome(dep, eng["commit"], url)}
+
+
+def _finished_here(row: Deployment, last: Event | None, thread_id: str) -> bool:
+    """Whether this thread already finished this deploy: the project's last move is this row's outcome, by us."""
+    if row.status == DeploymentStatus.running or last is None or last.thread_id != thread_id:
+        return False
+    outcome = ProjectStatus.active if row.status == DeploymentStatus.succeeded else ProjectStatus.verified
+    return (last.from_status, last.to_status) == (ProjectStatus.deploying.value, outcome.value)
+
+
+def _outcome(row: Deployment, commit: str, url: str) -> dict[str, Any]:
+    status = DeploymentStatus(row.status)
     return {
-        "deployment": {
-            "status": status.value,
-            "url": url,
-            "commit": eng["commit"],
-            "rc": result.rc,
-            "summary": result.summary,
-            "deployment_id": row.id,
-        }
+        "status": status.value,
+        "url": url,
+        "commit": commit,
+        "rc": row.ansible_rc,
+        "summary": row.summary,
+        "deployment_id": row.id,
     }

@@ -10,6 +10,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, SystemMessage, ToolMessage, convert_to_openai_messages
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
+from sqlmodel import select
 
 from core.context import Context
 from core.forge.base import ensure_repo
@@ -18,7 +19,7 @@ from core.recovery import recover
 from graphs.state import OrchestratorState
 from models.enums import ProjectStatus
 from models.tables import Project
-from models.transitions import transition_project
+from models.transitions import enter_project_status, transition_project
 from nodes import po_tools
 from prompts import po as prompts
 
@@ -49,7 +50,11 @@ async def call_po(state: OrchestratorState, runtime: Runtime[Context]) -> dict[s
 
 
 async def run_po_tools(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Run the tool calls of the PO's last message; a bad call becomes an error the model reads, not a crash."""
+    """Run the tool calls of the PO's last message; a bad call becomes an error the model reads, not a crash.
+
+    Re-entrant: run again after a crash, ``create_project_intent`` finds the draft project this thread created and
+    carries on with it, instead of failing on "already exists".
+    """
     ctx = runtime.context
     last = state["messages"][-1]
     out: list[ToolMessage] = []
@@ -68,7 +73,9 @@ async def _run_tool(ctx: Context, name: str, args: dict[str, Any], update: dict[
         raise ValueError(f"unknown tool {name!r}; use one of {sorted(po_tools.TOOLS)}")
     parsed = po_tools.TOOLS[name].model_validate(args)
     if isinstance(parsed, po_tools.CreateProjectIntent):
-        project = await po_tools.create_project(ctx.db, parsed, ctx.thread_id)
+        project = await _draft_of_this_thread(ctx, parsed.name) or await po_tools.create_project(
+            ctx.db, parsed, ctx.thread_id
+        )
         update.update(
             project_id=project.id,
             project_name=project.name,
@@ -88,6 +95,15 @@ async def _run_tool(ctx: Context, name: str, args: dict[str, Any], update: dict[
     return await po_tools.list_projects(ctx.db)
 
 
+async def _draft_of_this_thread(ctx: Context, name: str) -> Project | None:
+    """The project ``name`` if this thread created it and its pipeline has not started (a re-run of the tool step)."""
+    async with ctx.db.session() as s:
+        project = (await s.exec(select(Project).where(Project.name == name))).first()
+    if project is None or project.thread_id != ctx.thread_id or project.status != ProjectStatus.draft:
+        return None
+    return project
+
+
 async def estimate_project(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Record the spec: draft -> estimated."""
     ctx = runtime.context
@@ -103,17 +119,27 @@ async def estimate_project(state: OrchestratorState, runtime: Runtime[Context]) 
 
 
 async def provision_repository(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Create the project's repository (idempotent): estimated -> provisioning -> initialized."""
+    """Create the project's repository (idempotent): estimated -> provisioning -> initialized.
+
+    Re-entrant: run again after a crash, it finds the repository on the forge by name (it died before recording
+    it) or, once ``initialized`` by this thread, reuses the repository recorded on the project without asking the
+    forge; no status moves twice and no second repository is made.
+    """
     ctx = runtime.context
     pid = _pid(state)
     async with ctx.db.session() as s:
-        await transition_project(
+        again = await enter_project_status(
             s,
             pid,
             ProjectStatus.provisioning,
+            finished={ProjectStatus.initialized},
             reason=f"creating repository on {ctx.forge.kind}",
             thread_id=ctx.thread_id,
         )
+        project = await s.get(Project, pid)
+    assert project is not None
+    if again is not None and project.github_repo_id is not None and project.clone_url:
+        return {"zavhoz_status": "working", "engineering_status": "working"}
     name = state["project_name"] or ""
     summary = (state.get("spec") or {}).get("summary", "")
     repo = await asyncio.to_thread(ensure_repo, ctx.forge, name, summary)
