@@ -1,4 +1,4 @@
-"""kill -9 in the middle of the Engineering loop, then resume: the same end, nothing duplicated."""
+"""kill -9 mid-node or at a node boundary, then resume in a new process: the same end, nothing duplicated."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+from core.gitops import run_git
 from core.settings import Settings
 from models.tables import Deployment, Event, PortLease, Project
 from tests.integration.helpers import REPO_ROOT, REQUEST, cli, cli_env, rows, scenario_variant, stop_service
@@ -83,6 +84,77 @@ async def test_kill_9_during_engineering_then_resume(settings: Settings, tmp_pat
         assert deployment.status == "succeeded"
         assert httpx.get(deployment.url, timeout=5).status_code == 200
         assert trail(await rows(settings, Event), "t-kill") == [
+            *HAPPY_TRAIL,
+            ("verified", "deploying"),
+            ("deploying", "active"),
+        ]
+    finally:
+        await stop_service(settings)
+
+
+def project_status(settings: Settings) -> str | None:
+    with sqlite3.connect(settings.data_dir / "orchestrator.db", timeout=5) as conn:
+        row = conn.execute("select status from project where name = 'hello-api'").fetchone()
+    return row[0] if row else None
+
+
+def killed_after(settings: Settings, node: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with ``node`` wrapped to SIGKILL the process right after it returns (see crash_after.py)."""
+    return subprocess.run(
+        [sys.executable, "-m", "tests.integration.crash_after", *args],
+        env={**cli_env(settings), "CRASH_AFTER": node},
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+# (node[:its call number in that process] to die right after, the status its effects left). Each process re-runs
+# the node the previous one died after, then dies at the next boundary. The Developer's first version fails one
+# test and the fix passes, so ``run_tests:2`` is the passing run (and the failing one and the fix happen before it).
+BOUNDARIES = [
+    ("run_po_tools", "draft"),  # the project row exists; the re-run must not say "already exists"
+    ("provision_repository", "initialized"),  # the repository exists; the re-run must not make a second one
+    ("write_code", "implemented"),  # the failing first version is committed and pushed
+    ("run_tests:2", "verified"),
+]
+
+
+async def test_kill_9_at_node_boundaries_then_resume(settings: Settings) -> None:
+    thread = "t-bound"
+    try:
+        for i, (node, status) in enumerate(BOUNDARIES):
+            args = ("chat", "--thread", thread, "-m", REQUEST) if i == 0 else ("resume", thread)
+            run = killed_after(settings, node, *args)
+            assert run.returncode == -signal.SIGKILL, f"resume after {BOUNDARIES[i - 1][0]}: {run.stdout}{run.stderr}"
+            assert project_status(settings) == status, node
+
+        cont = cli(settings, "resume", thread)
+        assert cont.returncode == 0, cont.stderr
+        assert "deploy_approval" in cont.stdout
+        run = killed_after(settings, "deploy_project", "resume", thread, "--approve")
+        assert run.returncode == -signal.SIGKILL, run.stdout + run.stderr
+        assert project_status(settings) == "active"
+        done = cli(settings, "resume", thread)
+        assert done.returncode == 0, done.stderr
+        assert "hello-api is live" in done.stdout
+
+        [project] = await rows(settings, Project)
+        assert project.status == "active"
+        forge = settings.data_dir / "forge"
+        assert list(json.loads((forge / "registry.json").read_text())) == ["hello-api"]
+        assert [p.name for p in forge.glob("*.git")] == ["hello-api.git"]
+        # the initial commit, the first version and the fix: re-runs with the same files committed nothing new
+        assert run_git("--git-dir", str(forge / "hello-api.git"), "rev-list", "--count", "main") == "3"
+        [lease] = await rows(settings, PortLease)
+        assert (lease.project_id, lease.port) == (project.id, project.port)
+        [deployment] = await rows(settings, Deployment)
+        assert deployment.status == "succeeded"
+        assert httpx.get(deployment.url, timeout=5).status_code == 200
+        assert trail(await rows(settings, Event), thread) == [
             *HAPPY_TRAIL,
             ("verified", "deploying"),
             ("deploying", "active"),
