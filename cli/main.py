@@ -63,12 +63,27 @@ def _settings(ctx: typer.Context) -> Settings:
         raise typer.Exit(2) from exc
 
 
-def _run(coro_fn: Callable[[OrchestratorRuntime], Coroutine[Any, Any, int]], ctx: typer.Context) -> None:
-    """Open a runtime, run ``coro_fn(rt)``, and turn known errors into a message and an exit code."""
+def _run(
+    coro_fn: Callable[[OrchestratorRuntime], Coroutine[Any, Any, int]], ctx: typer.Context, *, existing: bool = False
+) -> None:
+    """Open a runtime, run ``coro_fn(rt)``, and turn known errors into a message and an exit code.
+
+    ``existing``: the command only reads or answers what is there (resume, listings): a data dir that does not
+    exist is a mistyped ``--data-dir`` or ``ORCH_DATA_DIR``, refused with exit 2 instead of created empty.
+    """
     from core.llm import InvalidModelOutput, ModelUnreachable
     from core.runtime import OrchestratorRuntime, RuntimeInputError
 
     settings = _settings(ctx)
+    if existing and settings.database_url is None and not settings.data_dir.is_dir():
+        verb = "resume" if ctx.command.name == "resume" else "list"
+        err.print(
+            f"[red]error:[/red] no data dir at {settings.data_dir.resolve()}: nothing to {verb}; "
+            "check --data-dir or ORCH_DATA_DIR",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
 
     async def go() -> int:
         async with OrchestratorRuntime(settings) as rt:
@@ -198,7 +213,7 @@ def resume(
         await _render(events, renderer)
         return 0
 
-    _run(body, ctx)
+    _run(body, ctx, existing=True)
 
 
 @app.command()
@@ -220,7 +235,7 @@ def threads(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", 
         console.print(table)
         return 0
 
-    _run(body, ctx)
+    _run(body, ctx, existing=True)
 
 
 @app.command()
@@ -307,7 +322,7 @@ def _table(ctx: typer.Context, what: str, as_json: bool) -> None:
         console.print(table)
         return 0
 
-    _run(body, ctx)
+    _run(body, ctx, existing=True)
 
 
 @app.command()

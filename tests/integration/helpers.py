@@ -33,6 +33,10 @@ def cli_env(settings: Settings) -> dict[str, str]:
     }
     if settings.replay_dir:
         env["ORCH_REPLAY_DIR"] = str(settings.replay_dir)
+    if settings.api_base:
+        env["ORCH_API_BASE"] = settings.api_base
+    if settings.api_key:
+        env["ORCH_API_KEY"] = settings.api_key.get_secret_value()
     return env
 
 
