@@ -76,3 +76,18 @@ def test_blank_guidance_is_refused():
 def test_unknown_answer_kind_is_a_clear_error():
     with pytest.raises(RuntimeInputError, match="unknown answer kind"):
         answer_value({"kind": "deploy_approval"}, Answer("maybe"))  # type: ignore[arg-type]
+
+
+def test_a_failed_node_reports_its_error_as_text() -> None:
+    from core.runtime import OrchestratorRuntime
+
+    started: dict[str, float] = {}
+    begin = OrchestratorRuntime._task_event({"id": "t1", "name": "write_code", "input": {}}, ("engineering",), started)
+    assert begin is not None and begin.kind == "node_start"
+    end = OrchestratorRuntime._task_event(
+        {"id": "t1", "name": "write_code", "error": ValueError("path leaves the workspace"), "result": None},
+        ("engineering",),
+        started,
+    )
+    assert end is not None and end.error == "ValueError: path leaves the workspace"
+    assert isinstance(end.duration_s, float) and end.path == ("engineering",)
