@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings
+from tests.fixtures.postgres import PostgresServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,3 +48,26 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
         deploy_timeout_s=120,
         test_timeout_s=60,
     )
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 for the whole session, started on first use (see
+    tests/fixtures/postgres.py; ``make postgres`` installs the server when it is missing)."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def pg_url(pg_server: PostgresServer) -> str:
+    """A SQLAlchemy (asyncpg) URL of a new, empty database of its own for one test."""
+    return pg_server.url(pg_server.create_database())
+
+
+@pytest.fixture()
+def pg_settings(settings: Settings, pg_url: str) -> Settings:
+    """``settings`` with ``DATABASE_URL`` on that database (tables, checkpoints and the sync lock on PostgreSQL)."""
+    return settings.model_copy(update={"database_url": pg_url})
