@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit integration bench api clean compose-check migration
+.PHONY: install demo test lint typecheck unit integration bench api clean compose-check migration postgres pg
 
 $(STAMP): pyproject.toml
 	@command -v git >/dev/null || (echo "git is required (apt-get install git)" && exit 1)
@@ -27,11 +27,17 @@ typecheck: install
 unit: install
 	$(BIN)/pytest tests/unit -q
 
-integration: install
+integration: install postgres
 	$(BIN)/pytest tests/integration -q
 
-test: lint typecheck
+test: lint typecheck postgres
 	$(BIN)/pytest -q
+
+postgres:  ## the PostgreSQL server binaries the tests start throwaway clusters with (apt-get as root if missing)
+	@scripts/ensure-postgres.sh
+
+pg: install postgres  ## a throwaway PostgreSQL on 127.0.0.1 for trying DATABASE_URL by hand; prints its URL, Ctrl-C stops
+	$(BIN)/python -m tests.fixtures.postgres
 
 bench: install
 	$(BIN)/python benchmarks/run.py
@@ -42,9 +48,11 @@ api: install
 clean:
 	rm -rf $(VENV) .orchestrator .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
-compose-check:
-	@if docker compose version >/dev/null 2>&1; then docker compose config --quiet; \
-	else docker-compose -f compose.yaml config --quiet; fi && echo "compose.yaml is valid"
+# A throwaway password only for interpolation: compose.yaml demands one and defaults none.
+compose-check:  ## validate compose.yaml with `docker compose`, else docker-compose (Debian's, installed if missing)
+	@if docker compose version >/dev/null 2>&1; then compose="docker compose"; \
+	else command -v docker-compose >/dev/null 2>&1 || scripts/apt-install.sh docker-compose; compose=docker-compose; fi; \
+	POSTGRES_PASSWORD=compose-check $$compose -f compose.yaml config --quiet && echo "compose.yaml is valid ($$compose)"
 
 migration: install  ## make migration MSG="what changed": autogenerate an Alembic revision from the models
 	$(BIN)/python -c "import asyncio, sys; from core.db import new_revision; asyncio.run(new_revision(sys.argv[1]))" "$(MSG)"
