@@ -1,5 +1,8 @@
 FROM python:3.11-slim
-RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*
+# git: repositories and deploys; openssh-client: Ansible over SSH to real servers. PostgreSQL needs no system
+# library (asyncpg and psycopg's binary wheels bring their own).
+RUN apt-get update && apt-get install -y --no-install-recommends git openssh-client \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY . /app
 RUN pip install --no-cache-dir -e .
