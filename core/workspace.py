@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from core.gitops import run_git
+from core.gitops import NO_AUTH, GitAuth, run_git
 
 
 class PathOutsideWorkspace(ValueError):
@@ -31,11 +31,15 @@ def safe_path(root: Path, rel: str) -> Path:
     return target
 
 
-def prepare(root: Path, clone_url: str, git_args: list[str]) -> Path:
-    """Clone ``clone_url`` into ``root`` if it is not a working copy yet; return ``root``."""
+def prepare(root: Path, clone_url: str, auth: GitAuth = NO_AUTH) -> Path:
+    """Clone ``clone_url`` into ``root`` if it is not a working copy yet; return ``root``.
+
+    ``auth`` reaches git through its environment only: the working copy's ``.git/config`` and remote URL hold no
+    credentials.
+    """
     if not (root / ".git").is_dir():
         root.parent.mkdir(parents=True, exist_ok=True)
-        run_git(*git_args, "clone", "--quiet", clone_url, str(root))
+        run_git("clone", "--quiet", clone_url, str(root), auth=auth)
     return root
 
 
@@ -60,7 +64,7 @@ def write_files(root: Path, files: list[tuple[str, str]]) -> list[str]:
     return [rel for rel, _ in files]
 
 
-def commit_and_push(root: Path, message: str, git_args: list[str], branch: str = "main") -> str:
+def commit_and_push(root: Path, message: str, auth: GitAuth = NO_AUTH, branch: str = "main") -> str:
     """Commit everything (if anything changed) and push ``branch``; return the HEAD sha.
 
     Idempotent: re-running after a crash with the same files commits nothing new and pushes the same sha.
@@ -68,7 +72,7 @@ def commit_and_push(root: Path, message: str, git_args: list[str], branch: str =
     run_git("add", "-A", cwd=root)
     if run_git("status", "--porcelain", cwd=root):
         run_git("commit", "--quiet", "-m", message, cwd=root)
-    run_git(*git_args, "push", "--quiet", "origin", f"HEAD:{branch}", cwd=root)
+    run_git("push", "--quiet", "origin", f"HEAD:{branch}", cwd=root, auth=auth)
     return run_git("rev-parse", "HEAD", cwd=root)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from core.gitops import GitAuth
+
 
 @dataclass(frozen=True)
 class RepoInfo:
@@ -42,8 +44,15 @@ class Forge(Protocol):
         """Create ``name`` with an initial commit on its default branch; raise ForgeError if it exists."""
         ...
 
-    def git_config_args(self) -> list[str]:
-        """Extra ``git -c key=value`` arguments that authenticate clone/fetch/push (never stored on disk)."""
+    def git_auth(self) -> GitAuth:
+        """Credentials for clone/fetch/push of this forge's repositories (``NO_AUTH`` if none are needed).
+
+        They reach git only through its environment (see :class:`core.gitops.GitAuth`): never argv, never disk.
+        """
+        ...
+
+    def git_config_args(self) -> GitAuth:
+        """Old name of :meth:`git_auth`, kept for callers not yet moved to it; returns the same credentials."""
         ...
 
 

@@ -18,6 +18,7 @@ from github import Auth, Github, GithubException, GithubRetry, RateLimitExceeded
 from github.Repository import Repository
 
 from core.forge.base import ForgeError, ForgeUnavailable, RepoInfo
+from core.gitops import GitAuth
 from models.names import validate_slug
 
 
@@ -122,14 +123,19 @@ class GitHubForge:
                 raise
         return self._info(repo)
 
-    def git_config_args(self) -> list[str]:
-        """Return ``git -c`` arguments that authenticate https clone/fetch/push to GitHub.
+    def git_auth(self) -> GitAuth:
+        """Return the credentials that authenticate https clone/fetch/push to GitHub.
 
-        The header carries HTTP Basic ``x-access-token:<token>``, which GitHub accepts for every token type. The
-        arguments are passed on each git command line and never written to ``.git/config`` nor into the remote URL.
+        The header carries HTTP Basic ``x-access-token:<token>``, which GitHub accepts for every token type. It
+        reaches git through the environment only (never argv, ``.git/config`` nor the remote URL), and both the
+        raw token and its base64 form are redacted from git error messages.
         """
         basic = base64.b64encode(f"x-access-token:{self._token}".encode()).decode()
-        return ["-c", f"http.extraHeader=Authorization: Basic {basic}"]
+        return GitAuth(header=f"Authorization: Basic {basic}", secrets=(self._token,))
+
+    def git_config_args(self) -> GitAuth:
+        """Old name of :meth:`git_auth`, kept for callers not yet moved to it."""
+        return self.git_auth()
 
     @staticmethod
     def _info(repo: Repository) -> RepoInfo:
@@ -170,7 +176,7 @@ class GitHubForge:
             ) from e
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "***")
+        return self.git_auth().redact(text)
 
 
 def _detail(e: GithubException) -> str:

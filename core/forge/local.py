@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from core.forge.base import ForgeError, RepoInfo
-from core.gitops import run_git
+from core.gitops import NO_AUTH, GitAuth, run_git
 from models.names import validate_slug
 
 README = "# {name}\n\n{description}\n"
@@ -80,6 +80,10 @@ class LocalForge:
             (self.root / "registry.json").write_text(json.dumps(registry, indent=2))
             return self._info(name, registry[name])
 
-    def git_config_args(self) -> list[str]:
+    def git_auth(self) -> GitAuth:
         """Local paths need no authentication."""
-        return []
+        return NO_AUTH
+
+    def git_config_args(self) -> GitAuth:
+        """Old name of :meth:`git_auth`, kept for callers not yet moved to it."""
+        return self.git_auth()

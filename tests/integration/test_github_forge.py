@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import base64
+import os
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 from github import GithubException
 
+from core import workspace
 from core.forge.base import ForgeError, ForgeUnavailable, ensure_repo
 from core.forge.github import GitHubForge
+from core.gitops import NO_AUTH, GitError, run_git
 from models.names import InvalidProjectName
 from tests.fixtures.fake_github import FakeGitHub
+from tests.fixtures.git_http import GitHttpServer
 
 TOKEN = "ghp_fakeSECRET0123456789abcdef"
+B64 = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
 ORG = "acme"
 
 
@@ -35,6 +42,12 @@ def assert_no_token(exc: BaseException, token: str = TOKEN) -> None:
         assert token not in str(seen)
         assert token not in repr(seen)
         seen = seen.__cause__ or seen.__context__
+
+
+def assert_no_secret(exc: BaseException) -> None:
+    """Neither the token nor its base64 (the Basic credential) is in the exception or anything it chains."""
+    assert_no_token(exc)
+    assert_no_token(exc, B64)
 
 
 def test_create_returns_server_id_and_urls(gh: FakeGitHub) -> None:
@@ -142,15 +155,91 @@ def test_invalid_name_raises_before_any_request(gh: FakeGitHub, name: str) -> No
     assert gh.requests == []
 
 
-def test_git_config_args_carry_no_raw_token(gh: FakeGitHub) -> None:
-    args = make_forge(gh).git_config_args()
-    assert args[0] == "-c"
-    assert all(TOKEN not in arg for arg in args)
-    key, _, header = args[1].partition("=")
-    assert key == "http.extraHeader"
+def test_git_auth_is_githubs_basic_header_and_hides_the_token(gh: FakeGitHub) -> None:
+    auth = make_forge(gh).git_auth()
     prefix = "Authorization: Basic "
-    assert header.startswith(prefix)
-    assert base64.b64decode(header[len(prefix) :]).decode() == f"x-access-token:{TOKEN}"
+    assert auth.header.startswith(prefix)
+    assert base64.b64decode(auth.header[len(prefix) :]).decode() == f"x-access-token:{TOKEN}"
+    assert TOKEN not in repr(auth) and B64 not in repr(auth) and B64 not in str(auth)
+    assert auth.env({})["GIT_CONFIG_VALUE_0"] == auth.header
+
+
+@pytest.fixture
+def git_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put a ``git`` first on PATH that records its argv and the git config it got from the environment."""
+    real = shutil.which("git")
+    assert real
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "git-calls.log"
+    wrapper = bin_dir / "git"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'printf "argv:%s\\n" "$*" >> {log}\n'
+        f'printf "env:%s=%s\\n" "${{GIT_CONFIG_KEY_0:-}}" "${{GIT_CONFIG_VALUE_0:-}}" >> {log}\n'
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def calls(log: Path, kind: str) -> list[str]:
+    return [line.split(":", 1)[1] for line in log.read_text().splitlines() if line.startswith(kind + ":")]
+
+
+def test_failed_clone_through_github_forge_leaks_no_token(gh: FakeGitHub, tmp_path: Path, git_log: Path) -> None:
+    forge = make_forge(gh)
+    info = forge.create_repo("hello-api", "")
+    with pytest.raises(GitError) as excinfo:  # FakeGitHub answers git's Basic header with a 401
+        workspace.prepare(tmp_path / "ws", info.clone_url, forge.git_auth())
+    assert info.clone_url in str(excinfo.value)
+    assert_no_secret(excinfo.value)
+    assert gh.count("GET", "/acme/hello-api.git/info/refs") >= 1  # git did reach the forge
+    argv = calls(git_log, "argv")
+    assert any(line.startswith("clone ") for line in argv)
+    assert all(TOKEN not in line and B64 not in line for line in argv)
+    assert calls(git_log, "env") == [f"http.extraHeader=Authorization: Basic {B64}"]  # the header came by env
+
+
+def test_failed_push_through_github_forge_leaks_no_token(gh: FakeGitHub, tmp_path: Path, git_log: Path) -> None:
+    forge = make_forge(gh)
+    info = forge.create_repo("hello-api", "")
+    root = tmp_path / "ws"
+    run_git("init", "--quiet", "-b", "main", str(root))
+    run_git("remote", "add", "origin", info.clone_url, cwd=root)
+    (root / "app.py").write_text("print('hi')\n")
+    with pytest.raises(GitError) as excinfo:
+        workspace.commit_and_push(root, "first", forge.git_auth())
+    assert "git push --quiet origin HEAD:main failed" in str(excinfo.value)
+    assert_no_secret(excinfo.value)
+    assert gh.count("GET", "/acme/hello-api.git/info/refs") >= 1
+    argv = calls(git_log, "argv")
+    assert any(line.startswith("push ") for line in argv)
+    assert all(TOKEN not in line and B64 not in line for line in argv)
+
+
+def test_clone_and_push_to_a_host_that_demands_the_header(tmp_path: Path, git_log: Path) -> None:
+    """A smart-HTTP git host that, like GitHub, refuses requests without ``x-access-token`` Basic auth."""
+    with GitHttpServer(tmp_path / "repos", token=TOKEN) as host:
+        url = host.create_repo("acme/hello-api")
+        auth = GitHubForge(token=TOKEN, org=ORG, base_url=host.base_url).git_auth()
+
+        with pytest.raises(GitError) as refused:
+            workspace.prepare(tmp_path / "anon", url, NO_AUTH)
+        assert host.unauthorized >= 1 and host.authorized == 0
+
+        root = workspace.prepare(tmp_path / "ws", url, auth)
+        assert workspace.listing(root) == ["README.md"]
+        (root / "app.py").write_text("print('hi')\n")
+        sha = workspace.commit_and_push(root, "add app", auth)
+        assert host.head("acme/hello-api") == sha
+        assert host.authorized >= 4  # refs + pack for the clone, refs + pack for the push
+
+    assert_no_secret(refused.value)
+    config = (root / ".git" / "config").read_text()
+    assert TOKEN not in config and B64 not in config and "extraHeader" not in config
+    assert all(TOKEN not in line and B64 not in line for line in calls(git_log, "argv"))
 
 
 def test_empty_token_or_org_is_rejected() -> None:
