@@ -40,13 +40,13 @@ async def write_code(state: EngineeringState, runtime: Runtime[Context]) -> dict
         project = await s.get(Project, pid)
     assert project is not None and project.clone_url
     root = ctx.settings.data_dir.resolve() / "workspaces" / project.name
-    git_args = ctx.forge.git_config_args()
-    await asyncio.to_thread(workspace.prepare, root, project.clone_url, git_args)
+    git_auth = ctx.forge.git_auth()
+    await asyncio.to_thread(workspace.prepare, root, project.clone_url, git_auth)
     change = await ctx.llm.structured(
         "developer", _messages(state, workspace.listing(root)), CodeChange, thread_id=ctx.thread_id
     )
     await asyncio.to_thread(workspace.write_files, root, [(f.path, f.content) for f in change.files])
-    sha = await asyncio.to_thread(workspace.commit_and_push, root, change.message, git_args, project.default_branch)
+    sha = await asyncio.to_thread(workspace.commit_and_push, root, change.message, git_auth, project.default_branch)
     async with ctx.db.session() as s:
         await transition_project(
             s,

@@ -51,10 +51,6 @@ class Forge(Protocol):
         """
         ...
 
-    def git_config_args(self) -> GitAuth:
-        """Old name of :meth:`git_auth`, kept for callers not yet moved to it; returns the same credentials."""
-        ...
-
 
 def ensure_repo(forge: Forge, name: str, description: str) -> RepoInfo:
     """Return the repository ``name``, creating it if missing (idempotent across crashes and re-runs)."""

@@ -133,10 +133,6 @@ class GitHubForge:
         basic = base64.b64encode(f"x-access-token:{self._token}".encode()).decode()
         return GitAuth(header=f"Authorization: Basic {basic}", secrets=(self._token,))
 
-    def git_config_args(self) -> GitAuth:
-        """Old name of :meth:`git_auth`, kept for callers not yet moved to it."""
-        return self.git_auth()
-
     @staticmethod
     def _info(repo: Repository) -> RepoInfo:
         return RepoInfo(

@@ -83,7 +83,3 @@ class LocalForge:
     def git_auth(self) -> GitAuth:
         """Local paths need no authentication."""
         return NO_AUTH
-
-    def git_config_args(self) -> GitAuth:
-        """Old name of :meth:`git_auth`, kept for callers not yet moved to it."""
-        return self.git_auth()
