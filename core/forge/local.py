@@ -18,14 +18,18 @@ README = "# {name}\n\n{description}\n"
 
 
 class LocalForge:
-    """Bare repos in ``root/<name>.git``; ids from ``root/registry.json`` under an exclusive file lock."""
+    """Bare repos in ``root/<name>.git``; ids from ``root/registry.json`` under an exclusive file lock.
+
+    Building one touches no disk: ``root`` (and any missing parent, such as the data dir) is created 0700 by the
+    first :meth:`create_repo`, so the forge never leaves a data dir readable by others.
+    """
 
     kind = "local"
 
     def __init__(self, root: Path, org: str = "local") -> None:
+        """Name the forge's folder and org; nothing is created until the first repository."""
         self.root = root.resolve()
         self.org = org
-        self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, name: str) -> Path:
         return self.root / f"{validate_slug(name)}.git"
@@ -59,6 +63,7 @@ class LocalForge:
             ForgeError: the repository exists already.
         """
         path = self._path(name)
+        make_private_dirs(self.root)
         with open(self.root / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             registry = self._registry()
@@ -83,3 +88,16 @@ class LocalForge:
     def git_auth(self) -> GitAuth:
         """Local paths need no authentication."""
         return NO_AUTH
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create ``path`` and each missing parent with mode 0700; folders that exist are left as they are."""
+    missing: list[Path] = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # created meanwhile by another process
+            continue
