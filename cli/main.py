@@ -381,7 +381,7 @@ def sync(
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)  # while waiting for the lock, and through --once
-        lock = SyncLock(settings)
+        lock = SyncLock(settings, on_lost=stop)  # a lost lock stops the workers as SIGTERM does
         acquiring = asyncio.create_task(
             lock.acquire(on_wait=lambda pid: err.print(waiting_message(pid), markup=False, highlight=False))
         )
@@ -400,6 +400,9 @@ def sync(
                 )
                 if as_json:
                     print(json.dumps([{**asdict(s), "ok": s.ok} for s in summaries], indent=2))
+                if lock.lost.is_set():
+                    err.print(f"sync: lost the lock ({lock.lost_reason}); stopped", markup=False)
+                    return 1
                 if stop.is_set():
                     err.print("sync: stopped on request before every worker ran", markup=False)
                     return 1
@@ -409,7 +412,12 @@ def sync(
                 markup=False,
                 highlight=False,
             )
-            await run_forever(settings, stop=stop, only=only, on_summary=lambda s: show(s, stamp=True))
+            await run_forever(
+                settings, stop=stop, only=only, on_summary=lambda s: show(s, stamp=True), cancel=lock.lost
+            )
+            if lock.lost.is_set():
+                err.print(f"sync: lost the lock ({lock.lost_reason}); stopped", markup=False)
+                return 1
             err.print("sync: stopped cleanly", markup=False)
             return 0
         finally:

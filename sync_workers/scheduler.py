@@ -155,6 +155,7 @@ async def run_forever(
     stop: asyncio.Event,
     only: list[str] | None = None,
     on_summary: Callable[[PassSummary], None] | None = None,
+    cancel: asyncio.Event | None = None,
 ) -> None:
     """Run the workers on APScheduler's ``AsyncIOScheduler`` until ``stop`` is set (SIGTERM and SIGINT set it).
 
@@ -175,6 +176,9 @@ async def run_forever(
         stop: set it to stop; the signal handlers set it too.
         only: worker names to schedule (default all that are not skipped).
         on_summary: called with each pass's summary (the CLI prints it); every summary is also logged.
+        cancel: when it is set at stop time (the sync lock was lost: another process may be running workers now),
+            in-flight passes are cancelled instead of finished; each write being its own transaction, nothing is
+            left half-written.
 
     Raises:
         ValueError: an unknown worker name in ``only``.
@@ -228,7 +232,12 @@ async def run_forever(
         scheduler.start()
         await stop.wait()
         scheduler.pause()
-        if inflight:
+        if inflight and cancel is not None and cancel.is_set():
+            log.warning("stopping: cancelling %d in-flight pass(es), the sync lock is lost", len(inflight))
+            for task in inflight:
+                task.cancel()
+            await asyncio.wait(set(inflight))
+        elif inflight:
             log.info("stopping: waiting for %d in-flight pass(es)", len(inflight))
             await asyncio.wait(set(inflight))
         scheduler.shutdown(wait=True)

@@ -321,3 +321,24 @@ async def test_a_thread_whose_resume_fails_does_not_stop_the_others(settings: Se
     assert rt.resumed == [("t-fine", "server localhost is ready")]
     assert summary.resumed == 1
     assert summary.errors == ["thread t-broken: RuntimeError: checkpoint unreadable"]
+
+
+@pytest.mark.slow
+def test_a_sync_that_loses_its_lock_stops_working(settings: Settings, tmp_path: Path) -> None:
+    fast = {"ORCH_SERVER_SYNC_INTERVAL_S": "1", "ORCH_HEALTH_CHECK_INTERVAL_S": "1", "ORCH_PROVISIONER_INTERVAL_S": "1"}
+    lock_file = settings.data_dir / "sync.lock"
+    proc = start_sync(settings, tmp_path / "holder", extra_env=fast)
+    try:
+        out, err = tmp_path / "holder.out", tmp_path / "holder.err"
+        wait_for(lambda: "server_sync:" in out.read_text(), 60, "the first pass")
+        lock_file.unlink()  # another process could now take a lock on a new file of that name
+
+        assert proc.wait(timeout=30) == 1, err.read_text()
+        assert "lost the lock" in err.read_text()
+        passes = len(summary_lines(out.read_text()))
+        time.sleep(2.5)
+        assert len(summary_lines(out.read_text())) == passes, "no pass after the lock was lost"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
