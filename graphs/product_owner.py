@@ -23,18 +23,27 @@ def route_po(state: OrchestratorState) -> Literal["run_po_tools", "__end__"]:
     return "run_po_tools" if getattr(last, "tool_calls", None) else "__end__"
 
 
-def route_tools(state: OrchestratorState) -> Literal["estimate_project", "call_po"]:
-    """A project created this turn starts the pipeline; other tool results go back to the PO."""
-    return "estimate_project" if state.get("new_project") else "call_po"
+def route_tools(state: OrchestratorState) -> Literal["estimate_project", "call_po"] | list[Send]:
+    """Route the tool step's outcome: a new project, an update, or back to the PO.
+
+    A project created this turn starts the pipeline; an update sends both teams to work on the existing project
+    (its repository and port lease are kept); other tool results go back to the PO.
+    """
+    if state.get("new_project"):
+        return "estimate_project"
+    if state.get("change"):
+        return dispatch_teams(state)
+    return "call_po"
 
 
 def dispatch_teams(state: OrchestratorState) -> list[Send]:
-    """Zavhoz and Engineering in the same superstep; each gets only its own input (never accumulated lists)."""
+    """Zavhoz and Engineering in the same superstep; each gets only its own input (never accumulated lists).
+
+    An update passes the person's change to Engineering as its feedback; a new project passes none.
+    """
     pid, name = state["project_id"], state["project_name"]
-    return [
-        Send("zavhoz", {"project_id": pid, "project_name": name}),
-        Send("engineering", {"project_id": pid, "project_name": name, "spec": state.get("spec"), "feedback": None}),
-    ]
+    eng = {"project_id": pid, "project_name": name, "spec": state.get("spec"), "feedback": state.get("change")}
+    return [Send("zavhoz", {"project_id": pid, "project_name": name}), Send("engineering", eng)]
 
 
 def route_join(state: OrchestratorState) -> Literal["request_deploy_approval", "report_to_user"]:
@@ -95,7 +104,7 @@ def build_product_owner() -> StateGraph[OrchestratorState, Context, Orchestrator
     builder.add_edge(START, "surface_incidents")
     builder.add_edge("surface_incidents", "call_po")
     builder.add_conditional_edges("call_po", route_po)
-    builder.add_conditional_edges("run_po_tools", route_tools)
+    builder.add_conditional_edges("run_po_tools", route_tools, ["estimate_project", "call_po", "zavhoz", "engineering"])
     builder.add_edge("estimate_project", "provision_repository")
     builder.add_conditional_edges("provision_repository", dispatch_teams, ["zavhoz", "engineering"])
     builder.add_edge("zavhoz", "join_teams")

@@ -42,6 +42,8 @@ class OrchestratorState(TypedDict, total=False):
     spec: dict[str, Any] | None
     new_project: bool
     """Set by the tool step when ``create_project_intent`` created a project this turn."""
+    change: str | None
+    """Set by the tool step when ``update_project_intent`` asked Engineering to change an existing project."""
     server_info: ServerInfo | None
     """Written by the Zavhoz branch only."""
     zavhoz_status: str

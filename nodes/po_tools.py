@@ -12,6 +12,7 @@ from core.db import Database
 from models.enums import ProjectStatus
 from models.names import validate_slug
 from models.tables import Deployment, Event, Project, Server
+from models.transitions import transition_project
 
 
 class CreateProjectIntent(BaseModel):
@@ -22,6 +23,15 @@ class CreateProjectIntent(BaseModel):
     name: str = Field(description="lower-case slug, e.g. hello-api")
     summary: str
     requirements: list[str] = Field(default_factory=list)
+
+
+class UpdateProjectIntent(BaseModel):
+    """Change an EXISTING project (live, verified, or found on GitHub): what to change, in concrete terms."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    change: str = Field(min_length=3, description="what the person wants changed, e.g. 'add a /version endpoint'")
 
 
 class GetProjectStatus(BaseModel):
@@ -48,6 +58,7 @@ class FixIncident(BaseModel):
 
 TOOLS: dict[str, type[BaseModel]] = {
     "create_project_intent": CreateProjectIntent,
+    "update_project_intent": UpdateProjectIntent,
     "get_project_status": GetProjectStatus,
     "list_projects": ListProjects,
     "fix_incident": FixIncident,
@@ -146,4 +157,37 @@ async def create_project(db: Database, args: CreateProjectIntent, thread_id: str
                 thread_id=thread_id,
             )
         )
+    return project
+
+
+UPDATABLE = {ProjectStatus.active, ProjectStatus.discovered, ProjectStatus.maintenance, ProjectStatus.verified}
+"""Statuses an update can start from: live (-> maintenance), found by the sync (-> maintenance), under maintenance
+already (a re-run of the tool step), or verified and not deployed (-> designing again)."""
+
+
+async def start_update(db: Database, args: UpdateProjectIntent, thread_id: str) -> Project:
+    """Open an update of an existing project: ``active``/``discovered`` -> ``maintenance`` with its Event.
+
+    Raises:
+        ValueError: no such project, or it is in the middle of other work (its status says which).
+    """
+    async with db.session() as s:
+        project = (await s.exec(select(Project).where(Project.name == args.name))).first()
+        if project is None:
+            raise ValueError(f"no project named {args.name!r}: list the projects, or create it as a new one")
+        if project.status not in UPDATABLE:
+            raise ValueError(
+                f"{args.name} is {project.status.value}: an update starts from a live, verified or discovered "
+                "project; wait for the work in flight (or fix its incident) first"
+            )
+        if project.status in (ProjectStatus.active, ProjectStatus.discovered):
+            assert project.id is not None
+            await transition_project(
+                s,
+                project.id,
+                ProjectStatus.maintenance,
+                reason=f"update asked: {args.change[:160]}",
+                thread_id=thread_id,
+            )
+            await s.refresh(project)
     return project

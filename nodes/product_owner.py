@@ -46,7 +46,7 @@ async def call_po(state: OrchestratorState, runtime: Runtime[Context]) -> dict[s
     messages = convert_to_openai_messages([system, *state.get("messages", [])])
     reply = await ctx.llm.chat("po", messages, tools=po_tools.openai_tools(), thread_id=ctx.thread_id)  # type: ignore[arg-type]
     calls = [{"id": c["id"], "name": c["name"], "args": c["args"]} for c in reply.tool_calls]
-    return {"messages": [AIMessage(content=reply.content, tool_calls=calls)], "new_project": False}
+    return {"messages": [AIMessage(content=reply.content, tool_calls=calls)], "new_project": False, "change": None}
 
 
 async def run_po_tools(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -87,6 +87,20 @@ async def _run_tool(ctx: Context, name: str, args: dict[str, Any], update: dict[
             deployment=None,
         )
         return json.dumps({"created": project.name, "status": project.status})
+    if isinstance(parsed, po_tools.UpdateProjectIntent):
+        project = await po_tools.start_update(ctx.db, parsed, ctx.thread_id)
+        spec = project.spec or {"name": project.name, "summary": project.description or project.name}
+        update.update(
+            project_id=project.id,
+            project_name=project.name,
+            spec=spec,
+            change=parsed.change,
+            server_info=None,
+            engineering=None,
+            approval=None,
+            deployment=None,
+        )
+        return json.dumps({"updating": project.name, "status": project.status, "change": parsed.change})
     if isinstance(parsed, po_tools.GetProjectStatus):
         return await po_tools.get_project_status(ctx.db, parsed.name)
     if isinstance(parsed, po_tools.FixIncident):

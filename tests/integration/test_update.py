@@ -1,0 +1,72 @@
+"""An update of a live project: the PO classifies it, both teams work on the existing project, a person approves,
+Ansible redeploys the new commit on the same server and port."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from core.settings import Settings
+from models.enums import ProjectStatus
+from models.tables import Deployment, Event, PortLease, Project
+from tests.integration.helpers import REQUEST, cli, rows, run_turn, scenario_variant, stop_service
+
+UPDATE = "Please add a /version endpoint to hello-api."
+CHANGE = "add a /version endpoint that answers the version"
+DESIGN = {
+    "summary": "hello-api with a /version route, as asked",
+    "entrypoint": "app.py",
+    "health_path": "/health",
+    "files": [{"path": "app.py", "purpose": "the service"}, {"path": "test_app.py", "purpose": "its tests"}],
+}
+EXTRA = [
+    {
+        "id": "po-update",
+        "role": "po",
+        "when": {"contains": ["/version", "hello-api"], "absent": ["HTTP service"]},
+        "reply": {
+            "content": "An update of hello-api: the teams will add /version.",
+            "tool_calls": [{"name": "update_project_intent", "arguments": {"name": "hello-api", "change": CHANGE}}],
+        },
+    },
+    {
+        "id": "architect-update",
+        "role": "architect",
+        "when": {"contains": ["reviewed the last version", CHANGE]},
+        "reply": {"json": DESIGN},
+    },
+]
+
+
+@pytest.mark.slow
+async def test_updating_a_live_project_redeploys_it_on_the_same_port(settings: Settings, tmp_path) -> None:
+    settings = settings.model_copy(
+        update={"model": "replay/update", "replay_dir": scenario_variant(tmp_path / "rec", "update", extra=EXTRA)}
+    )
+    try:
+        await run_turn(settings, REQUEST, "t-up")
+        assert cli(settings, "resume", "t-up", "--approve").returncode == 0
+        [first] = await rows(settings, Deployment)
+
+        events = await run_turn(settings, UPDATE, "t-up")
+        [approval] = [e for e in events if e.kind == "interrupt"]
+        assert approval.payload is not None and approval.payload["kind"] == "deploy_approval"
+        assert approval.payload["port"] == first.port and approval.payload["commit"] != first.commit_sha
+        [project] = await rows(settings, Project)
+        assert project.status == ProjectStatus.verified
+
+        done = cli(settings, "resume", "t-up", "--approve")
+        assert done.returncode == 0, done.stderr
+        [project] = await rows(settings, Project)
+        deployments = sorted(await rows(settings, Deployment), key=lambda d: d.id or 0)
+        assert project.status == ProjectStatus.active
+        assert [d.status.value for d in deployments] == ["succeeded", "succeeded"]
+        assert deployments[1].commit_sha == approval.payload["commit"] and deployments[1].port == first.port
+        assert len(await rows(settings, PortLease)) == 1
+        assert httpx.get(deployments[1].url or "", timeout=5).status_code == 200
+        moves = [(e.from_status, e.to_status) for e in await rows(settings, Event) if e.subject_type == "project"]
+        at = moves.index(("active", "maintenance"))
+        assert moves[at + 1] == ("maintenance", "designing") and moves[-1] == ("deploying", "active")
+        assert moves[:at].count(("deploying", "active")) == 1
+    finally:
+        await stop_service(settings)
