@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from core.ansible import PlaybookResult, inventory_for, run_playbook
+from core.forge.factory import make_forge
+from core.gitops import GitAuth
 from core.settings import Settings
 from models.enums import ServerStatus
 from models.tables import Project, Server
 
 REMOTE_RELEASE_ROOT = "/srv/orchestrator"
 REMOTE_PYTHON = "/usr/bin/python3"
+_RAM_DIR = Path("/dev/shm")
 
 
 def release_root(settings: Settings, server: Server) -> str:
@@ -43,24 +52,58 @@ async def run_deploy(
     """Run playbooks/deploy.yml: fetch ``commit``, install, (re)start on ``port``, wait, check ``health_path``.
 
     Idempotent: the same commit already running on the same port is left alone (no second copy).
+
+    A private https repository (the GitHub forge) is fetched with the forge's Authorization header. The header is
+    NOT an extravar: ansible-runner writes extravars (and envvars) into ``env/`` of its private data dir, which
+    is kept after a failed run for inspection, so a token there would outlive the run. Instead the header goes
+    into a file of its own (0600, in a fresh 0700 dir, in RAM under /dev/shm where there is one), outside the
+    private data dir; only that file's path is an extravar. The playbook reads it with a controller-side lookup
+    and hands it to git through the task's stdin (see deploy.yml), and the file is deleted when the run ends,
+    whatever its outcome. A local repository gets no header and no file.
     """
     local = server.connection == "local"
-    return await run_on_server(
-        settings,
-        server,
-        "deploy.yml",
-        {
-            "project": project.name,
-            "repo_url": project.clone_url,
-            "commit": commit,
-            "port": port,
-            "entrypoint": entrypoint,
-            "health_path": health_path,
-            "release_root": release_root(settings, server),
-            "service_python": sys.executable if local else REMOTE_PYTHON,
-            "health_timeout": int(settings.health_timeout_s),
-        },
-    )
+    url = project.clone_url or ""
+    auth = make_forge(settings).git_auth() if url.startswith(("https://", "http://")) else GitAuth()
+    with auth_header_file(auth) as auth_file:
+        return await run_on_server(
+            settings,
+            server,
+            "deploy.yml",
+            {
+                "project": project.name,
+                "repo_url": url,
+                "commit": commit,
+                "port": port,
+                "entrypoint": entrypoint,
+                "health_path": health_path,
+                "release_root": release_root(settings, server),
+                "service_python": sys.executable if local else REMOTE_PYTHON,
+                "health_timeout": int(settings.health_timeout_s),
+                "git_auth_file": auth_file,
+            },
+        )
+
+
+@contextmanager
+def auth_header_file(auth: GitAuth) -> Iterator[str]:
+    """Yield the path of a private file holding ``auth``'s header ("" without one); remove it on exit.
+
+    The file is created 0600 with O_EXCL in a new 0700 directory (in RAM under /dev/shm when it is writable,
+    else the system temp dir), so no other user can read it and nothing is left behind once the block ends.
+    """
+    if not auth:
+        yield ""
+        return
+    parent = str(_RAM_DIR) if _RAM_DIR.is_dir() and os.access(_RAM_DIR, os.W_OK) else None
+    folder = tempfile.mkdtemp(prefix="orchestrator-git-auth-", dir=parent)
+    try:
+        path = os.path.join(folder, "header")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(auth.header)
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def stop_service(settings: Settings, *, project: str, server: Server) -> PlaybookResult:
