@@ -37,6 +37,8 @@ class Project(SQLModel, table=True):
     server_id: int | None = Field(default=None, foreign_key="server.id")
     port: int | None = None
     setup_required: bool = False
+    """A project found by the sync lacks what a deploy needs (a design, a verified commit, a server and port) until
+    its first successful deploy, which clears the flag (ask the PO to update it to get there)."""
     sync_fail_count: int = 0
     last_synced_at: datetime | None = None
     thread_id: str | None = None

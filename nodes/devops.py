@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph.runtime import Runtime
-from sqlmodel import select
+from sqlalchemy import update
+from sqlmodel import col, select
 
 from core.context import Context
 from core.deploys import run_deploy
@@ -99,6 +100,8 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
             f"health check passed at {url}" if result.ok else f"deploy failed (ansible {result.status}, rc {result.rc})"
         )
         await transition_project(s, pid, to, reason=why, thread_id=ctx.thread_id)
+        if result.ok:  # it has had everything a deploy needs: a design, a verified commit, a server and a port
+            await s.exec(update(Project).where(col(Project.id) == pid).values(setup_required=False))  # type: ignore[call-overload]
     return {"deployment": _outcome(dep, eng["commit"], url)}
 
 

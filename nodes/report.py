@@ -19,11 +19,12 @@ def report_to_user(state: OrchestratorState) -> dict[str, Any]:
         text += " once a server is ready (or answer this thread to retry now)."
     elif approval and approval["decision"] == "reject":
         text = f"Understood: {name} is not deployed ({approval['reason']}). It stays verified at commit "
-        text += f"{eng['commit'][:10] if eng else '?'}; ask me to deploy it when you want."
+        text += f"{eng['commit'][:10] if eng else '?'}; ask me to change it and I will ask again before deploying."
     elif dep and dep["status"] == "succeeded":
         text = f"{name} is live: {dep['url']} answers (commit {dep['commit'][:10]})."
     elif dep:
-        text = f"The deploy of {name} failed: {dep['summary']}. The project stays verified; I can retry on request."
+        text = f"The deploy of {name} failed: {dep['summary']}. The project stays verified; ask me to change it "
+        text += "(an update goes through the teams again and asks before deploying)."
     else:
         text = f"{name}: nothing to deploy yet."
     return {"messages": [AIMessage(content=text)]}

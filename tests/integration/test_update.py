@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy import update
 
+from core.db import Database
 from core.settings import Settings
 from models.enums import ProjectStatus
 from models.tables import Deployment, Event, PortLease, Project
@@ -47,6 +49,10 @@ async def test_updating_a_live_project_redeploys_it_on_the_same_port(settings: S
         await run_turn(settings, REQUEST, "t-up")
         assert cli(settings, "resume", "t-up", "--approve").returncode == 0
         [first] = await rows(settings, Deployment)
+        db = Database(settings.db_url)
+        async with db.session() as s:  # as a project found by the sync is flagged until its first deploy
+            await s.exec(update(Project).values(setup_required=True))  # type: ignore[call-overload]
+        await db.dispose()
 
         events = await run_turn(settings, UPDATE, "t-up")
         [approval] = [e for e in events if e.kind == "interrupt"]
@@ -59,7 +65,7 @@ async def test_updating_a_live_project_redeploys_it_on_the_same_port(settings: S
         assert done.returncode == 0, done.stderr
         [project] = await rows(settings, Project)
         deployments = sorted(await rows(settings, Deployment), key=lambda d: d.id or 0)
-        assert project.status == ProjectStatus.active
+        assert project.status == ProjectStatus.active and not project.setup_required
         assert [d.status.value for d in deployments] == ["succeeded", "succeeded"]
         assert deployments[1].commit_sha == approval.payload["commit"] and deployments[1].port == first.port
         assert len(await rows(settings, PortLease)) == 1
