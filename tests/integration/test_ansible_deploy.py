@@ -15,16 +15,9 @@ import httpx
 import pytest
 
 from core.ansible import PlaybookResult, inventory_for, run_playbook
+from tests.fixtures import git_http
 
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "test",
-    "GIT_AUTHOR_EMAIL": "test@localhost",
-    "GIT_COMMITTER_NAME": "test",
-    "GIT_COMMITTER_EMAIL": "test@localhost",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_TERMINAL_PROMPT": "0",
-}
+GIT_ENV = {**os.environ, **git_http.GIT_ENV}
 
 GOOD_APP = """\
 import json
