@@ -141,7 +141,10 @@ def chat(
         console.print(f"[dim]thread {thread_id} — empty line or Ctrl-D to leave[/dim]")
         for p in await rt.pending(thread_id) if await rt.thread_exists(thread_id) else []:
             renderer.pending(p.payload, p.id)
-            await _ask_inline(rt, thread_id, p.payload, p.id, renderer)
+            if sys.stdin.isatty():
+                await _ask_inline(rt, thread_id, p.payload, p.id, renderer)
+            else:
+                console.print(answer_hint(thread_id, p.payload), soft_wrap=True, highlight=False)
         while True:
             text = message if message is not None else _prompt("you")
             if not text:
@@ -150,10 +153,8 @@ def chat(
             while pending and sys.stdin.isatty():
                 ev = pending[0]
                 pending = await _ask_inline(rt, thread_id, ev.payload or {}, ev.interrupt_id, renderer)
-            if pending:
-                console.print(
-                    f"Answer later with: orchestrator resume {thread_id} --approve | --reject REASON | --answer TEXT"
-                )
+            for ev in pending:
+                console.print(answer_hint(thread_id, ev.payload or {}), soft_wrap=True, highlight=False)
             if message is not None:
                 return 0
 
@@ -168,10 +169,24 @@ def chat(
                 console.print("[yellow]left pending[/yellow]")
                 return []
             return await _render(rt.resume(thread_id, answer[verb], iid), renderer)
+        if payload.get("kind") == "waiting_for_resources":
+            if _prompt("retry now? yes / empty to leave it waiting").lower() not in ("y", "yes"):
+                return []
+            return await _render(rt.resume(thread_id, Answer("approve"), iid), renderer)
         text = _prompt("guidance for the Developer")
         return await _render(rt.resume(thread_id, Answer("text", text), iid), renderer) if text else []
 
     _run(body, ctx)
+
+
+def answer_hint(thread_id: str, payload: dict[str, Any]) -> str:
+    """The ``orchestrator resume`` command lines that answer this pending question."""
+    how = {
+        "deploy_approval": "--approve | --reject REASON | --answer FEEDBACK",
+        "engineering_guidance": '--answer "what the Developer should do"',
+        "waiting_for_resources": "--approve (retry now; the sync retries by itself once a server is ready)",
+    }.get(str(payload.get("kind")), "--answer TEXT")
+    return f"Answer later with: orchestrator resume {thread_id} {how}"
 
 
 def _prompt(label: str) -> str:

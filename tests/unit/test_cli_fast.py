@@ -36,3 +36,12 @@ def test_a_bad_setting_is_a_configuration_error_not_a_crash(tmp_path) -> None:
     )
     assert out.returncode == 2
     assert "configuration error" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_answer_hint_fits_each_kind_of_question() -> None:
+    from cli.main import answer_hint
+
+    assert answer_hint("t-1", {"kind": "deploy_approval"}).endswith("t-1 --approve | --reject REASON | --answer FEEDBACK")
+    guidance = answer_hint("t-1", {"kind": "engineering_guidance"})
+    assert "--answer" in guidance and "--approve" not in guidance
+    assert "--reject" not in answer_hint("t-1", {"kind": "waiting_for_resources"})
