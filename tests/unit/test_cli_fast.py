@@ -41,7 +41,8 @@ def test_a_bad_setting_is_a_configuration_error_not_a_crash(tmp_path) -> None:
 def test_the_answer_hint_fits_each_kind_of_question() -> None:
     from cli.main import answer_hint
 
-    assert answer_hint("t-1", {"kind": "deploy_approval"}).endswith("t-1 --approve | --reject REASON | --answer FEEDBACK")
+    deploy = answer_hint("t-1", {"kind": "deploy_approval"})
+    assert deploy.endswith("resume t-1 --approve | --reject REASON | --answer FEEDBACK")
     guidance = answer_hint("t-1", {"kind": "engineering_guidance"})
     assert "--answer" in guidance and "--approve" not in guidance
     assert "--reject" not in answer_hint("t-1", {"kind": "waiting_for_resources"})
