@@ -7,12 +7,13 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from core.ansible import PlaybookResult, inventory_for, run_playbook
 from core.forge.factory import make_forge
 from core.gitops import GitAuth
+from core.secrets import ServiceEnv
 from core.settings import Settings
 from models.enums import ServerStatus
 from models.tables import Project, Server
@@ -47,7 +48,15 @@ async def run_on_server(
 
 
 async def run_deploy(
-    settings: Settings, *, project: Project, server: Server, commit: str, port: int, entrypoint: str, health_path: str
+    settings: Settings,
+    *,
+    project: Project,
+    server: Server,
+    commit: str,
+    port: int,
+    entrypoint: str,
+    health_path: str,
+    env: ServiceEnv | None = None,
 ) -> PlaybookResult:
     """Run playbooks/deploy.yml: fetch ``commit``, install, (re)start on ``port``, wait, check ``health_path``.
 
@@ -60,11 +69,20 @@ async def run_deploy(
     private data dir; only that file's path is an extravar. The playbook reads it with a controller-side lookup
     and hands it to git through the task's stdin (see deploy.yml), and the file is deleted when the run ends,
     whatever its outcome. A local repository gets no header and no file.
+
+    The project's secrets (``env``, see core/secrets.py) travel the same way: their env file goes into a private
+    file of its own whose path is the extravar ``secrets_file``; the playbook pipes it to the target, where it
+    becomes ``run/service.env`` (0600), sourced by the service's start. Only ``env.digest`` (an HMAC, no value)
+    is an extravar: a changed secret changes it, and the service restarts on the same commit; an unchanged one
+    leaves a running service alone. Without ``env`` (or with none stored) the target's env file is removed.
     """
     local = server.connection == "local"
     url = project.clone_url or ""
     auth = make_forge(settings).git_auth() if url.startswith(("https://", "http://")) else GitAuth()
-    with auth_header_file(auth) as auth_file:
+    env = env or ServiceEnv()
+    with ExitStack() as files:
+        auth_file = files.enter_context(auth_header_file(auth))
+        env_file = files.enter_context(private_file(env.text, prefix="orchestrator-env-", name="service.env"))
         return await run_on_server(
             settings,
             server,
@@ -80,6 +98,8 @@ async def run_deploy(
                 "service_python": sys.executable if local else REMOTE_PYTHON,
                 "health_timeout": int(settings.health_timeout_s),
                 "git_auth_file": auth_file,
+                "secrets_file": env_file,
+                "env_digest": env.digest,
             },
         )
 
@@ -91,16 +111,28 @@ def auth_header_file(auth: GitAuth) -> Iterator[str]:
     The file is created 0600 with O_EXCL in a new 0700 directory (in RAM under /dev/shm when it is writable,
     else the system temp dir), so no other user can read it and nothing is left behind once the block ends.
     """
-    if not auth:
+    with private_file(auth.header, prefix="orchestrator-git-auth-", name="header") as path:
+        yield path
+
+
+@contextmanager
+def private_file(content: str, *, prefix: str, name: str) -> Iterator[str]:
+    """Yield the path of a file only this user can read, holding ``content`` ("" for no content); remove it on exit.
+
+    The file ``name`` is created 0600 with O_EXCL in a new 0700 directory named ``prefix...`` (in RAM under
+    /dev/shm when it is writable, else the system temp dir), and the directory is removed when the block ends,
+    whatever its outcome.
+    """
+    if not content:
         yield ""
         return
     parent = str(_RAM_DIR) if _RAM_DIR.is_dir() and os.access(_RAM_DIR, os.W_OK) else None
-    folder = tempfile.mkdtemp(prefix="orchestrator-git-auth-", dir=parent)
+    folder = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:
-        path = os.path.join(folder, "header")
+        path = os.path.join(folder, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(auth.header)
+            f.write(content)
         yield path
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -16,6 +16,7 @@ from core.db import Database
 from core.deploys import run_deploy
 from core.forge.base import Forge
 from core.incidents import resolve_incident
+from core.secrets import SecretsError, service_env
 from core.settings import Settings
 from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
 from models.tables import Deployment, Incident, Project, Server, utcnow
@@ -124,6 +125,10 @@ async def _redeploy_service(
         server = await s.get(Server, dep.server_id) if dep else None
     if project is None or dep is None or server is None:
         return False, "no successful deployment to restore"
+    try:
+        env = await service_env(settings, db, incident.subject_id)
+    except SecretsError as exc:
+        return False, f"cannot redeploy {project.name}: {exc}"
     result = await run_deploy(
         settings,
         project=project,
@@ -132,6 +137,7 @@ async def _redeploy_service(
         port=dep.port,
         entrypoint=dep.entrypoint,
         health_path=dep.health_path,
+        env=env,
     )
     if not result.ok:
         return False, f"redeploy of {dep.commit_sha[:10]} failed: {result.summary}"

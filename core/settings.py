@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     """How many times an invalid structured answer is re-asked before failing."""
     llm_timeout_s: float = 120.0
 
+    secrets_key: SecretStr | None = None
+    """Fernet key(s) for project secrets, comma-separated: the first encrypts, all decrypt (rotation). Unset: a key
+    file ``<data_dir>/secrets.key`` created 0600 on first use."""
+
     github_token: SecretStr | None = None
     github_org: str | None = None
     github_base_url: str = "https://api.github.com"

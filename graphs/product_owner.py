@@ -70,6 +70,11 @@ def route_approval(state: OrchestratorState) -> Literal["deploy_project", "repor
     return "report_to_user"
 
 
+def route_deploy(state: OrchestratorState) -> Literal["request_deploy_approval", "report_to_user"]:
+    """A deploy refused for missing secrets asks again (the person sets them, then approves); else report."""
+    return "request_deploy_approval" if (state.get("deployment") or {}).get("missing_secrets") else "report_to_user"
+
+
 def route_report(state: OrchestratorState) -> Literal["wait_for_resources", "__end__"]:
     """A project still waiting for a server parks its thread at an interrupt; anything else ends the run."""
     waiting = state.get("zavhoz_status") == "waiting_for_resources" and state.get("engineering")
@@ -113,7 +118,7 @@ def build_product_owner() -> StateGraph[OrchestratorState, Context, Orchestrator
     builder.add_conditional_edges(
         "request_deploy_approval", route_approval, ["deploy_project", "report_to_user", "engineering"]
     )
-    builder.add_edge("deploy_project", "report_to_user")
+    builder.add_conditional_edges("deploy_project", route_deploy)
     builder.add_conditional_edges("report_to_user", route_report)
     builder.add_conditional_edges("wait_for_resources", retry_zavhoz, ["zavhoz"])
     return builder

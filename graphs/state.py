@@ -48,6 +48,8 @@ class OrchestratorState(TypedDict, total=False):
     """Written by the Zavhoz branch only."""
     zavhoz_status: str
     """idle | done | waiting_for_resources."""
+    missing_secrets: list[str]
+    """Names (never values) of secrets the project requires that are not stored, as Zavhoz found them."""
     engineering: EngineeringResult | None
     """Written by the Engineering branch only."""
     engineering_status: str
@@ -69,6 +71,7 @@ class ZavhozState(ZavhozInput, total=False):
     server_id: int | None
     server_info: ServerInfo | None
     zavhoz_status: str
+    missing_secrets: list[str]
 
 
 class ZavhozOutput(TypedDict, total=False):
@@ -76,6 +79,7 @@ class ZavhozOutput(TypedDict, total=False):
 
     server_info: ServerInfo | None
     zavhoz_status: str
+    missing_secrets: list[str]
 
 
 class EngineeringInput(TypedDict, total=False):

@@ -21,6 +21,8 @@ class DeployApprovalRequest(BaseModel):
     port: int
     url: str
     tests: dict[str, Any]
+    missing_secrets: list[str] = Field(default_factory=list)
+    """Secrets the design requires that are not stored (names): the deploy refuses until they are set."""
 
 
 class DeployDecision(BaseModel):

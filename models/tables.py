@@ -38,7 +38,10 @@ class Project(SQLModel, table=True):
     port: int | None = None
     setup_required: bool = False
     """A project found by the sync lacks what a deploy needs (a design, a verified commit, a server and port) until
-    its first successful deploy, which clears the flag (ask the PO to update it to get there)."""
+    its first successful deploy, which clears the flag (ask the PO to update it to get there). Also set while a
+    secret its design requires is not stored."""
+    required_secrets: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    """Environment variable names the service reads, as the Architect's design declared them (values: ``Secret``)."""
     sync_fail_count: int = 0
     last_synced_at: datetime | None = None
     thread_id: str | None = None
@@ -74,6 +77,24 @@ class PortLease(SQLModel, table=True):
     port: int
     project_id: int = Field(foreign_key="project.id")
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Secret(SQLModel, table=True):
+    """One environment variable of a project's service, its value Fernet-encrypted (see core/secrets.py).
+
+    Only names ever leave this table in clear (listings, graph state, approvals); values are decrypted only to
+    hand them to a deploy.
+    """
+
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    name: str = Field(max_length=128)
+    value_encrypted: str
+    """A Fernet token (url-safe base64 text)."""
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class Deployment(SQLModel, table=True):

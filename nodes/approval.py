@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.messages import AIMessage
+from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
+from core.context import Context
+from core.secrets import missing_secrets, secret_set_commands
 from graphs.state import EngineeringState, OrchestratorState
 from models.interrupts import (
     DeployApprovalRequest,
@@ -18,19 +21,33 @@ from models.interrupts import (
 )
 
 
-def request_deploy_approval(state: OrchestratorState) -> dict[str, Any]:
-    """Ask whether to deploy the verified commit to the leased server:port; returns ``approval``."""
+async def request_deploy_approval(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Ask whether to deploy the verified commit to the leased server:port; returns ``approval``.
+
+    Secrets the design requires and nobody stored yet are listed (names, and the command that sets each): the
+    person can set them while the question waits, then approve. Reading them is the only thing done before the
+    interrupt (a read: harmless when the node re-runs on resume).
+    """
     eng, server = state["engineering"], state["server_info"]
-    assert eng is not None and server is not None
+    assert eng is not None and server is not None and state["project_id"] is not None
     host = "127.0.0.1" if server["connection"] == "local" else server["address"]
+    name = state["project_name"] or ""
+    missing = await missing_secrets(runtime.context.db, state["project_id"])
+    question = f"Deploy {name} commit {eng['commit'][:10]} to {server['name']}:{server['port']}?"
+    if missing:
+        question += (
+            f" First set the missing secret(s) {', '.join(missing)}: {secret_set_commands(name, missing)}"
+            " (the deploy refuses without them)."
+        )
     request = DeployApprovalRequest(
-        question=f"Deploy {state['project_name']} commit {eng['commit'][:10]} to {server['name']}:{server['port']}?",
+        question=question,
         project=state["project_name"] or "",
         commit=eng["commit"],
         server=server["name"],
         port=server["port"],
         url=f"http://{host}:{server['port']}{eng['health_path']}",
         tests=eng["tests"],
+        missing_secrets=missing,
     )
     answer = interrupt(request.model_dump())
     decision = DeployDecision.model_validate(answer)

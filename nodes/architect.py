@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph.runtime import Runtime
+from sqlalchemy import update
+from sqlmodel import col
 
 from core.context import Context
 from graphs.state import EngineeringState
 from models.enums import ProjectStatus
+from models.tables import Project
 from models.transitions import enter_project_status, transition_project
 from nodes.schemas import Design
 from prompts import architect as prompts
@@ -47,6 +50,8 @@ async def write_design(state: EngineeringState, runtime: Runtime[Context]) -> di
         await transition_project(
             s, pid, ProjectStatus.designed, reason=f"design: {design.summary[:120]}", thread_id=ctx.thread_id
         )
+        # The names the service reads (the deploy checks they are stored); in the same transaction as the move.
+        await s.exec(update(Project).where(col(Project.id) == pid).values(required_secrets=design.secrets))  # type: ignore[call-overload]
     return {
         "design": design.model_dump(),
         "iteration": 0,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 from sqlalchemy import update
 from sqlmodel import col, select
 
 from core.context import Context
 from core.deploys import run_deploy
+from core.secrets import SecretsError, flag_missing_secrets, missing_message, missing_secrets, service_env
 from graphs.state import OrchestratorState, ServerInfo
 from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
 from models.tables import Deployment, Event, PortLease, Project, Server, utcnow
@@ -17,16 +19,25 @@ from models.transitions import last_project_event, transition_project
 
 
 async def preflight(ctx: Context, project_id: int, info: ServerInfo | None) -> str | None:
-    """Why the deploy cannot start, or None: the server must be ready and the lease must still be the project's."""
+    """Why the deploy cannot start, or None.
+
+    The server must be ready, the lease must still be the project's, and every secret the project's design
+    requires must be stored (missing ones also set the project's ``setup_required`` flag; the answer names them
+    and the command that sets each, never a value).
+    """
     if info is None:
         return "no server was leased for this project (waiting for resources)"
     async with ctx.db.session() as s:
         server = await s.get(Server, info["server_id"])
         lease = (await s.exec(select(PortLease).where(PortLease.project_id == project_id))).first()
+        project = await s.get(Project, project_id)
     if server is None or server.status != ServerStatus.ready:
         return f"server {info['name']} is not ready ({server.status if server else 'gone'})"
     if lease is None or (lease.server_id, lease.port) != (info["server_id"], info["port"]):
         return f"the port lease {info['name']}:{info['port']} is no longer held by this project"
+    missing = await flag_missing_secrets(ctx.db, project_id)
+    if missing:
+        return missing_message(project.name if project else f"project #{project_id}", missing)
     return None
 
 
@@ -37,13 +48,25 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
     leaves a running copy of the same commit alone, so no second copy starts. A re-run that finds the deploy this
     thread finished (the process died after the deploy was recorded, before the step's checkpoint) reports the
     recorded outcome and runs nothing: the project's status and Events moved in the same transaction as the row.
+
+    Refused by the pre-flight check for missing secrets, it says which (``deployment["missing_secrets"]``) and
+    the graph asks for approval again, so the person sets them and approves without starting over.
     """
     ctx = runtime.context
     pid, eng, info = state["project_id"], state["engineering"], state.get("server_info")
     assert pid is not None and eng is not None
     problem = await preflight(ctx, pid, info)
     if problem is not None:
-        return {"deployment": {"status": "failed", "summary": f"pre-flight check failed: {problem}"}}
+        summary = f"pre-flight check failed: {problem}"
+        missing = await missing_secrets(ctx.db, pid)
+        if missing:
+            blocked = {"status": "failed", "summary": summary, "missing_secrets": missing}
+            return {"deployment": blocked, "messages": [AIMessage(content=f"Not deployed yet: {problem}.")]}
+        return {"deployment": {"status": "failed", "summary": summary}}
+    try:
+        env = await service_env(ctx.settings, ctx.db, pid)
+    except SecretsError as exc:  # a wrong key: named, never the ciphertext (nothing moved yet)
+        return {"deployment": {"status": "failed", "summary": f"pre-flight check failed: {exc}"}}
     assert info is not None
     key = f"{pid}:{eng['commit']}:{info['server_id']}:{info['port']}"
     host = "127.0.0.1" if info["connection"] == "local" else info["address"]
@@ -88,6 +111,7 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
         port=info["port"],
         entrypoint=eng["entrypoint"],
         health_path=eng["health_path"],
+        env=env,
     )
     status = DeploymentStatus.succeeded if result.ok else DeploymentStatus.failed
     async with ctx.db.session() as s:

@@ -6,6 +6,8 @@ from pathlib import PurePosixPath
 
 from pydantic import BaseModel, Field, field_validator
 
+from core.secrets import RESERVED_NAMES, SECRET_NAME_RE
+
 
 class FilePlan(BaseModel):
     """One file the Architect wants."""
@@ -21,6 +23,19 @@ class Design(BaseModel):
     files: list[FilePlan] = Field(min_length=1)
     entrypoint: str = "app.py"
     health_path: str = "/health"
+    secrets: list[str] = Field(
+        default_factory=list,
+        description="Names of environment variables holding secrets the service reads (e.g. DATABASE_URL); never "
+        "values: a person sets those",
+    )
+
+    @field_validator("secrets")
+    @classmethod
+    def _env_var_names(cls, value: list[str]) -> list[str]:
+        bad = [n for n in value if not SECRET_NAME_RE.fullmatch(n)]
+        if bad:
+            raise ValueError(f"secrets must be environment variable names like DATABASE_URL, not {bad}")
+        return sorted(set(value) - RESERVED_NAMES)  # PORT and the like come from the deploy itself
 
     @field_validator("entrypoint")
     @classmethod

@@ -1,4 +1,4 @@
-"""Zavhoz nodes: pick a ready server, lease a port, hand back ``server_info``."""
+"""Zavhoz nodes: check the project's secrets, pick a ready server, lease a port, hand back ``server_info``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,20 @@ from langgraph.runtime import Runtime
 
 from core import leases
 from core.context import Context
+from core.secrets import flag_missing_secrets
 from graphs.state import ServerInfo, ZavhozState
 from models.tables import Server
+
+
+async def check_secrets(state: ZavhozState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Compare the secrets the project requires with those stored: names only, never a value.
+
+    Missing ones set the project's ``setup_required`` flag; the deploy approval lists them with the command that
+    sets each, and the deploy's pre-flight check refuses until they are stored (Engineering's design, which
+    declares them, may not exist yet when this runs: the pre-flight check is the one that holds).
+    """
+    missing = await flag_missing_secrets(runtime.context.db, state["project_id"])
+    return {"missing_secrets": missing}
 
 
 async def find_server(state: ZavhozState, runtime: Runtime[Context]) -> dict[str, Any]:
