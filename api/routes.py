@@ -21,13 +21,16 @@ from api.schemas import (
     MessageIn,
     PendingPublic,
     ProjectPublic,
+    ProjectSecretsPublic,
     ResumeIn,
+    SecretNamePublic,
     ServerPublic,
     ThreadCreated,
     ThreadPublic,
 )
 from api.sse import primed, sse_events
 from core.runtime import RunEvent, new_thread_id
+from core.secrets import UnknownProject, secret_status
 from core.servers import ServerCreate, ServerExists, add_server
 
 router = APIRouter()
@@ -114,6 +117,20 @@ async def get_project(name: str, session: SessionDep) -> ProjectPublic:
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown project {name!r}: see GET /projects")
     return ProjectPublic.from_row(*row)
+
+
+@router.get("/projects/{name}/secrets", responses={404: {"model": ErrorOut}})
+async def project_secrets(name: str, rt: RuntimeDep) -> ProjectSecretsPublic:
+    """A project's secret names with when each was set, and the required ones still missing; never a value.
+
+    Values are set only through ``orchestrator secret-set`` (stdin or a hidden prompt), not over HTTP.
+    """
+    try:
+        infos, missing = await secret_status(rt.db, name)
+    except UnknownProject as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown project {name!r}: see GET /projects") from exc
+    found = [SecretNamePublic(name=i.name, updated_at=i.updated_at) for i in infos]
+    return ProjectSecretsPublic(project=name, secrets=found, missing=missing)
 
 
 @router.get("/servers")

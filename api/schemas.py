@@ -74,6 +74,21 @@ class ThreadPublic(BaseModel):
     stopped_mid_run: bool
 
 
+class SecretNamePublic(BaseModel):
+    """One stored secret as the API shows it: its name and when it was last set (never its value)."""
+
+    name: str
+    updated_at: datetime
+
+
+class ProjectSecretsPublic(BaseModel):
+    """A project's secrets: the stored names, and the names its design requires that are not stored yet."""
+
+    project: str
+    secrets: list[SecretNamePublic]
+    missing: list[str]
+
+
 class ProjectPublic(BaseModel):
     """A project as the API shows it; ``url`` is its health URL once it has a server and a port."""
 

@@ -432,16 +432,11 @@ def secret_list(
 ) -> None:
     """A project's secrets: names and when they were set (never a value), and the required ones still missing."""
     from rich.table import Table
-    from sqlmodel import select
 
-    from core.secrets import list_secret_names, missing_secrets, secret_set_commands
-    from models.tables import Project
+    from core.secrets import secret_set_commands, secret_status
 
     async def body(db: Any) -> int:
-        infos = await list_secret_names(db, project)
-        async with db.session() as s:
-            row = (await s.exec(select(Project).where(Project.name == project))).one()
-        missing = await missing_secrets(db, row.id)
+        infos, missing = await secret_status(db, project)
         if as_json:
             out = {
                 "project": project,

@@ -263,6 +263,16 @@ async def list_secret_names(db: Database, project: str) -> list[SecretInfo]:
     return [SecretInfo(name=r.name, created_at=r.created_at, updated_at=r.updated_at) for r in found]
 
 
+async def secret_status(db: Database, project: str) -> tuple[list[SecretInfo], list[str]]:
+    """``project``'s stored secrets (names and times) and the required names not stored yet.
+
+    Raises:
+        UnknownProject: no such project.
+    """
+    row = await _project(db, project)
+    return await list_secret_names(db, project), await missing_secrets(db, row.id or 0)
+
+
 async def missing_secrets(db: Database, project_id: int, required: Iterable[str] | None = None) -> list[str]:
     """The names in ``required`` (default: the project's ``required_secrets``) that have no stored secret, sorted."""
     async with db.session() as s:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
@@ -249,3 +250,26 @@ async def test_a_project_without_secrets_needs_no_key(settings: Settings, db: Da
     assert await secrets.missing_secrets(db, project.id) == []
     assert await secrets.missing_secrets(db, project.id, ["B", "A"]) == ["A", "B"]
     assert isinstance(secrets.key_file_path(settings), Path)
+
+
+async def test_api_shows_names_and_missing_never_values(settings: Settings, db: Database) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    await make_project(db, ProjectStatus.verified, required_secrets=["API_TOKEN", "DATABASE_URL"])
+    await secrets.set_secret(db, "hello-api", "DATABASE_URL", VALUE, keys=secrets.load_keys(settings))
+
+    def call() -> tuple[Any, Any]:
+        with TestClient(create_app(settings)) as client:  # in process: no socket
+            return client.get("/projects/hello-api/secrets"), client.get("/projects/nope/secrets")
+
+    found, unknown = await asyncio.to_thread(call)
+    assert found.status_code == 200 and "s3cr3t" not in found.text
+    body = found.json()
+    assert body["project"] == "hello-api" and body["missing"] == ["API_TOKEN"]
+    assert [s["name"] for s in body["secrets"]] == ["DATABASE_URL"] and set(body["secrets"][0]) == {
+        "name",
+        "updated_at",
+    }
+    assert unknown.status_code == 404 and "unknown project 'nope'" in unknown.json()["detail"]
