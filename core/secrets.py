@@ -172,13 +172,14 @@ def _create_key_file(path: Path) -> None:
 
 
 def load_keys(settings: Settings) -> Keyring:
-    """The keys in force: ``ORCH_SECRETS_KEY`` if set, else the data dir's key file (created on first use).
+    """The keys in force: ``ORCH_SECRETS_KEY`` if set and not empty, else the data dir's key file (made on first use).
 
     Raises:
         SecretsKeyError: a malformed key, or a key file group or others may read (or another user owns).
     """
-    if settings.secrets_key is not None:
-        return _fernets(settings.secrets_key.get_secret_value().split(","), "ORCH_SECRETS_KEY")
+    configured = settings.secrets_key.get_secret_value() if settings.secrets_key is not None else ""
+    if configured.strip():  # set and not empty (compose passes an unset variable as "")
+        return _fernets(configured.split(","), "ORCH_SECRETS_KEY")
     path = key_file_path(settings)
     if not path.exists():
         settings.ensure_data_dir()

@@ -97,6 +97,8 @@ def test_a_bad_key_is_named_without_being_shown(settings: Settings) -> None:
     with pytest.raises(SecretsKeyError, match="holds no key"):
         secrets.load_keys(settings.model_copy(update={"secrets_key": SecretStr(" , ")}))
     assert not secrets.key_file_path(settings).exists(), "a key from the environment creates no key file"
+    secrets.load_keys(settings.model_copy(update={"secrets_key": SecretStr("")}))  # empty means unset
+    assert secrets.key_file_path(settings).exists()
 
 
 async def test_wrong_key_is_a_clear_error_without_ciphertext(settings: Settings, db: Database) -> None:
