@@ -10,6 +10,8 @@ import contextlib
 import hashlib
 import json
 import os
+import pty
+import select as select_
 import signal
 import stat
 import subprocess
@@ -24,7 +26,7 @@ from sqlmodel import select
 from core.db import Database
 from core.deploys import local_server, run_deploy, stop_service
 from core.leases import ensure_default_server, lease_port
-from core.secrets import service_env
+from core.secrets import deploy_env, load_keys, service_env
 from core.settings import Settings
 from graphs.state import ServerInfo
 from models.enums import ProjectStatus
@@ -249,3 +251,43 @@ def test_cli_sets_from_stdin_lists_names_and_refuses_bad_input(stage: Stage) -> 
     again = cli(stage.settings, "secret-list", NAME, "--json")
     assert json.loads(again.stdout) == {"project": NAME, "secrets": [], "missing": ["API_TOKEN"]}
     assert cli(stage.settings, "secret-rm", NAME, "API_TOKEN").returncode == 2
+
+
+def run_in_terminal(settings: Settings, answers: list[str], *args: str) -> tuple[int, str]:
+    """Run the CLI on a pseudo-terminal (its controlling tty), typing ``answers`` at each prompt; (rc, output)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec at once
+        os.chdir(REPO_ROOT)
+        os.execve(sys.executable, [sys.executable, "-m", "cli.main", *args], cli_env(settings))
+    seen, pending = b"", list(answers)
+    try:
+        while True:
+            ready, _, _ = select_.select([fd], [], [], 30)
+            assert ready, f"the CLI stopped answering: {seen!r}"
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if pending and seen.endswith(b": "):  # a new prompt (getpass ends each with ": ")
+                os.write(fd, pending.pop(0).encode() + b"\n")
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+
+@pytest.mark.slow
+async def test_secret_set_in_a_terminal_asks_twice_without_echo(stage: Stage) -> None:
+    rc, out = run_in_terminal(stage.settings, ["typed-VALUE-42", "typed-VALUE-42"], "secret-set", NAME, "API_TOKEN")
+    assert rc == 0, out
+    assert "value of API_TOKEN (hidden)" in out and "again" in out
+    assert "typed-VALUE-42" not in out, "the prompt does not echo the value"
+    assert (await service_env(stage.settings, stage.db, stage.pid)).names == ("API_TOKEN",)
+    assert await deploy_env(stage.db, stage.pid, keys=load_keys(stage.settings)) == {"API_TOKEN": "typed-VALUE-42"}
+
+    rc, out = run_in_terminal(stage.settings, ["one", "two"], "secret-set", NAME, "OTHER")
+    assert rc == 2 and "the two values differ; nothing was stored" in out
+    assert (await service_env(stage.settings, stage.db, stage.pid)).names == ("API_TOKEN",)
