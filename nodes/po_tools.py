@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
 from core.db import Database
+from core.secrets import missing_secrets, secret_set_commands
 from models.enums import ProjectStatus
 from models.names import validate_slug
 from models.tables import Deployment, Event, Project, Server
@@ -92,7 +93,10 @@ async def list_projects(db: Database) -> str:
 
 
 async def get_project_status(db: Database, name: str) -> str:
-    """JSON with the project's status, repo, server, last deployment and last five events; or an error."""
+    """JSON with the project's status, repo, server, last deployment, last five events and missing secrets; or an error.
+
+    Missing secrets are names only, with the ``orchestrator secret-set`` commands that set them.
+    """
     async with db.session() as s:
         project = (await s.exec(select(Project).where(Project.name == name))).first()
         if project is None:
@@ -111,6 +115,7 @@ async def get_project_status(db: Database, name: str) -> str:
                 .limit(5)
             )
         ).all()
+    missing = await missing_secrets(db, project.id or 0)
     return json.dumps(
         {
             "name": project.name,
@@ -123,6 +128,9 @@ async def get_project_status(db: Database, name: str) -> str:
                 {"commit": deploy.commit_sha, "status": deploy.status, "summary": deploy.summary} if deploy else None
             ),
             "recent_events": [f"{e.from_status} -> {e.to_status}: {e.reason}" for e in events],
+            "setup_required": project.setup_required,
+            "missing_secrets": missing,
+            **({"set_missing_secrets_with": secret_set_commands(project.name, missing)} if missing else {}),
         }
     )
 

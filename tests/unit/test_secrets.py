@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 from pathlib import Path
@@ -29,6 +30,7 @@ from models.enums import ProjectStatus
 from models.tables import Project, Secret
 from nodes import devops
 from nodes.approval import request_deploy_approval
+from nodes.po_tools import get_project_status
 from nodes.schemas import Design
 from nodes.zavhoz import check_secrets
 from tests.unit.test_nodes import ScriptedLLM, deploy_state, fake_playbook, make_project, runtime
@@ -275,3 +277,13 @@ async def test_api_shows_names_and_missing_never_values(settings: Settings, db: 
         "updated_at",
     }
     assert unknown.status_code == 404 and "unknown project 'nope'" in unknown.json()["detail"]
+
+
+async def test_po_status_tool_names_missing_secrets_and_the_command(settings: Settings, db: Database) -> None:
+    await make_project(db, ProjectStatus.verified, required_secrets=["API_TOKEN"], setup_required=True)
+    status = json.loads(await get_project_status(db, "hello-api"))
+    assert status["missing_secrets"] == ["API_TOKEN"] and status["setup_required"] is True
+    assert status["set_missing_secrets_with"] == "orchestrator secret-set hello-api API_TOKEN"
+    await secrets.set_secret(db, "hello-api", "API_TOKEN", "t0ken-VALUE", keys=secrets.load_keys(settings))
+    raw = await get_project_status(db, "hello-api")
+    assert json.loads(raw)["missing_secrets"] == [] and "set_missing_secrets_with" not in raw and "t0ken" not in raw
