@@ -1,0 +1,156 @@
+"""``chat``, ``resume`` and ``threads``: talk with the PO and answer its questions, from any process."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cli.app import app, console, err, run_with_runtime
+
+if TYPE_CHECKING:
+    from core.runtime import OrchestratorRuntime, RunEvent
+
+
+async def _render(events: AsyncIterator[RunEvent], renderer: Any) -> list[RunEvent]:
+    """Render a stream; return its interrupt events."""
+    pending = []
+    async for ev in events:
+        renderer.event(ev)
+        if ev.kind == "interrupt":
+            pending.append(ev)
+    return pending
+
+
+@app.command()
+def chat(
+    ctx: typer.Context,
+    thread: Annotated[str | None, typer.Option(help="Continue this thread (default: a new one).")] = None,
+    message: Annotated[str | None, typer.Option("--message", "-m", help="Send one message and exit.")] = None,
+) -> None:
+    """Talk with the Product Owner. Shows each node as it runs and asks pending approvals inline."""
+    from cli.render import Renderer
+    from core.runtime import Answer
+
+    renderer = Renderer(console)
+
+    async def body(rt: OrchestratorRuntime) -> int:
+        import uuid
+
+        thread_id = thread or f"t-{uuid.uuid4().hex[:12]}"
+        console.print(f"[dim]thread {thread_id} — empty line or Ctrl-D to leave[/dim]")
+        for p in await rt.pending(thread_id) if await rt.thread_exists(thread_id) else []:
+            renderer.pending(p.payload, p.id)
+            if sys.stdin.isatty():
+                await _ask_inline(rt, thread_id, p.payload, p.id, renderer)
+            else:
+                console.print(answer_hint(thread_id, p.payload), soft_wrap=True, highlight=False)
+        while True:
+            text = message if message is not None else _prompt("you")
+            if not text:
+                return 0
+            pending = await _render(rt.start_turn(text, thread_id), renderer)
+            while pending and sys.stdin.isatty():
+                ev = pending[0]
+                pending = await _ask_inline(rt, thread_id, ev.payload or {}, ev.interrupt_id, renderer)
+            for ev in pending:
+                console.print(answer_hint(thread_id, ev.payload or {}), soft_wrap=True, highlight=False)
+            if message is not None:
+                return 0
+
+    async def _ask_inline(
+        rt: OrchestratorRuntime, thread_id: str, payload: dict[str, Any], iid: str | None, renderer: Renderer
+    ) -> list[Any]:
+        if payload.get("kind") == "deploy_approval":
+            choice = _prompt("approve / reject REASON / feedback TEXT")
+            verb, _, rest = (choice or "").partition(" ")
+            answer = {"approve": Answer("approve"), "reject": Answer("reject", rest), "feedback": Answer("text", rest)}
+            if verb not in answer:
+                console.print("[yellow]left pending[/yellow]")
+                return []
+            return await _render(rt.resume(thread_id, answer[verb], iid), renderer)
+        if payload.get("kind") == "waiting_for_resources":
+            if _prompt("retry now? yes / empty to leave it waiting").lower() not in ("y", "yes"):
+                return []
+            return await _render(rt.resume(thread_id, Answer("approve"), iid), renderer)
+        text = _prompt("guidance for the Developer")
+        return await _render(rt.resume(thread_id, Answer("text", text), iid), renderer) if text else []
+
+    run_with_runtime(body, ctx)
+
+
+def answer_hint(thread_id: str, payload: dict[str, Any]) -> str:
+    """The ``orchestrator resume`` command lines that answer this pending question."""
+    how = {
+        "deploy_approval": "--approve | --reject REASON | --answer FEEDBACK",
+        "engineering_guidance": '--answer "what the Developer should do"',
+        "waiting_for_resources": "--approve (retry now; the sync retries by itself once a server is ready)",
+    }.get(str(payload.get("kind")), "--answer TEXT")
+    return f"Answer later with: orchestrator resume {thread_id} {how}"
+
+
+def _prompt(label: str) -> str:
+    try:
+        return console.input(f"[bold]{label}>[/bold] ").strip()
+    except EOFError:
+        return ""
+
+
+@app.command()
+def resume(
+    ctx: typer.Context,
+    thread: Annotated[str, typer.Argument(help="The thread id (see `orchestrator threads`).")],
+    approve: Annotated[bool, typer.Option("--approve", help="Approve the pending deploy.")] = False,
+    reject: Annotated[str | None, typer.Option(help="Reject the pending deploy, with a reason.")] = None,
+    answer: Annotated[str | None, typer.Option(help="Feedback on a deploy, or guidance for a stuck loop.")] = None,
+    interrupt_id: Annotated[str | None, typer.Option(help="Which question, when several are pending.")] = None,
+) -> None:
+    """Answer a pending interrupt from any process, any time later; with no answer, finish a run that stopped."""
+    from cli.render import Renderer
+    from core.runtime import Answer
+
+    chosen = [
+        a
+        for a in (
+            Answer("approve") if approve else None,
+            Answer("reject", reject) if reject is not None else None,
+            Answer("text", answer) if answer is not None else None,
+        )
+        if a
+    ]
+    if len(chosen) > 1:
+        err.print("[red]error:[/red] give one of --approve, --reject REASON, --answer TEXT")
+        raise typer.Exit(2)
+    renderer = Renderer(console)
+
+    async def body(rt: OrchestratorRuntime) -> int:
+        events = rt.resume(thread, chosen[0], interrupt_id) if chosen else rt.continue_run(thread)
+        await _render(events, renderer)
+        return 0
+
+    run_with_runtime(body, ctx, existing=True)
+
+
+@app.command()
+def threads(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """Threads, newest first, with their pending interrupts."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    async def body(rt: OrchestratorRuntime) -> int:
+        views = await rt.threads()
+        if as_json:
+            print(json.dumps([asdict(v) for v in views], indent=2, default=str))
+            return 0
+        table = Table("thread", "title", "updated", "waiting for")
+        for v in views:
+            waiting = ", ".join(f"{p.payload.get('kind')}: {p.payload.get('question', '')}" for p in v.pending)
+            table.add_row(v.id, v.title, v.updated_at[:19], waiting or ("stopped mid-run" if v.stopped_mid_run else ""))
+        console.print(table)
+        return 0
+
+    run_with_runtime(body, ctx, existing=True)
