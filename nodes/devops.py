@@ -9,10 +9,11 @@ from langgraph.runtime import Runtime
 from sqlalchemy import update
 from sqlmodel import col, select
 
+from core.ansible import PlaybookResult
 from core.context import Context
 from core.deploys import run_deploy
 from core.secrets import SecretsError, flag_missing_secrets, missing_message, missing_secrets, service_env
-from graphs.state import OrchestratorState, ServerInfo
+from graphs.state import EngineeringResult, OrchestratorState, ServerInfo
 from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
 from models.tables import Deployment, Event, PortLease, Project, Server, utcnow
 from models.transitions import last_project_event, transition_project
@@ -57,12 +58,7 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
     assert pid is not None and eng is not None
     problem = await preflight(ctx, pid, info)
     if problem is not None:
-        summary = f"pre-flight check failed: {problem}"
-        missing = await missing_secrets(ctx.db, pid)
-        if missing:
-            blocked = {"status": "failed", "summary": summary, "missing_secrets": missing}
-            return {"deployment": blocked, "messages": [AIMessage(content=f"Not deployed yet: {problem}.")]}
-        return {"deployment": {"status": "failed", "summary": summary}}
+        return await _refused(ctx, pid, problem)
     try:
         env = await service_env(ctx.settings, ctx.db, pid)
     except SecretsError as exc:  # a wrong key: named, never the ciphertext (nothing moved yet)
@@ -76,6 +72,35 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
         last = await last_project_event(s, pid)
     if row is not None and _finished_here(row, last, ctx.thread_id):
         return {"deployment": _outcome(row, eng["commit"], url)}
+    project, server, row = await _start(ctx, pid, eng, info, key=key, url=url)
+    result = await run_deploy(
+        ctx.settings,
+        project=project,
+        server=server,
+        commit=eng["commit"],
+        port=info["port"],
+        entrypoint=eng["entrypoint"],
+        health_path=eng["health_path"],
+        env=env,
+    )
+    dep = await _record(ctx, pid, row, result, url=url)
+    return {"deployment": _outcome(dep, eng["commit"], url)}
+
+
+async def _refused(ctx: Context, pid: int, problem: str) -> dict[str, Any]:
+    """The pre-flight refusal as the node's update; missing secrets are named so the approval can list them."""
+    summary = f"pre-flight check failed: {problem}"
+    missing = await missing_secrets(ctx.db, pid)
+    if missing:
+        blocked = {"status": "failed", "summary": summary, "missing_secrets": missing}
+        return {"deployment": blocked, "messages": [AIMessage(content=f"Not deployed yet: {problem}.")]}
+    return {"deployment": {"status": "failed", "summary": summary}}
+
+
+async def _start(
+    ctx: Context, pid: int, eng: EngineeringResult, info: ServerInfo, *, key: str, url: str
+) -> tuple[Project, Server, Deployment]:
+    """Move verified -> deploying and get the Deployment row for ``key`` (reused by a re-run), in one transaction."""
     async with ctx.db.session() as s:
         await transition_project(
             s,
@@ -103,16 +128,11 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
             s.add(row)
             await s.flush()
     assert project is not None and server is not None and row.id is not None
-    result = await run_deploy(
-        ctx.settings,
-        project=project,
-        server=server,
-        commit=eng["commit"],
-        port=info["port"],
-        entrypoint=eng["entrypoint"],
-        health_path=eng["health_path"],
-        env=env,
-    )
+    return project, server, row
+
+
+async def _record(ctx: Context, pid: int, row: Deployment, result: PlaybookResult, *, url: str) -> Deployment:
+    """The outcome in one transaction: the row's status, rc and summary, and deploying -> active (or verified)."""
     status = DeploymentStatus.succeeded if result.ok else DeploymentStatus.failed
     async with ctx.db.session() as s:
         dep = await s.get(Deployment, row.id)
@@ -126,7 +146,7 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
         await transition_project(s, pid, to, reason=why, thread_id=ctx.thread_id)
         if result.ok:  # it has had everything a deploy needs: a design, a verified commit, a server and a port
             await s.exec(update(Project).where(col(Project.id) == pid).values(setup_required=False))  # type: ignore[call-overload]
-    return {"deployment": _outcome(dep, eng["commit"], url)}
+    return dep
 
 
 def _finished_here(row: Deployment, last: Event | None, thread_id: str) -> bool:
