@@ -31,8 +31,12 @@ def safe_path(root: Path, rel: str) -> Path:
     return target
 
 
-def prepare(root: Path, clone_url: str, auth: GitAuth = NO_AUTH) -> Path:
-    """Clone ``clone_url`` into ``root`` if it is not a working copy yet; return ``root``.
+def prepare(root: Path, clone_url: str, auth: GitAuth = NO_AUTH, branch: str | None = None) -> Path:
+    """Clone ``clone_url`` into ``root``, or bring an existing working copy to the remote's ``branch``; return it.
+
+    An existing copy is fetched and reset to ``origin/<branch>`` (when the remote has it) and cleaned of untracked
+    files: what a crashed attempt half-wrote, or committed without pushing, is dropped (the re-run writes it again),
+    and work pushed by someone else since is the base of the next commit instead of a rejected push.
 
     ``auth`` reaches git through its environment only: the working copy's ``.git/config`` and remote URL hold no
     credentials.
@@ -40,6 +44,12 @@ def prepare(root: Path, clone_url: str, auth: GitAuth = NO_AUTH) -> Path:
     if not (root / ".git").is_dir():
         root.parent.mkdir(parents=True, exist_ok=True)
         run_git("clone", "--quiet", clone_url, str(root), auth=auth)
+        return root
+    if branch is not None:
+        run_git("fetch", "--quiet", "origin", cwd=root, auth=auth)
+        if run_git("branch", "--remotes", "--list", f"origin/{branch}", cwd=root):  # an empty remote has none
+            run_git("reset", "--quiet", "--hard", f"origin/{branch}", cwd=root)
+    run_git("clean", "--quiet", "-fd", cwd=root)
     return root
 
 

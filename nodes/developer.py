@@ -41,7 +41,7 @@ async def write_code(state: EngineeringState, runtime: Runtime[Context]) -> dict
     assert project is not None and project.clone_url
     root = ctx.settings.data_dir.resolve() / "workspaces" / project.name
     git_auth = ctx.forge.git_auth()
-    await asyncio.to_thread(workspace.prepare, root, project.clone_url, git_auth)
+    await asyncio.to_thread(workspace.prepare, root, project.clone_url, git_auth, project.default_branch)
     change = await ctx.llm.structured(
         "developer", _messages(state, workspace.listing(root)), CodeChange, thread_id=ctx.thread_id
     )
