@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         return "github" if self.github_token and self.github_org else "local"
 
     def ensure_data_dir(self) -> Path:
-        """Create the data dir (0700) if missing and return its absolute path."""
+        """Create the data dir (0700) if missing, take group/other access away if it has any; return its path.
+
+        It holds the database, the checkpoints, the secrets key and the workspaces: nobody else's to read.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.data_dir.stat().st_mode & 0o077:
+            self.data_dir.chmod(0o700)
         return self.data_dir.resolve()

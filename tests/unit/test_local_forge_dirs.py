@@ -60,3 +60,11 @@ def test_existing_folders_are_left_alone(tmp_path: Path) -> None:
     assert mode(shared / "a") == 0o700 and mode(shared / "a" / "b") == 0o700
     make_private_dirs(shared / "a" / "b")  # idempotent
     assert mode(shared / "a" / "b") == 0o700
+
+
+def test_an_existing_data_dir_open_to_others_is_made_private(tmp_path: Path) -> None:
+    data = tmp_path / "shared"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    Settings(data_dir=data).ensure_data_dir()
+    assert data.stat().st_mode & 0o777 == 0o700
