@@ -23,14 +23,19 @@ def route_po(state: OrchestratorState) -> Literal["run_po_tools", "__end__"]:
     return "run_po_tools" if getattr(last, "tool_calls", None) else "__end__"
 
 
-def route_tools(state: OrchestratorState) -> Literal["estimate_project", "call_po"] | list[Send]:
+def route_tools(
+    state: OrchestratorState,
+) -> Literal["estimate_project", "request_deploy_approval", "call_po"] | list[Send]:
     """Route the tool step's outcome: a new project, an update, or back to the PO.
 
     A project created this turn starts the pipeline; an update sends both teams to work on the existing project
-    (its repository and port lease are kept); other tool results go back to the PO.
+    (its repository and port lease are kept); a deploy after all asks the person's approval again for the
+    verified build; other tool results go back to the PO.
     """
     if state.get("new_project"):
         return "estimate_project"
+    if state.get("deploy_again"):
+        return "request_deploy_approval"
     if state.get("change"):
         return dispatch_teams(state)
     return "call_po"
@@ -109,7 +114,9 @@ def build_product_owner() -> StateGraph[OrchestratorState, Context, Orchestrator
     builder.add_edge(START, "surface_incidents")
     builder.add_edge("surface_incidents", "call_po")
     builder.add_conditional_edges("call_po", route_po)
-    builder.add_conditional_edges("run_po_tools", route_tools, ["estimate_project", "call_po", "zavhoz", "engineering"])
+    builder.add_conditional_edges(
+        "run_po_tools", route_tools, ["estimate_project", "request_deploy_approval", "call_po", "zavhoz", "engineering"]
+    )
     builder.add_edge("estimate_project", "provision_repository")
     builder.add_conditional_edges("provision_repository", dispatch_teams, ["zavhoz", "engineering"])
     builder.add_edge("zavhoz", "join_teams")

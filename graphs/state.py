@@ -44,6 +44,8 @@ class OrchestratorState(TypedDict, total=False):
     """Set by the tool step when ``create_project_intent`` created a project this turn."""
     change: str | None
     """Set by the tool step when ``update_project_intent`` asked Engineering to change an existing project."""
+    deploy_again: bool
+    """Set by the tool step when ``deploy_project_intent`` asks to deploy this thread's verified commit after all."""
     server_info: ServerInfo | None
     """Written by the Zavhoz branch only."""
     zavhoz_status: str

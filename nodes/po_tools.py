@@ -35,6 +35,14 @@ class UpdateProjectIntent(BaseModel):
     change: str = Field(min_length=3, description="what the person wants changed, e.g. 'add a /version endpoint'")
 
 
+class DeployProjectIntent(BaseModel):
+    """Deploy a VERIFIED project this conversation built but did not deploy (e.g. after a rejected deploy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+
+
 class GetProjectStatus(BaseModel):
     """Detailed status of one project by name."""
 
@@ -60,6 +68,7 @@ class FixIncident(BaseModel):
 TOOLS: dict[str, type[BaseModel]] = {
     "create_project_intent": CreateProjectIntent,
     "update_project_intent": UpdateProjectIntent,
+    "deploy_project_intent": DeployProjectIntent,
     "get_project_status": GetProjectStatus,
     "list_projects": ListProjects,
     "fix_incident": FixIncident,

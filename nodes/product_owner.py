@@ -46,7 +46,12 @@ async def call_po(state: OrchestratorState, runtime: Runtime[Context]) -> dict[s
     messages = convert_to_openai_messages([system, *state.get("messages", [])])
     reply = await ctx.llm.chat("po", messages, tools=po_tools.openai_tools(), thread_id=ctx.thread_id)  # type: ignore[arg-type]
     calls = [{"id": c["id"], "name": c["name"], "args": c["args"]} for c in reply.tool_calls]
-    return {"messages": [AIMessage(content=reply.content, tool_calls=calls)], "new_project": False, "change": None}
+    return {
+        "messages": [AIMessage(content=reply.content, tool_calls=calls)],
+        "new_project": False,
+        "change": None,
+        "deploy_again": False,
+    }
 
 
 async def run_po_tools(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -61,14 +66,16 @@ async def run_po_tools(state: OrchestratorState, runtime: Runtime[Context]) -> d
     update: dict[str, Any] = {}
     for call in getattr(last, "tool_calls", []):
         try:
-            result = await _run_tool(ctx, call["name"], call["args"], update)
+            result = await _run_tool(ctx, call["name"], call["args"], update, state)
         except (ValidationError, ValueError) as exc:
             result = json.dumps({"error": str(exc)})
         out.append(ToolMessage(content=result, tool_call_id=call["id"], name=call["name"]))
     return {"messages": out, **update}
 
 
-async def _run_tool(ctx: Context, name: str, args: dict[str, Any], update: dict[str, Any]) -> str:
+async def _run_tool(
+    ctx: Context, name: str, args: dict[str, Any], update: dict[str, Any], state: OrchestratorState
+) -> str:
     if name not in po_tools.TOOLS:
         raise ValueError(f"unknown tool {name!r}; use one of {sorted(po_tools.TOOLS)}")
     parsed = po_tools.TOOLS[name].model_validate(args)
@@ -101,12 +108,36 @@ async def _run_tool(ctx: Context, name: str, args: dict[str, Any], update: dict[
             deployment=None,
         )
         return json.dumps({"updating": project.name, "status": project.status, "change": parsed.change})
+    if isinstance(parsed, po_tools.DeployProjectIntent):
+        await _verified_here(ctx, parsed.name, state)
+        update.update(deploy_again=True, approval=None, deployment=None)
+        return json.dumps({"deploying": parsed.name, "asks": "the person's approval first"})
     if isinstance(parsed, po_tools.GetProjectStatus):
         return await po_tools.get_project_status(ctx.db, parsed.name)
     if isinstance(parsed, po_tools.FixIncident):
         outcome = await recover(ctx.settings, ctx.db, ctx.forge, parsed.incident_id, ctx.thread_id)
         return json.dumps(outcome)
     return await po_tools.list_projects(ctx.db)
+
+
+async def _verified_here(ctx: Context, name: str, state: OrchestratorState) -> None:
+    """Check that ``name`` is verified at the commit this thread built, with the server it leased.
+
+    Raises:
+        ValueError: another status, or the verified commit is not this conversation's (say what to do instead).
+    """
+    async with ctx.db.session() as s:
+        project = (await s.exec(select(Project).where(Project.name == name))).first()
+    if project is None:
+        raise ValueError(f"no project named {name!r}")
+    if project.status != ProjectStatus.verified:
+        raise ValueError(f"{name} is {project.status.value}, not verified: only a verified, undeployed build deploys")
+    eng = state.get("engineering")
+    if state.get("project_id") != project.id or not eng or eng["status"] != "verified" or not state.get("server_info"):
+        raise ValueError(
+            f"this conversation holds no verified build of {name}: ask for an update, which rebuilds, tests and "
+            "asks before deploying"
+        )
 
 
 async def _draft_of_this_thread(ctx: Context, name: str) -> Project | None:

@@ -19,7 +19,7 @@ def report_to_user(state: OrchestratorState) -> dict[str, Any]:
         text += " once a server is ready (or answer this thread to retry now)."
     elif approval and approval["decision"] == "reject":
         text = f"Understood: {name} is not deployed ({approval['reason']}). It stays verified at commit "
-        text += f"{eng['commit'][:10] if eng else '?'}; ask me to change it and I will ask again before deploying."
+        text += f"{eng['commit'][:10] if eng else '?'}; ask me to deploy it after all, or to change it."
     elif dep and dep["status"] == "succeeded":
         text = f"{name} is live: {dep['url']} answers (commit {dep['commit'][:10]})."
     elif dep:

@@ -76,3 +76,44 @@ async def test_updating_a_live_project_redeploys_it_on_the_same_port(settings: S
         assert moves[:at].count(("deploying", "active")) == 1
     finally:
         await stop_service(settings)
+
+
+DEPLOY_AFTER_ALL = [
+    {
+        "id": "po-deploy-after-all",
+        "role": "po",
+        "when": {"contains": ["Deploy hello-api after all"]},
+        "reply": {"tool_calls": [{"name": "deploy_project_intent", "arguments": {"name": "hello-api"}}]},
+    },
+    {
+        "id": "po-no-build-here",
+        "role": "po",
+        "when": {"contains": ["holds no verified build of hello-api"]},
+        "reply": {"content": "This conversation has no verified build of hello-api; ask me for an update."},
+    },
+]
+
+
+@pytest.mark.slow
+async def test_a_rejected_deploy_can_be_approved_after_all_in_its_own_thread(settings: Settings, tmp_path) -> None:
+    settings = settings.model_copy(
+        update={"model": "replay/again", "replay_dir": scenario_variant(tmp_path / "rec", "again", DEPLOY_AFTER_ALL)}
+    )
+    try:
+        await run_turn(settings, REQUEST, "t-again")
+        assert cli(settings, "resume", "t-again", "--reject", "not today").returncode == 0
+
+        elsewhere = await run_turn(settings, "Deploy hello-api after all, please.", "t-other")
+        assert [e.kind for e in elsewhere if e.kind == "interrupt"] == []
+        assert any("no verified build of hello-api" in (e.text or "") for e in elsewhere)
+
+        events = await run_turn(settings, "Deploy hello-api after all, please.", "t-again")
+        [approval] = [e for e in events if e.kind == "interrupt"]
+        assert approval.payload is not None and approval.payload["kind"] == "deploy_approval"
+        done = cli(settings, "resume", "t-again", "--approve")
+        assert done.returncode == 0, done.stderr
+        [project] = await rows(settings, Project)
+        [deployment] = await rows(settings, Deployment)
+        assert project.status == ProjectStatus.active and deployment.commit_sha == approval.payload["commit"]
+    finally:
+        await stop_service(settings)
