@@ -93,8 +93,9 @@ async def run_playbook(
     """Run ``PLAYBOOK_DIR / playbook`` with ansible-runner in a worker thread.
 
     Each run gets a fresh private data dir under ``work_root`` (so concurrent runs do not collide).
-    It is removed after a successful run and kept on any other outcome for inspection; note that it
-    then holds the inventory and the extravars as written by ansible-runner (``env/extravars``).
+    It is removed after a successful run and kept on any other outcome for inspection (the newest
+    ``KEPT_FAILED_RUNS`` of them; older ones are pruned); note that it then holds the inventory and the
+    extravars as written by ansible-runner (``env/extravars``), which therefore never carry a secret.
 
     Args:
         playbook: File name inside ``PLAYBOOK_DIR``, e.g. ``"deploy.yml"``.
@@ -144,4 +145,21 @@ async def run_playbook(
         summary = f"{detail}\n{_stats_line(stats)} (artifacts kept in {data_dir})"
     if status == "successful" and rc == 0:
         shutil.rmtree(data_dir, ignore_errors=True)
+    else:
+        prune_kept_runs(work_root)
     return PlaybookResult(status=status, rc=rc, summary=summary, stats=stats)
+
+
+KEPT_FAILED_RUNS = 20
+"""How many private data dirs of unsuccessful runs stay under a ``work_root`` for inspection (newest first)."""
+
+
+def prune_kept_runs(work_root: Path, keep: int = KEPT_FAILED_RUNS) -> list[Path]:
+    """Remove all but the ``keep`` newest private data dirs under ``work_root``; return the removed ones.
+
+    Runs in flight are never among the removed: their dirs are the newest.
+    """
+    dirs = sorted((d for d in work_root.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in dirs[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return dirs[keep:]
