@@ -98,6 +98,7 @@ async def run_deploy(
                 "service_python": sys.executable if local else REMOTE_PYTHON,
                 "health_timeout": int(settings.health_timeout_s),
                 "git_auth_file": auth_file,
+                "git_auth_key": auth.config_key,
                 "secrets_file": env_file,
                 "env_digest": env.digest,
             },

@@ -44,6 +44,9 @@ class GitAuth:
 
     header: str = ""
     secrets: tuple[str, ...] = ()
+    url: str = ""
+    """Where the header goes: a URL prefix (``https://github.com/``) that git matches against each request, so
+    the credential never reaches another host a clone URL might name; empty sends it everywhere."""
 
     def __bool__(self) -> bool:
         return bool(self.header)
@@ -70,9 +73,14 @@ class GitAuth:
             n = 0
         return {
             "GIT_CONFIG_COUNT": str(n + 1),
-            f"GIT_CONFIG_KEY_{n}": "http.extraHeader",
+            f"GIT_CONFIG_KEY_{n}": self.config_key,
             f"GIT_CONFIG_VALUE_{n}": self.header,
         }
+
+    @property
+    def config_key(self) -> str:
+        """Git's config key for the header: ``http.<url>.extraHeader`` (git-config "http.<url>.*"), or unscoped."""
+        return f"http.{self.url}.extraHeader" if self.url else "http.extraHeader"
 
     def redact(self, text: str) -> str:
         """Return ``text`` without the header, its credential part, any of ``secrets`` or any auth-looking text."""

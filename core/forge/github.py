@@ -12,6 +12,7 @@ import base64
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import requests
 from github import Auth, Github, GithubException, GithubRetry, RateLimitExceededException
@@ -131,7 +132,7 @@ class GitHubForge:
         raw token and its base64 form are redacted from git error messages.
         """
         basic = base64.b64encode(f"x-access-token:{self._token}".encode()).decode()
-        return GitAuth(header=f"Authorization: Basic {basic}", secrets=(self._token,))
+        return GitAuth(header=f"Authorization: Basic {basic}", secrets=(self._token,), url=git_origin(self.base_url))
 
     @staticmethod
     def _info(repo: Repository) -> RepoInfo:
@@ -181,3 +182,14 @@ def _detail(e: GithubException) -> str:
     parts = [str(data.get("message", ""))]
     parts += [str(err.get("message", err)) if isinstance(err, dict) else str(err) for err in data.get("errors", [])]
     return "; ".join(p for p in parts if p)
+
+
+def git_origin(api_base_url: str) -> str:
+    """The origin git talks to for repositories of the API at ``api_base_url``, with a trailing slash.
+
+    ``https://api.github.com`` serves repositories at ``https://github.com/``; GitHub Enterprise
+    (``https://HOST/api/v3``) and test servers serve git on the API's own origin.
+    """
+    parts = urlsplit(api_base_url)
+    host = "github.com" if parts.netloc == "api.github.com" else parts.netloc
+    return f"{parts.scheme}://{host}/"

@@ -199,7 +199,8 @@ def test_failed_clone_through_github_forge_leaks_no_token(gh: FakeGitHub, tmp_pa
     argv = calls(git_log, "argv")
     assert any(line.startswith("clone ") for line in argv)
     assert all(TOKEN not in line and B64 not in line for line in argv)
-    assert calls(git_log, "env") == [f"http.extraHeader=Authorization: Basic {B64}"]  # the header came by env
+    key = make_forge(gh).git_auth().config_key
+    assert calls(git_log, "env") == [f"{key}=Authorization: Basic {B64}"]  # the header came by env, scoped
 
 
 def test_failed_push_through_github_forge_leaks_no_token(gh: FakeGitHub, tmp_path: Path, git_log: Path) -> None:
@@ -247,3 +248,26 @@ def test_empty_token_or_org_is_rejected() -> None:
         GitHubForge(token="", org=ORG)
     with pytest.raises(ForgeError, match="ORCH_GITHUB_ORG"):
         GitHubForge(token=TOKEN, org="")
+
+
+def test_the_header_goes_only_to_the_forge_origin(tmp_path: Path) -> None:
+    """A clone URL on another host gets no credential: git matches ``http.<origin>.extraHeader`` per request."""
+    with GitHttpServer(tmp_path / "repos", token=TOKEN) as host:
+        url = host.create_repo("acme/hello-api")
+        elsewhere = GitHubForge(token=TOKEN, org=ORG, base_url="http://127.0.0.1:9").git_auth()
+        with pytest.raises(GitError) as refused:
+            workspace.prepare(tmp_path / "ws", url, elsewhere)
+        assert host.unauthorized >= 1 and host.authorized == 0
+    assert_no_secret(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("api", "key"),
+    [
+        ("https://api.github.com", "http.https://github.com/.extraHeader"),
+        ("https://ghe.example.com/api/v3", "http.https://ghe.example.com/.extraHeader"),
+    ],
+)
+def test_the_header_is_scoped_to_where_the_forge_serves_git(api: str, key: str) -> None:
+    auth = GitHubForge(token=TOKEN, org=ORG, base_url=api).git_auth()
+    assert auth.config_key == key and auth.env()["GIT_CONFIG_KEY_0"] == key

@@ -53,20 +53,23 @@ def test_local_forge_needs_no_auth(tmp_path: Path) -> None:
 def test_env_appends_after_entries_already_there(auth: GitAuth) -> None:
     assert auth.env({}) == {
         "GIT_CONFIG_COUNT": "1",
-        "GIT_CONFIG_KEY_0": "http.extraHeader",
+        "GIT_CONFIG_KEY_0": "http.http://127.0.0.1:9/.extraHeader",  # scoped to the forge's origin
         "GIT_CONFIG_VALUE_0": auth.header,
     }
     assert auth.env({"GIT_CONFIG_COUNT": "2"}) == {
         "GIT_CONFIG_COUNT": "3",
-        "GIT_CONFIG_KEY_2": "http.extraHeader",
+        "GIT_CONFIG_KEY_2": "http.http://127.0.0.1:9/.extraHeader",
         "GIT_CONFIG_VALUE_2": auth.header,
     }
 
 
 def test_git_gets_the_header_from_its_environment(auth: GitAuth, tmp_path: Path) -> None:
-    assert run_git("config", "--get", "http.extraHeader", cwd=tmp_path, auth=auth) == auth.header
-    with pytest.raises(GitError):  # without auth there is no such key: git exits 1
-        run_git("config", "--get", "http.extraHeader", cwd=tmp_path)
+    here, other = "http://127.0.0.1:9/acme/x.git", "http://127.0.0.2:9/acme/x.git"
+    assert run_git("config", "--get-urlmatch", "http.extraHeader", here, cwd=tmp_path, auth=auth) == auth.header
+    with pytest.raises(GitError):  # another host matches no key: git exits 1
+        run_git("config", "--get-urlmatch", "http.extraHeader", other, cwd=tmp_path, auth=auth)
+    with pytest.raises(GitError):  # without auth there is no such key
+        run_git("config", "--get-urlmatch", "http.extraHeader", here, cwd=tmp_path)
 
 
 def test_existing_git_config_env_entries_are_kept(
@@ -76,7 +79,7 @@ def test_existing_git_config_env_entries_are_kept(
     monkeypatch.setenv("GIT_CONFIG_KEY_0", "core.mine")
     monkeypatch.setenv("GIT_CONFIG_VALUE_0", "kept")
     assert run_git("config", "--get", "core.mine", cwd=tmp_path, auth=auth) == "kept"
-    assert run_git("config", "--get", "http.extraHeader", cwd=tmp_path, auth=auth) == auth.header
+    assert run_git("config", "--get", auth.config_key, cwd=tmp_path, auth=auth) == auth.header
 
 
 def test_redact_removes_token_base64_and_header(auth: GitAuth) -> None:
