@@ -11,11 +11,16 @@ The PostgreSQL modules are imported only when a PostgreSQL URL is used.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.db import MIGRATION_LOCK_KEY, is_sqlite_url
+
+SAVER_LOCK_KEY = MIGRATION_LOCK_KEY + 1
+"""Advisory lock serializing the checkpoint tables' setup across processes (not Alembic's key: see open_saver)."""
+SAVER_LOCK_POLL_S = 0.1
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -73,10 +78,20 @@ async def open_saver(settings: Settings) -> AsyncIterator[BaseCheckpointSaver[st
     async with AsyncPostgresSaver.from_conn_string(libpq_url(settings.db_url)) as pg_saver:
         conn = pg_saver.conn
         assert isinstance(conn, AsyncConnection)  # from_conn_string opens one connection, not a pool
-        # That connection is in autocommit mode: a session-level lock, released right after setup.
-        await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        # That connection is in autocommit mode: a session-level lock, released right after setup. It is polled,
+        # not waited for: the saver's migrations run CREATE INDEX CONCURRENTLY, which waits for every open
+        # transaction, so a starter blocked in pg_advisory_lock (one long statement) would deadlock the holder.
+        # Its own key, too: Alembic's transaction-level lock is waited for inside a transaction.
+        while not await _try_saver_lock(conn):
+            await asyncio.sleep(SAVER_LOCK_POLL_S)
         try:
             await pg_saver.setup()
         finally:
-            await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (SAVER_LOCK_KEY,))
         yield pg_saver
+
+
+async def _try_saver_lock(conn: Any) -> bool:
+    """One ``pg_try_advisory_lock`` on ``conn`` (a psycopg connection with dict rows): whether it was taken."""
+    row = await (await conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (SAVER_LOCK_KEY,))).fetchone()
+    return bool(row and row["got"])
