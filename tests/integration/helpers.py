@@ -40,12 +40,15 @@ def cli_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def cli(settings: Settings, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """Run ``orchestrator *args`` in a new process and return its result."""
+def cli(
+    settings: Settings, *args: str, timeout: float = 240, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``orchestrator *args`` in a new process (``stdin`` fed to it) and return its result."""
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
         env=cli_env(settings),
         cwd=REPO_ROOT,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -109,7 +109,7 @@ class Stage:
 
     def set_secret(self, value: str) -> subprocess.CompletedProcess[str]:
         """``orchestrator secret-set`` in a new process, the value on its stdin."""
-        return cli_input(self.settings, value, "secret-set", NAME, "API_TOKEN")
+        return cli(self.settings, "secret-set", NAME, "API_TOKEN", stdin=value)
 
     async def deploy(
         self, commit: str, *, watch_argv: bool = True, health_timeout_s: float = 5
@@ -143,19 +143,6 @@ class Stage:
 
     def service_pid(self) -> int:
         return int((self.project_root / "run" / "service.pid").read_text())
-
-
-def cli_input(settings: Settings, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        env=cli_env(settings),
-        cwd=REPO_ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -239,11 +226,11 @@ def test_cli_sets_from_stdin_lists_names_and_refuses_bad_input(stage: Stage) -> 
     for run in (listed, table):
         assert "hunter2" not in run.stdout + run.stderr
 
-    unknown = cli_input(stage.settings, "v", "secret-set", "no-such", "API_TOKEN")
+    unknown = cli(stage.settings, "secret-set", "no-such", "API_TOKEN", stdin="v")
     assert unknown.returncode == 2 and "no project named 'no-such'" in unknown.stderr
-    badname = cli_input(stage.settings, "v", "secret-set", NAME, "api-token")
+    badname = cli(stage.settings, "secret-set", NAME, "api-token", stdin="v")
     assert badname.returncode == 2 and "not an environment variable name" in badname.stderr
-    empty = cli_input(stage.settings, "", "secret-set", NAME, "OTHER")
+    empty = cli(stage.settings, "secret-set", NAME, "OTHER", stdin="")
     assert empty.returncode == 2 and "empty" in empty.stderr
 
     removed = cli(stage.settings, "secret-rm", NAME, "API_TOKEN")
