@@ -8,9 +8,9 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	@command -v git >/dev/null || (echo "git is required (apt-get install git)" && exit 1)
+	@echo "Creating $(VENV) and installing the project (first run only; about a minute with uv)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@scripts/install.sh $(BIN)/python
 	@touch $(STAMP)
 
 install: $(STAMP)
