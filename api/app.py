@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from api.errors import runtime_input_error_handler
 from api.routes import router
 from api.sse import drain_runs
-from core.runtime import OrchestratorRuntime, RuntimeInputError
 from core.settings import Settings
+from runtime.threads import OrchestratorRuntime, RuntimeInputError
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

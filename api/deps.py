@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.runtime import OrchestratorRuntime
+from runtime.threads import OrchestratorRuntime
 
 
 def get_runtime(request: Request) -> OrchestratorRuntime:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from core.runtime import RuntimeInputError, ThreadStateConflict, UnknownThread
+from runtime.threads import RuntimeInputError, ThreadStateConflict, UnknownThread
 
 
 def status_for(exc: RuntimeInputError) -> int:

@@ -29,9 +29,9 @@ from api.schemas import (
     ThreadPublic,
 )
 from api.sse import primed, sse_events
-from core.runtime import RunEvent, new_thread_id
-from core.secrets import UnknownProject, secret_status
-from core.servers import ServerCreate, ServerExists, add_server
+from runtime.threads import RunEvent, new_thread_id
+from services.secrets import UnknownProject, secret_status
+from services.servers import ServerCreate, ServerExists, add_server
 
 router = APIRouter()
 

@@ -7,10 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from core.runtime import Answer
 from models.enums import ProjectStatus, ServerStatus
 from models.tables import Project, Server
 from nodes.po_tools import project_url
+from runtime.threads import Answer
 
 
 class ErrorOut(BaseModel):

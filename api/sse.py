@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 from fastapi.sse import ServerSentEvent
 
-from core.runtime import RunEvent
+from runtime.threads import RunEvent
 
 log = logging.getLogger(__name__)
 _RUNS: set[asyncio.Task[None]] = set()

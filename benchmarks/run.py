@@ -45,9 +45,9 @@ def bench_cli() -> None:
 async def lease_many(db_url: str, n: int, offset: int) -> float:
     from sqlmodel import select
 
-    from core import leases
     from core.db import Database
     from models import Project, ProjectStatus, Server
+    from services import leases
 
     db = Database(db_url)
     async with db.session() as s:
@@ -64,8 +64,8 @@ async def lease_many(db_url: str, n: int, offset: int) -> float:
 
 async def setup_db(data: Path, size: int) -> str:
     from core.db import Database
-    from core.leases import ensure_default_server
     from core.settings import Settings
+    from services.leases import ensure_default_server
 
     settings = Settings(data_dir=data, port_range_start=20000, port_range_end=20000 + size)
     settings.ensure_data_dir()
@@ -96,8 +96,8 @@ def bench_leases(n: int = 200) -> None:
 
 
 async def main_job(data: Path) -> tuple[float, float]:
-    from core.runtime import OrchestratorRuntime
     from core.settings import Settings
+    from runtime.threads import OrchestratorRuntime
 
     settings = Settings(data_dir=data, model="replay/hello-api", port_range_start=21000, port_range_end=21050)
     t0 = time.perf_counter()

@@ -20,8 +20,8 @@ from rich.console import Console
 
 if TYPE_CHECKING:
     from core.db import Database
-    from core.runtime import OrchestratorRuntime
     from core.settings import Settings
+    from runtime.threads import OrchestratorRuntime
 
 app = typer.Typer(
     help="A hierarchical multi-agent orchestrator: a Product Owner dispatching Zavhoz (servers, ports) and "
@@ -74,7 +74,7 @@ def run_with_runtime(
     exist is a mistyped ``--data-dir`` or ``ORCH_DATA_DIR``, refused with exit 2 instead of created empty.
     """
     from core.llm import InvalidModelOutput, ModelUnreachable
-    from core.runtime import OrchestratorRuntime, RuntimeInputError
+    from runtime.threads import OrchestratorRuntime, RuntimeInputError
 
     settings = load_settings(ctx)
     if existing and settings.database_url is None and not settings.data_dir.is_dir():
@@ -123,8 +123,8 @@ def run_with_db(
     would otherwise get a fresh, empty database (and a new secrets key); False creates it (0700).
     """
     from core.db import Database
-    from core.leases import ensure_default_server
-    from core.secrets import SecretsError
+    from services.leases import ensure_default_server
+    from services.secrets import SecretsError
 
     settings = load_settings(ctx)
     if not existing:

@@ -12,7 +12,7 @@ import typer
 from cli.app import app, console, err, run_with_runtime
 
 if TYPE_CHECKING:
-    from core.runtime import OrchestratorRuntime, RunEvent
+    from runtime.threads import OrchestratorRuntime, RunEvent
 
 
 async def _render(events: AsyncIterator[RunEvent], renderer: Any) -> list[RunEvent]:
@@ -33,7 +33,7 @@ def chat(
 ) -> None:
     """Talk with the Product Owner. Shows each node as it runs and asks pending approvals inline."""
     from cli.render import Renderer
-    from core.runtime import Answer
+    from runtime.threads import Answer
 
     renderer = Renderer(console)
 
@@ -110,7 +110,7 @@ def resume(
 ) -> None:
     """Answer a pending interrupt from any process, any time later; with no answer, finish a run that stopped."""
     from cli.render import Renderer
-    from core.runtime import Answer
+    from runtime.threads import Answer
 
     chosen = [
         a

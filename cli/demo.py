@@ -102,8 +102,8 @@ async def _first_turn(settings: Settings, renderer: Renderer, console: Console) 
     """
     from sqlmodel import select
 
-    from core.runtime import OrchestratorRuntime
     from models.tables import Project
+    from runtime.threads import OrchestratorRuntime
 
     async with OrchestratorRuntime(settings) as rt:
         async with rt.db.session() as s:
@@ -143,6 +143,6 @@ def _health(url: str | None) -> int | None:
 
 
 async def _stop(settings: Settings) -> None:
-    from core.deploys import local_server, stop_service
+    from services.deploys import local_server, stop_service
 
     await stop_service(settings, project="hello-api", server=local_server())

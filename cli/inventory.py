@@ -41,8 +41,8 @@ def add_server(
     """Register a server: the next `orchestrator sync` pass checks it (or provisions it) and makes it ready."""
     from pydantic import ValidationError
 
-    from core.servers import ServerCreate, ServerExists
-    from core.servers import add_server as register
+    from services.servers import ServerCreate, ServerExists
+    from services.servers import add_server as register
 
     try:
         start, _, end = ports.partition("-")

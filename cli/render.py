@@ -28,7 +28,7 @@ class Renderer:
     timeline: list[TimelineRow] = field(default_factory=list)
 
     def event(self, ev: Any) -> None:
-        """Render one ``core.runtime.RunEvent``."""
+        """Render one ``runtime.threads.RunEvent``."""
         where = " › ".join([*ev.path, ev.node or ""])
         indent = "    " * len(ev.path)
         if ev.kind == "node_start":

@@ -40,7 +40,7 @@ def secret_set(
     secret-set hello-api API_TOKEN`, or run it in a terminal and type the value. The next deploy passes it to the
     service's environment (a changed value restarts the service).
     """
-    from core.secrets import list_secret_names, load_keys, set_secret, validate_secret_name
+    from services.secrets import list_secret_names, load_keys, set_secret, validate_secret_name
 
     settings = load_settings(ctx)
 
@@ -70,7 +70,7 @@ def secret_list(
     """A project's secrets: names and when they were set (never a value), and the required ones still missing."""
     from rich.table import Table
 
-    from core.secrets import secret_set_commands, secret_status
+    from services.secrets import secret_set_commands, secret_status
 
     async def body(db: Any) -> int:
         infos, missing = await secret_status(db, project)
@@ -106,7 +106,7 @@ def secret_rm(
     name: Annotated[str, typer.Argument(help="The environment variable to remove.")],
 ) -> None:
     """Remove a secret; the next deploy restarts the service without it."""
-    from core.secrets import delete_secret, validate_secret_name
+    from services.secrets import delete_secret, validate_secret_name
 
     async def body(db: Any) -> int:
         validate_secret_name(name)
@@ -122,7 +122,7 @@ def secret_rm(
 @app.command("secret-rotate")
 def secret_rotate(ctx: typer.Context) -> None:
     """Re-encrypt every secret with the first key of ORCH_SECRETS_KEY (a new key first, the old one after it)."""
-    from core.secrets import load_keys, rotate_secrets
+    from services.secrets import load_keys, rotate_secrets
 
     settings = load_settings(ctx)
 

@@ -1,1 +1,1 @@
-"""Core runtime pieces: settings, database, the LLM seam, forges and the graph runtime."""
+"""Plumbing: settings, the database engine and sessions, checkpoints, the LLM seam and its replay provider."""

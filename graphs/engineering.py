@@ -7,7 +7,7 @@ from typing import Literal
 from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 
-from core.context import Context
+from graphs.context import Context
 from graphs.state import EngineeringInput, EngineeringOutput, EngineeringState
 from nodes.approval import ask_for_guidance
 from nodes.architect import write_design

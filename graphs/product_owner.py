@@ -7,7 +7,7 @@ from typing import Literal
 from langgraph.graph import START, StateGraph
 from langgraph.types import Send
 
-from core.context import Context
+from graphs.context import Context
 from graphs.engineering import build_engineering
 from graphs.state import OrchestratorState
 from graphs.zavhoz import build_zavhoz

@@ -6,7 +6,7 @@ from typing import Literal
 
 from langgraph.graph import END, START, StateGraph
 
-from core.context import Context
+from graphs.context import Context
 from graphs.state import ZavhozInput, ZavhozOutput, ZavhozState
 from nodes.zavhoz import check_secrets, find_server, lease_port
 

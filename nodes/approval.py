@@ -8,8 +8,7 @@ from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from core.context import Context
-from core.secrets import missing_secrets, secret_set_commands
+from graphs.context import Context
 from graphs.state import EngineeringState, OrchestratorState
 from models.interrupts import (
     DeployApprovalRequest,
@@ -19,6 +18,7 @@ from models.interrupts import (
     ResourcesAnswer,
     ResourcesRequest,
 )
+from services.secrets import missing_secrets, secret_set_commands
 
 
 async def request_deploy_approval(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:

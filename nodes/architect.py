@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 from sqlalchemy import update
 from sqlmodel import col
 
-from core.context import Context
+from graphs.context import Context
 from graphs.state import EngineeringState
 from models.enums import ProjectStatus
 from models.tables import Project

@@ -7,9 +7,9 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from core import workspace
-from core.context import Context
+from graphs.context import Context
 from graphs.state import EngineeringState
+from infra import workspace
 from models.enums import ProjectStatus
 from models.tables import Project
 from models.transitions import enter_project_status, transition_project

@@ -9,14 +9,14 @@ from langgraph.runtime import Runtime
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from core.ansible import PlaybookResult
-from core.context import Context
-from core.deploys import run_deploy
-from core.secrets import SecretsError, flag_missing_secrets, missing_message, missing_secrets, service_env
+from graphs.context import Context
 from graphs.state import EngineeringResult, OrchestratorState, ServerInfo
+from infra.ansible import PlaybookResult
 from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
 from models.tables import Deployment, Event, PortLease, Project, Server, utcnow
 from models.transitions import last_project_event, transition_project
+from services.deploys import run_deploy
+from services.secrets import SecretsError, flag_missing_secrets, missing_message, missing_secrets, service_env
 
 
 async def preflight(ctx: Context, project_id: int, info: ServerInfo | None) -> str | None:

@@ -9,11 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
 from core.db import Database
-from core.secrets import missing_secrets, secret_set_commands
 from models.enums import ProjectStatus
 from models.names import validate_slug
 from models.tables import Deployment, Event, Project, Server
 from models.transitions import transition_project
+from services.secrets import missing_secrets, secret_set_commands
 
 
 class CreateProjectIntent(BaseModel):

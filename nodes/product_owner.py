@@ -12,16 +12,16 @@ from langgraph.runtime import Runtime
 from pydantic import ValidationError
 from sqlmodel import select
 
-from core.context import Context
-from core.forge.base import ensure_repo
-from core.incidents import take_unsurfaced
-from core.recovery import recover
+from graphs.context import Context
 from graphs.state import OrchestratorState
+from infra.forge.base import ensure_repo
 from models.enums import ProjectStatus
 from models.tables import Project
 from models.transitions import enter_project_status, transition_project
 from nodes import po_tools
 from prompts import po as prompts
+from services.incidents import take_unsurfaced
+from services.recovery import recover
 
 
 async def surface_incidents(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:

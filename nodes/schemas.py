@@ -6,7 +6,7 @@ from pathlib import PurePosixPath
 
 from pydantic import BaseModel, Field, field_validator
 
-from core.secrets import RESERVED_NAMES, SECRET_NAME_RE
+from services.secrets import RESERVED_NAMES, SECRET_NAME_RE
 
 
 class FilePlan(BaseModel):

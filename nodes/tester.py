@@ -6,9 +6,9 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from core.context import Context
-from core.testrun import run_tests as run_test_command
+from graphs.context import Context
 from graphs.state import EngineeringResult, EngineeringState
+from infra.testrun import run_tests as run_test_command
 from models.enums import ProjectStatus
 from models.transitions import enter_project_status, transition_project
 from nodes.schemas import Diagnosis

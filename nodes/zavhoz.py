@@ -6,11 +6,11 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from core import leases
-from core.context import Context
-from core.secrets import flag_missing_secrets
+from graphs.context import Context
 from graphs.state import ServerInfo, ZavhozState
 from models.tables import Server
+from services import leases
+from services.secrets import flag_missing_secrets
 
 
 async def check_secrets(state: ZavhozState, runtime: Runtime[Context]) -> dict[str, Any]:

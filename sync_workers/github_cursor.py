@@ -17,9 +17,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.incidents import open_incident, resolve_incident
 from core.settings import Settings
 from models.tables import SyncCursor, utcnow
+from services.incidents import open_incident, resolve_incident
 from sync_workers.base import PassSummary
 from sync_workers.github_types import REPOS, WORKER, Listing, Page
 

@@ -23,11 +23,11 @@ from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.incidents import open_incident, resolve_incident
 from models.enums import ProjectStatus
 from models.names import validate_slug
 from models.tables import Event, Incident, Project, utcnow
 from models.transitions import StaleStatus, transition_project
+from services.incidents import open_incident, resolve_incident
 from sync_workers.base import PassSummary
 from sync_workers.github_cursor import store_pages
 from sync_workers.github_types import Absent, Confirmation, Listing, RepoSummary

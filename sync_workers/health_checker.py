@@ -32,10 +32,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.incidents import open_incident, resolve_incident
 from core.settings import Settings
 from models.enums import DeploymentStatus, ProjectStatus
 from models.tables import Deployment, Project, Server, SyncCursor, utcnow
+from services.incidents import open_incident, resolve_incident
 from sync_workers.base import PassSummary, SyncContext
 from sync_workers.server_sync import client_options, describe_error, overall_timeout, ssh_run
 

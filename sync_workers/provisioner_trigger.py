@@ -7,7 +7,7 @@ One pass does two things, in this order (so a server provisioned in this pass al
     ``provision_failed`` incident, if any, resolved; failure → ``error`` and a critical ``provision_failed`` incident
     with Ansible's summary. One server's failure never stops the others.
 (b) while a ready server with a free port exists, every graph thread parked at a ``waiting_for_resources`` interrupt
-    is resumed with the answer "server NAME is ready" through :class:`core.runtime.OrchestratorRuntime` (which checks
+    is resumed with the answer "server NAME is ready" through :class:`runtime.threads.OrchestratorRuntime` (which checks
     that the thread exists and the interrupt is pending before resuming, see STACK_FACTS). The PO's
     ``wait_for_resources`` node then says "Retrying resources: server NAME is ready." in the thread's conversation and
     asks Zavhoz again. A thread whose resume raises is recorded in ``summary.errors``; the others still run.
@@ -22,13 +22,13 @@ import time
 
 from sqlmodel import col, select
 
-from core.deploys import release_root, run_on_server
-from core.incidents import open_incident, resolve_incident
-from core.leases import find_ready_server
-from core.runtime import Answer, OrchestratorRuntime
 from models.enums import ServerStatus
 from models.tables import Server
 from models.transitions import transition_server
+from runtime.threads import Answer, OrchestratorRuntime
+from services.deploys import release_root, run_on_server
+from services.incidents import open_incident, resolve_incident
+from services.leases import find_ready_server
 from sync_workers.base import PassSummary, SyncContext
 
 WORKER = "provisioner_trigger"

@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from core.db import Database
-from core.leases import ensure_default_server
 from core.settings import Settings
+from services.leases import ensure_default_server
 from sync_workers import github_sync, health_checker, provisioner_trigger, server_sync
 from sync_workers.base import PassSummary, SyncContext
 

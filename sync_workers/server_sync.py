@@ -31,11 +31,11 @@ import asyncssh
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from core.incidents import find_open, open_incident, resolve_incident
 from core.settings import Settings
 from models.enums import ServerStatus
 from models.tables import Server, utcnow
 from models.transitions import IllegalTransition, StaleStatus, transition_server
+from services.incidents import find_open, open_incident, resolve_incident
 from sync_workers.base import PassSummary, SyncContext
 
 CHECK_COMMAND = "cat /proc/uptime /proc/loadavg; df -Pk /; grep MemAvailable /proc/meminfo"

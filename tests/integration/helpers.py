@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlmodel import select
 
-from core import deploys
 from core.db import Database
-from core.runtime import OrchestratorRuntime, RunEvent
 from core.settings import Settings
+from runtime.threads import OrchestratorRuntime, RunEvent
+from services import deploys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUEST = "I need a small HTTP service called hello-api with a /health endpoint and unit tests."

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.ansible import PlaybookResult, inventory_for, run_playbook
+from infra.ansible import PlaybookResult, inventory_for, run_playbook
 from tests.fixtures import git_http
 
 GIT_ENV = {**os.environ, **git_http.GIT_ENV}

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from core import deploys
 from core.settings import Settings
+from services import deploys
 from tests.conftest import REPO_ROOT
 
 HELLO = "I need a small HTTP service called hello-api with a /health endpoint and unit tests."

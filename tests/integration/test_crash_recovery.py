@@ -13,8 +13,8 @@ import time
 import httpx
 import pytest
 
-from core.gitops import run_git
 from core.settings import Settings
+from infra.git import run_git
 from models.tables import Deployment, Event, PortLease, Project
 from tests.integration.helpers import REPO_ROOT, REQUEST, cli, cli_env, rows, scenario_variant, stop_service
 from tests.integration.test_main_job import HAPPY_TRAIL, trail

@@ -2,7 +2,7 @@
 
 The repository is served by :class:`~tests.fixtures.git_http.GitHttpServer`, a real smart-HTTP git host on
 127.0.0.1 that refuses any request without GitHub's ``x-access-token`` Basic header. Deploys run the real
-``core.deploys.run_deploy`` (ansible-runner, playbooks/deploy.yml, connection local).
+``services.deploys.run_deploy`` (ansible-runner, playbooks/deploy.yml, connection local).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from core import deploys
-from core.ansible import PlaybookResult
-from core.deploys import auth_header_file, local_server, run_deploy, stop_service
-from core.gitops import NO_AUTH, GitAuth
 from core.settings import Settings
+from infra.ansible import PlaybookResult
+from infra.git import NO_AUTH, GitAuth
 from models.enums import ProjectStatus
 from models.tables import Project
+from services import deploys
+from services.deploys import auth_header_file, local_server, run_deploy, stop_service
 from tests.fixtures.git_http import GIT_ENV, GitHttpServer
 from tests.integration.test_ansible_deploy import CRASH_APP, GOOD_APP, free_port, pids_with
 

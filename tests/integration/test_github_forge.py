@@ -12,10 +12,10 @@ import pytest
 import requests
 from github import GithubException
 
-from core import workspace
-from core.forge.base import ForgeError, ForgeUnavailable, ensure_repo
-from core.forge.github import GitHubForge
-from core.gitops import NO_AUTH, GitError, run_git
+from infra import workspace
+from infra.forge.base import ForgeError, ForgeUnavailable, ensure_repo
+from infra.forge.github import GitHubForge
+from infra.git import NO_AUTH, GitError, run_git
 from models.names import InvalidProjectName
 from tests.fixtures.fake_github import FakeGitHub
 from tests.fixtures.git_http import GitHttpServer

@@ -8,11 +8,11 @@ import pytest
 from langchain_core.messages import ToolMessage
 
 from core.db import Database
-from core.forge.local import LocalForge
-from core.runtime import OrchestratorRuntime
 from core.settings import Settings
+from infra.forge.local import LocalForge
 from models.enums import ProjectStatus
 from models.tables import Event, Incident, Project
+from runtime.threads import OrchestratorRuntime
 from tests.integration.helpers import rows, run_turn, scenario_variant
 
 pytestmark = pytest.mark.slow

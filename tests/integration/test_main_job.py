@@ -8,9 +8,9 @@ import httpx
 import pytest
 from langchain_core.messages import ToolMessage
 
-from core.runtime import OrchestratorRuntime
 from core.settings import Settings
 from models.tables import Deployment, Event, LLMCall, PortLease, Project
+from runtime.threads import OrchestratorRuntime
 from tests.integration.helpers import REQUEST, cli, rows, run_turn, scenario_variant, stop_service
 
 pytestmark = pytest.mark.slow

@@ -14,9 +14,9 @@ from pydantic import SecretStr
 
 from core.llm import ModelUnreachable
 from core.replay import BUILTIN_DIR, Scenario, last_text
-from core.runtime import OrchestratorRuntime, RunEvent
 from core.settings import ROLES, Settings
 from models.tables import LLMCall, Project
+from runtime.threads import OrchestratorRuntime, RunEvent
 from tests.fixtures.openai_server import USAGE, OpenAIServer
 from tests.integration.helpers import rows
 

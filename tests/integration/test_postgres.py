@@ -266,7 +266,7 @@ def test_libpq_url_keeps_credentials_and_renames_asyncpg_options() -> None:
 async def test_the_po_graph_checkpoints_on_postgres_and_resumes_from_another_process(pg_settings: Settings) -> None:
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
-    from core.runtime import OrchestratorRuntime, UnknownThread
+    from runtime.threads import OrchestratorRuntime, UnknownThread
 
     async with OrchestratorRuntime(pg_settings) as rt:
         assert isinstance(rt.graph.checkpointer, AsyncPostgresSaver)

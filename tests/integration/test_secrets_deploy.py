@@ -1,6 +1,6 @@
 """Project secrets end to end on the real path: the CLI stores them, Ansible hands them to the service, nothing leaks.
 
-Deploys run the real ``core.deploys.run_deploy`` (ansible-runner, playbooks/deploy.yml, connection local) of a
+Deploys run the real ``services.deploys.run_deploy`` (ansible-runner, playbooks/deploy.yml, connection local) of a
 small service whose health JSON reports a hash of the secret it reads from its environment.
 """
 
@@ -24,14 +24,14 @@ import pytest
 from sqlmodel import select
 
 from core.db import Database
-from core.deploys import local_server, run_deploy, stop_service
-from core.leases import ensure_default_server, lease_port
-from core.secrets import deploy_env, load_keys, service_env
 from core.settings import Settings
 from graphs.state import ServerInfo
 from models.enums import ProjectStatus
 from models.tables import Project, Server
 from nodes.devops import preflight
+from services.deploys import local_server, run_deploy, stop_service
+from services.leases import ensure_default_server, lease_port
+from services.secrets import deploy_env, load_keys, service_env
 from tests.integration.helpers import REPO_ROOT, cli, cli_env
 from tests.integration.test_ansible_deploy import CRASH_APP, commit_app, git, pids_with
 from tests.integration.test_deploy_private_repo import Watch, files_holding

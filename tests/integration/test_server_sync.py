@@ -14,7 +14,6 @@ import pytest
 from sqlmodel import col, select
 
 from core.db import Database
-from core.leases import ensure_default_server
 from core.settings import Settings
 from models import (
     Deployment,
@@ -27,6 +26,7 @@ from models import (
     ServerStatus,
     SyncCursor,
 )
+from services.leases import ensure_default_server
 from sync_workers import health_checker, server_sync
 from sync_workers.base import SyncContext
 from sync_workers.server_sync import check_server

@@ -18,13 +18,13 @@ import pytest
 from langchain_core.messages import AIMessage
 
 from core.db import Database
-from core.forge.factory import make_forge
-from core.leases import ensure_default_server
-from core.recovery import recover
-from core.runtime import OrchestratorRuntime, Pending, ThreadView
 from core.settings import Settings
+from infra.forge.factory import make_forge
 from models.enums import ServerStatus
 from models.tables import Event, Incident, Server
+from runtime.threads import OrchestratorRuntime, Pending, ThreadView
+from services.leases import ensure_default_server
+from services.recovery import recover
 from sync_workers import provisioner_trigger
 from sync_workers.base import SyncContext
 from sync_workers.lock import SyncLock, waiting_message

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.ansible import prune_kept_runs
+from infra.ansible import prune_kept_runs
 
 
 def test_only_the_newest_kept_playbook_runs_stay(tmp_path: Path) -> None:

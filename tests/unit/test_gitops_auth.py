@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.forge.github import GitHubForge
-from core.forge.local import LocalForge
-from core.gitops import NO_AUTH, GitAuth, GitError, redact_auth, run_git
+from infra.forge.github import GitHubForge
+from infra.forge.local import LocalForge
+from infra.git import NO_AUTH, GitAuth, GitError, redact_auth, run_git
 
 TOKEN = "ghp_unitSECRET0123456789abcdef"
 B64 = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()

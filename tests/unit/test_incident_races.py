@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from core import incidents
 from core.db import Database
-from core.incidents import open_incident, resolve_incident, take_unsurfaced
 from models.tables import Incident
+from services import incidents
+from services.incidents import open_incident, resolve_incident, take_unsurfaced
 
 
 async def _open(db: Database, message: str) -> None:

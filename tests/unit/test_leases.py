@@ -14,11 +14,11 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from core.db import Database
-from core.leases import ensure_default_server, find_ready_server, lease_port
 from core.settings import Settings
 from models.enums import ProjectStatus, ServerStatus
 from models.tables import Event, PortLease, Project, Server
 from models.transitions import transition_server
+from services.leases import ensure_default_server, find_ready_server, lease_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,7 +126,7 @@ RACE_SCRIPT = textwrap.dedent(
     import asyncio, json, sys
     from sqlmodel import select
     from core.db import Database
-    from core.leases import lease_port
+    from services.leases import lease_port
     from models.tables import Server
 
     async def main(url, ids):

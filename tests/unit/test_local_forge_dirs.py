@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from core.forge.factory import make_forge
-from core.forge.local import LocalForge, make_private_dirs
 from core.settings import Settings
+from infra.forge.factory import make_forge
+from infra.forge.local import LocalForge, make_private_dirs
 
 
 @pytest.fixture(autouse=True)

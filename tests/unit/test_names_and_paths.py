@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from core.gitops import run_git
-from core.workspace import PathOutsideWorkspace, listing, safe_path, write_files
+from infra.git import run_git
+from infra.workspace import PathOutsideWorkspace, listing, safe_path, write_files
 from models.names import InvalidProjectName, validate_slug
 from nodes.schemas import Design, FilePlan
 

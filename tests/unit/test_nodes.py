@@ -15,15 +15,14 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel
 from sqlmodel import select
 
-from core.ansible import PlaybookResult
-from core.context import Context
 from core.db import Database
-from core.forge.local import LocalForge
-from core.gitops import run_git
-from core.leases import ensure_default_server
 from core.llm import LLMReply
 from core.settings import Settings
+from graphs.context import Context
 from graphs.state import ServerInfo
+from infra.ansible import PlaybookResult
+from infra.forge.local import LocalForge
+from infra.git import run_git
 from models.enums import DeploymentStatus, ProjectStatus
 from models.tables import Deployment, Event, PortLease, Project, Server
 from models.transitions import IllegalTransition
@@ -33,6 +32,7 @@ from nodes.developer import write_code
 from nodes.product_owner import provision_repository, run_po_tools
 from nodes.tester import run_tests
 from nodes.zavhoz import find_server, lease_port
+from services.leases import ensure_default_server
 
 THREAD = "t-unit"
 DESIGN = {

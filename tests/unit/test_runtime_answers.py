@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from core.runtime import Answer, RuntimeInputError, answer_value
 from models.interrupts import DeployDecision, GuidanceAnswer
+from runtime.threads import Answer, RuntimeInputError, answer_value
 
 DEPLOY: dict[str, Any] = {"kind": "deploy_approval", "question": "Deploy?", "project": "hello-api"}
 GUIDANCE: dict[str, Any] = {"kind": "engineering_guidance", "question": "Help?", "project": "hello-api"}
@@ -79,7 +79,7 @@ def test_unknown_answer_kind_is_a_clear_error():
 
 
 def test_a_failed_node_reports_its_error_as_text() -> None:
-    from core.runtime import OrchestratorRuntime
+    from runtime.threads import OrchestratorRuntime
 
     started: dict[str, float] = {}
     begin = OrchestratorRuntime._task_event({"id": "t1", "name": "write_code", "input": {}}, ("engineering",), started)

@@ -15,16 +15,7 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy import text
 from sqlmodel import select
 
-from core import secrets
 from core.db import Database
-from core.secrets import (
-    InvalidSecretName,
-    SecretDecryptError,
-    SecretsInputError,
-    SecretsKeyError,
-    ServiceEnv,
-    UnknownProject,
-)
 from core.settings import Settings
 from models.enums import ProjectStatus
 from models.tables import Project, Secret
@@ -33,6 +24,15 @@ from nodes.approval import request_deploy_approval
 from nodes.po_tools import get_project_status
 from nodes.schemas import Design
 from nodes.zavhoz import check_secrets
+from services import secrets
+from services.secrets import (
+    InvalidSecretName,
+    SecretDecryptError,
+    SecretsInputError,
+    SecretsKeyError,
+    ServiceEnv,
+    UnknownProject,
+)
 from tests.unit.test_nodes import ScriptedLLM, deploy_state, fake_playbook, make_project, runtime
 
 VALUE = "postgres://app:s3cr3t-VALUE@127.0.0.1/app"

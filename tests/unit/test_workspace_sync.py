@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core import workspace
+from infra import workspace
 from tests.fixtures.git_http import GIT_ENV
 
 

@@ -10,8 +10,8 @@ import fcntl
 import json
 from pathlib import Path
 
-from core.forge.base import ForgeError, RepoInfo
-from core.gitops import NO_AUTH, GitAuth, run_git
+from infra.forge.base import ForgeError, RepoInfo
+from infra.git import NO_AUTH, GitAuth, run_git
 from models.names import validate_slug
 
 README = "# {name}\n\n{description}\n"

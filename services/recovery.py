@@ -13,14 +13,14 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from core.db import Database
-from core.deploys import run_deploy
-from core.forge.base import Forge
-from core.incidents import resolve_incident
-from core.secrets import SecretsError, service_env
 from core.settings import Settings
+from infra.forge.base import Forge
 from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
 from models.tables import Deployment, Incident, Project, Server, utcnow
 from models.transitions import transition_project, transition_server
+from services.deploys import run_deploy
+from services.incidents import resolve_incident
+from services.secrets import SecretsError, service_env
 
 
 async def recover(settings: Settings, db: Database, forge: Forge, incident_id: int, thread_id: str) -> dict[str, Any]:

@@ -386,7 +386,7 @@ class ServiceEnv:
 
 
 async def service_env(settings: Settings, db: Database, project_id: int) -> ServiceEnv:
-    """The project's stored secrets, decrypted, ready for ``core.deploys.run_deploy(env=...)``.
+    """The project's stored secrets, decrypted, ready for ``services.deploys.run_deploy(env=...)``.
 
     Raises:
         SecretsKeyError: the key is unusable.

@@ -18,8 +18,8 @@ import requests
 from github import Auth, Github, GithubException, GithubRetry, RateLimitExceededException
 from github.Repository import Repository
 
-from core.forge.base import ForgeError, ForgeUnavailable, RepoInfo
-from core.gitops import GitAuth
+from infra.forge.base import ForgeError, ForgeUnavailable, RepoInfo
+from infra.git import GitAuth
 from models.names import validate_slug
 
 

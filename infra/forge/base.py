@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.gitops import GitAuth
+from infra.git import GitAuth
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Forge(Protocol):
     def git_auth(self) -> GitAuth:
         """Credentials for clone/fetch/push of this forge's repositories (``NO_AUTH`` if none are needed).
 
-        They reach git only through its environment (see :class:`core.gitops.GitAuth`): never argv, never disk.
+        They reach git only through its environment (see :class:`infra.git.GitAuth`): never argv, never disk.
         """
         ...
 

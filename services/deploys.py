@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from core.ansible import PlaybookResult, inventory_for, run_playbook
-from core.forge.factory import make_forge
-from core.gitops import GitAuth
-from core.secrets import ServiceEnv
 from core.settings import Settings
+from infra.ansible import PlaybookResult, inventory_for, run_playbook
+from infra.forge.factory import make_forge
+from infra.git import GitAuth
 from models.enums import ServerStatus
 from models.tables import Project, Server
+from services.secrets import ServiceEnv
 
 REMOTE_RELEASE_ROOT = "/srv/orchestrator"
 REMOTE_PYTHON = "/usr/bin/python3"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from core.gitops import NO_AUTH, GitAuth, run_git
+from infra.git import NO_AUTH, GitAuth, run_git
 
 
 class PathOutsideWorkspace(ValueError):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.db import Database
-from core.forge.base import Forge
 from core.llm import LLM
 from core.settings import Settings
+from infra.forge.base import Forge
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,15 @@ from pydantic import ValidationError
 from sqlmodel import col, select
 
 from core.checkpoints import open_saver
-from core.context import Context
 from core.db import Database
-from core.forge.factory import make_forge
-from core.leases import ensure_default_server
 from core.llm import LLM
 from core.settings import Settings
+from graphs.context import Context
 from graphs.product_owner import build_product_owner
+from infra.forge.factory import make_forge
 from models.interrupts import ANSWER_SCHEMAS
 from models.tables import ThreadRecord, utcnow
+from services.leases import ensure_default_server
 
 
 class RuntimeInputError(ValueError):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from core.forge.base import Forge
-from core.forge.local import LocalForge
 from core.settings import Settings
+from infra.forge.base import Forge
+from infra.forge.local import LocalForge
 
 
 def make_forge(settings: Settings) -> Forge:
     """GitHub when ``ORCH_GITHUB_TOKEN`` and ``ORCH_GITHUB_ORG`` are set, else the local forge in the data dir."""
     if settings.github_token and settings.github_org:
-        from core.forge.github import GitHubForge
+        from infra.forge.github import GitHubForge
 
         return GitHubForge(
             token=settings.github_token.get_secret_value(),
