@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit integration bench api clean compose-check migration postgres pg
+.PHONY: install demo test lint layers typecheck unit integration bench api clean compose-check migration postgres pg
 
 $(STAMP): pyproject.toml
 	@command -v git >/dev/null || (echo "git is required (apt-get install git)" && exit 1)
@@ -21,6 +21,9 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 
+layers: install  ## the import contracts in pyproject.toml: layering, graph schemas, no circles
+	$(BIN)/lint-imports --no-cache
+
 typecheck: install
 	$(BIN)/mypy
 
@@ -30,7 +33,7 @@ unit: install
 integration: install postgres
 	$(BIN)/pytest tests/integration -q
 
-test: lint typecheck postgres
+test: lint layers typecheck postgres
 	$(BIN)/pytest -q
 
 postgres:  ## the PostgreSQL server binaries the tests start throwaway clusters with (apt-get as root if missing)

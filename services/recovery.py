@@ -21,6 +21,7 @@ from models.transitions import transition_project, transition_server
 from services.deploys import run_deploy
 from services.incidents import resolve_incident
 from services.secrets import SecretsError, service_env
+from services.servers import check_server, provision_server
 
 
 async def recover(settings: Settings, db: Database, forge: Forge, incident_id: int, thread_id: str) -> dict[str, Any]:
@@ -88,8 +89,6 @@ async def _recheck_server(
     settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str
 ) -> tuple[bool, str]:
     """Check the server now; ready again only if it answers."""
-    from sync_workers.server_sync import check_server
-
     async with db.session() as s:
         server = await s.get(Server, incident.subject_id)
     assert server is not None
@@ -150,9 +149,6 @@ async def _reprovision_server(
     settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str
 ) -> tuple[bool, str]:
     """Run the provisioning playbook again now (error -> provisioning -> ready, or back to error)."""
-    from sync_workers.base import PassSummary, SyncContext
-    from sync_workers.provisioner_trigger import provision_server
-
     async with db.session() as s:
         server = await s.get(Server, incident.subject_id)
         if server is None:
@@ -165,7 +161,7 @@ async def _reprovision_server(
     assert server is not None
     if server.status != ServerStatus.provisioning:
         return False, f"server {server.name} is {server.status.value}, not waiting for provisioning"
-    summary = PassSummary(worker="recovery")
-    if await provision_server(SyncContext(settings=settings, db=db), server, summary):
+    result = await provision_server(settings, db, server)
+    if result.ok:
         return True, f"server {server.name} provisioned again and is ready"
-    return False, f"provisioning {server.name} failed again: {summary.notes[-1] if summary.notes else 'see its events'}"
+    return False, f"provisioning server {server.name} failed again: {result.summary.splitlines()[0]}"

@@ -1,21 +1,37 @@
-"""Registering a server: the way a machine enters the inventory, from the CLI or the API.
+"""Servers: registering one, checking one, provisioning one; called by the CLI, the API, the sync and recovery.
 
 A new server starts ``discovered`` (server_sync checks it over SSH and moves it to ``ready``) or, asked to be
 provisioned, ``provisioning`` (the sync's provisioner_trigger runs ``playbooks/provision.yml`` on it first).
+A check reads uptime, load, free disk and memory (``/proc`` here for connection ``local``, else one command over
+SSH); provisioning runs the playbook and records ``ready``, or ``error`` with a ``provision_failed`` incident.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import os
 import re
-from typing import Literal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
+import asyncssh
 from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlmodel import select
 
 from core.db import Database
+from core.settings import Settings
+from infra.ansible import PlaybookResult
+from infra.ssh import describe_error, ssh_run
 from models.enums import ServerStatus
-from models.tables import Event, Server
+from models.tables import Event, Server, utcnow
+from models.transitions import transition_server
+from services.deploys import release_root, run_on_server
+from services.incidents import open_incident, resolve_incident
+
+PROVISION_INCIDENT = "provision_failed"
 
 HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$"
@@ -83,3 +99,138 @@ async def add_server(db: Database, spec: ServerCreate, *, thread_id: str | None 
             Event(subject_type="server", subject_id=server.id, to_status=status.value, reason=why, thread_id=thread_id)
         )
     return server
+
+
+CHECK_COMMAND = "cat /proc/uptime /proc/loadavg; df -Pk /; grep MemAvailable /proc/meminfo"
+"""The one command a check runs on an SSH host; :func:`parse_check_output` reads its output."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one server check.
+
+    Attributes:
+        ok: whether the check ran and its output made sense.
+        facts: on success ``uptime_s``, ``load`` ([1, 5, 15] min), ``disk_free_bytes`` (of ``/``),
+            ``mem_available_bytes`` and ``checked_at`` (ISO 8601, UTC); empty on failure.
+        error: a short description of the failure, None on success.
+        duration_s: wall time of the check.
+    """
+
+    ok: bool
+    facts: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    duration_s: float = 0.0
+
+
+def parse_check_output(text: str) -> dict[str, Any]:
+    """Read the output of :data:`CHECK_COMMAND` into facts (without ``checked_at``).
+
+    Raises:
+        ValueError: the output is not what the command prints on Linux.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:
+        uptime_s = float(lines[0].split()[0])
+        load = [float(x) for x in lines[1].split()[:3]]
+        df_header = next(i for i, line in enumerate(lines) if line.startswith("Filesystem"))
+        disk_free_kb = int(lines[df_header + 1].split()[-3])
+        mem_line = next(line for line in lines if line.startswith("MemAvailable:"))
+        mem_kb = int(mem_line.split()[1])
+    except (IndexError, ValueError, StopIteration) as exc:
+        raise ValueError(f"unexpected check output: {text[:120]!r}") from exc
+    if len(load) != 3:
+        raise ValueError(f"unexpected load line: {lines[1]!r}")
+    return {
+        "uptime_s": uptime_s,
+        "load": load,
+        "disk_free_bytes": disk_free_kb * 1024,
+        "mem_available_bytes": mem_kb * 1024,
+    }
+
+
+def local_facts() -> dict[str, Any]:
+    """The same facts as :data:`CHECK_COMMAND` gives, read on this machine (``/proc`` and ``statvfs``)."""
+    uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+    load = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    mem_line = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemAvailable:"))
+    st = os.statvfs("/")
+    return {
+        "uptime_s": uptime_s,
+        "load": load,
+        "disk_free_bytes": st.f_bavail * st.f_frsize,
+        "mem_available_bytes": int(mem_line.split()[1]) * 1024,
+    }
+
+
+def overall_timeout(settings: Settings) -> float:
+    """The limit on one whole check: connecting, then the command, each bounded by ``ssh_timeout_s``."""
+    return 2 * settings.ssh_timeout_s + 1.0
+
+
+async def check_server(
+    settings: Settings, server: Server, *, options: asyncssh.SSHClientConnectionOptions | None = None
+) -> CheckResult:
+    """Check one server; every failure is a result (ok=False, short error), never an exception.
+
+    Args:
+        settings: SSH settings (see :func:`client_options`).
+        server: the server; connection ``local`` is checked here without SSH, anything else over SSH with
+            :data:`CHECK_COMMAND`.
+        options: pre-built :func:`client_options`, shared by the checks of a pass; built here if None.
+
+    Returns:
+        The :class:`CheckResult`, within :func:`overall_timeout` seconds.
+    """
+    t0 = time.monotonic()
+    limit = overall_timeout(settings)
+    deadline = asyncio.timeout(limit)
+    try:
+        async with deadline:
+            if server.connection == "local":
+                facts = await asyncio.to_thread(local_facts)
+            else:
+                done = await ssh_run(settings, server, CHECK_COMMAND, options=options)
+                facts = parse_check_output(str(done.stdout or ""))
+    except Exception as exc:  # noqa: BLE001 - the contract: a failed check is a result
+        if deadline.expired():
+            error = f"check took longer than {limit:g}s"
+        else:
+            error = describe_error(exc, settings.ssh_timeout_s)
+        return CheckResult(ok=False, error=error, duration_s=time.monotonic() - t0)
+    facts["checked_at"] = utcnow().isoformat()
+    return CheckResult(ok=True, facts=facts, duration_s=time.monotonic() - t0)
+
+
+async def provision_server(settings: Settings, db: Database, server: Server) -> PlaybookResult:
+    """Run ``playbooks/provision.yml`` on one server in ``provisioning`` and record the outcome.
+
+    Success: ``ready`` and the ``provision_failed`` incident resolved; failure: ``error`` and that incident opened
+    (or refreshed) with Ansible's summary. A failed playbook is the server's state, not an exception.
+
+    Returns:
+        The playbook's result (``ok``, ``summary``).
+
+    Raises:
+        IllegalTransition / StaleStatus: the server is no longer in ``provisioning``.
+    """
+    assert server.id is not None
+    settings.ensure_data_dir()
+    result = await run_on_server(settings, server, "provision.yml", {"release_root": release_root(settings, server)})
+    async with db.session() as s:
+        if result.ok:
+            await transition_server(s, server.id, ServerStatus.ready, reason=f"provisioned: {result.summary}")
+            await resolve_incident(s, kind=PROVISION_INCIDENT, subject_type="server", subject_id=server.id)
+        else:
+            await transition_server(
+                s, server.id, ServerStatus.error, reason=f"provisioning failed: {result.summary}"[:2000]
+            )
+            await open_incident(
+                s,
+                kind=PROVISION_INCIDENT,
+                severity="critical",
+                subject_type="server",
+                subject_id=server.id,
+                message=f"provisioning server {server.name} failed: {result.summary}",
+            )
+    return result

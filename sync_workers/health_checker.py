@@ -4,7 +4,7 @@ For each project in status ``active`` whose latest succeeded Deployment has a UR
 
 * on a ``local`` server, an HTTP GET of that URL from here (httpx);
 * on an SSH server, ``curl`` of ``http://127.0.0.1:PORT/PATH`` run on the host over SSH (the service's port need
-  not be exposed), through :func:`sync_workers.server_sync.ssh_run`.
+  not be exposed), through :func:`infra.ssh.ssh_run`.
 
 A 2xx/3xx answer is healthy. Consecutive unhealthy answers are counted per project in
 ``SyncCursor(key="health:project:<id>").consecutive_failures`` (an atomic upsert); reaching
@@ -33,11 +33,12 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.settings import Settings
+from infra.ssh import client_options, describe_error, ssh_run
 from models.enums import DeploymentStatus, ProjectStatus
 from models.tables import Deployment, Project, Server, SyncCursor, utcnow
 from services.incidents import open_incident, resolve_incident
+from services.servers import overall_timeout
 from sync_workers.base import PassSummary, SyncContext
-from sync_workers.server_sync import client_options, describe_error, overall_timeout, ssh_run
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ async def check_health(
         settings: ``ssh_timeout_s`` bounds the HTTP request, the SSH connection and the remote command.
         target: the project, its URL and its server.
         http: the client for ``local`` servers.
-        options: pre-built SSH options (see :func:`sync_workers.server_sync.client_options`).
+        options: pre-built SSH options (see :func:`infra.ssh.client_options`).
 
     Returns:
         healthy True (2xx/3xx), False (an error status, no answer), or None (the SSH host could not be reached).

@@ -2,13 +2,13 @@
 
 One pass does two things, in this order (so a server provisioned in this pass already serves the waiting projects):
 
-(a) every server in status ``provisioning`` gets ``playbooks/provision.yml`` run through ansible-runner
-    (off the event loop); success → ``ready`` (the Event's reason carries Ansible's summary) and the
-    ``provision_failed`` incident, if any, resolved; failure → ``error`` and a critical ``provision_failed`` incident
-    with Ansible's summary. One server's failure never stops the others.
+(a) every server in status ``provisioning`` gets ``playbooks/provision.yml`` run through ansible-runner (off the
+    event loop, by :func:`services.servers.provision_server`); success → ``ready`` (the Event's reason carries
+    Ansible's summary) and the ``provision_failed`` incident, if any, resolved; failure → ``error`` and a critical
+    ``provision_failed`` incident with Ansible's summary. One server's failure never stops the others.
 (b) while a ready server with a free port exists, every graph thread parked at a ``waiting_for_resources`` interrupt
-    is resumed with the answer "server NAME is ready" through :class:`runtime.threads.OrchestratorRuntime` (which checks
-    that the thread exists and the interrupt is pending before resuming, see STACK_FACTS). The PO's
+    is resumed with the answer "server NAME is ready" through :class:`runtime.threads.OrchestratorRuntime` (which
+    checks that the thread exists and the interrupt is pending before resuming, see STACK_FACTS). The PO's
     ``wait_for_resources`` node then says "Retrying resources: server NAME is ready." in the thread's conversation and
     asks Zavhoz again. A thread whose resume raises is recorded in ``summary.errors``; the others still run.
 
@@ -24,15 +24,12 @@ from sqlmodel import col, select
 
 from models.enums import ServerStatus
 from models.tables import Server
-from models.transitions import transition_server
 from runtime.threads import Answer, OrchestratorRuntime
-from services.deploys import release_root, run_on_server
-from services.incidents import open_incident, resolve_incident
 from services.leases import find_ready_server
+from services.servers import provision_server
 from sync_workers.base import PassSummary, SyncContext
 
 WORKER = "provisioner_trigger"
-INCIDENT_KIND = "provision_failed"
 log = logging.getLogger(__name__)
 
 
@@ -62,49 +59,22 @@ async def _provision_servers(ctx: SyncContext, summary: PassSummary) -> None:
     for server in servers:
         assert server.id is not None
         try:
-            await provision_server(ctx, server, summary)
+            await _provision(ctx, server, summary)
         except Exception as exc:  # a bug or a database error for this server; the others still get provisioned
             log.exception("provisioning server %s failed", server.name)
             summary.errors.append(f"server {server.name}: {type(exc).__name__}: {exc}")
 
 
-async def provision_server(ctx: SyncContext, server: Server, summary: PassSummary) -> bool:
-    """Run ``playbooks/provision.yml`` on one server in ``provisioning``; return whether it is now ready.
-
-    Success: ``ready`` and the ``provision_failed`` incident resolved; failure: ``error`` and that incident opened
-    (or refreshed) with Ansible's summary. Counts go to ``summary``.
-
-    Raises:
-        IllegalTransition / StaleStatus: the server is no longer in ``provisioning``.
-    """
-    assert server.id is not None
-    settings = ctx.settings
-    settings.ensure_data_dir()
-    result = await run_on_server(settings, server, "provision.yml", {"release_root": release_root(settings, server)})
-    async with ctx.db.session() as s:
-        if result.ok:
-            await transition_server(s, server.id, ServerStatus.ready, reason=f"provisioned: {result.summary}")
-            await resolve_incident(s, kind=INCIDENT_KIND, subject_type="server", subject_id=server.id)
-        else:
-            await transition_server(
-                s, server.id, ServerStatus.error, reason=f"provisioning failed: {result.summary}"[:2000]
-            )
-            await open_incident(
-                s,
-                kind=INCIDENT_KIND,
-                severity="critical",
-                subject_type="server",
-                subject_id=server.id,
-                message=f"provisioning server {server.name} failed: {result.summary}",
-            )
+async def _provision(ctx: SyncContext, server: Server, summary: PassSummary) -> None:
+    result = await provision_server(ctx.settings, ctx.db, server)
     summary.updated += 1
     if result.ok:
         summary.notes.append(f"server {server.name} provisioned and ready")
     else:
-        # Ansible's failure is the server's state, recorded above (status error + incident), not a worker error.
+        # Ansible's failure is the server's state (status error + incident, recorded by the service), not a
+        # worker error.
         summary.transient_failures += 1
         summary.notes.append(f"server {server.name} failed provisioning: {result.summary.splitlines()[0]}")
-    return result.ok
 
 
 async def _resume_waiting(ctx: SyncContext, runtime: OrchestratorRuntime | None, summary: PassSummary) -> None:

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 from sqlmodel import col, select
 
@@ -27,9 +28,9 @@ from models import (
     SyncCursor,
 )
 from services.leases import ensure_default_server
+from services.servers import CHECK_COMMAND, check_server
 from sync_workers import health_checker, server_sync
 from sync_workers.base import SyncContext
-from sync_workers.server_sync import check_server
 from tests.fixtures.ssh_server import EXPECTED_FACTS, FakeSSHHost, hanging_host, refusing_port
 
 THRESHOLD = 3
@@ -107,7 +108,7 @@ async def test_discovered_becomes_ready_with_facts(ctx: SyncContext, host: FakeS
     assert {k: server.facts[k] for k in EXPECTED_FACTS} == EXPECTED_FACTS
     assert server.facts["checked_at"]
     assert server.last_seen_at is not None and server.fail_count == 0
-    assert host.commands == [server_sync.CHECK_COMMAND]
+    assert host.commands == [CHECK_COMMAND]
     async with ctx.db.session() as s:
         events = (await s.exec(select(Event).where(Event.subject_type == "server"))).all()
     assert [(e.from_status, e.to_status) for e in events] == [("discovered", "ready")]
@@ -218,7 +219,7 @@ async def test_local_server_is_checked_without_ssh(
     def no_ssh(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a local server must not be checked over SSH")
 
-    monkeypatch.setattr(server_sync.asyncssh, "connect", no_ssh)
+    monkeypatch.setattr(asyncssh, "connect", no_ssh)
     await ensure_default_server(ctx.db, ctx.settings.model_copy(update={"register_localhost": True}))
     local2 = await add_server(ctx, "this-box", 1, connection="local")  # port 1: nothing listens, must not matter
     summary = await server_sync.run_pass(ctx)
