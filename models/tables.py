@@ -80,7 +80,7 @@ class PortLease(SQLModel, table=True):
 
 
 class Secret(SQLModel, table=True):
-    """One environment variable of a project's service, its value Fernet-encrypted (see core/secrets.py).
+    """One environment variable of a project's service, its value Fernet-encrypted (see services/secrets.py).
 
     Only names ever leave this table in clear (listings, graph state, approvals); values are decrypted only to
     hand them to a deploy.

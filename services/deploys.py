@@ -70,7 +70,7 @@ async def run_deploy(
     and hands it to git through the task's stdin (see deploy.yml), and the file is deleted when the run ends,
     whatever its outcome. A local repository gets no header and no file.
 
-    The project's secrets (``env``, see core/secrets.py) travel the same way: their env file goes into a private
+    The project's secrets (``env``, see services/secrets.py) travel the same way: their env file goes into a private
     file of its own whose path is the extravar ``secrets_file``; the playbook pipes it to the target, where it
     becomes ``run/service.env`` (0600), sourced by the service's start. Only ``env.digest`` (an HMAC, no value)
     is an extravar: a changed secret changes it, and the service restarts on the same commit; an unchanged one

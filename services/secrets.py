@@ -2,7 +2,7 @@
 
 Only names travel: listings, graph state, approval payloads and logs see names, never values. A value is
 decrypted only by :func:`deploy_env`, for a deploy (which hands it over through a private file, see
-core/deploys.py).
+services/deploys.py).
 
 The key: ``ORCH_SECRETS_KEY``, one or several comma-separated Fernet keys (a ``MultiFernet``: the first
 encrypts, every one decrypts, so a new key goes first and the old one stays after it until
@@ -311,7 +311,7 @@ def missing_message(project: str, names: list[str]) -> str:
 async def deploy_env(db: Database, project_id: int, *, keys: Keyring) -> dict[str, str]:
     """Every stored secret of the project, decrypted, for a deploy: ``{NAME: value}``.
 
-    Keep the result out of graph state, logs and extravars (see core/deploys.py).
+    Keep the result out of graph state, logs and extravars (see services/deploys.py).
 
     Raises:
         SecretDecryptError: a value does not decrypt with the configured key(s) (named, never shown).

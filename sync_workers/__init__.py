@@ -1,1 +1,1 @@
-"""Background workers that reconcile the database with reality (GitHub, the servers); run by ``orchestrator sync``."""
+"""Background workers that schedule services to keep the database equal to GitHub and the servers."""
