@@ -7,10 +7,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from api.auth import api_routes, rule_of
+from api.edge import RequestEdge
 from api.errors import runtime_input_error_handler
+from api.limits import RunSlots
 from api.routes import router
 from api.sse import drain_runs
 from core.settings import Settings
@@ -24,21 +29,74 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings: The process settings; None reads them from the environment when the app starts.
 
     Returns:
-        The app; its lifespan opens the runtime (data dir, tables, checkpoints) and closes it on shutdown.
+        The app; its lifespan opens the runtime (data dir, tables, checkpoints) and closes it on shutdown. Every
+        route but ``/healthz`` needs an API key (see :mod:`api.auth`); the edge checks come first (:mod:`api.edge`).
+
+    Raises:
+        LookupError: a route declares no role rule (a route added without one never serves).
     """
+    resolved = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        resolved = settings or Settings()
         async with OrchestratorRuntime(resolved) as runtime:
             app.state.runtime = runtime
             yield
             await drain_runs(resolved.deploy_timeout_s)
 
-    app = FastAPI(title="orchestrator", summary="The orchestrator runtime over HTTP", lifespan=lifespan)
+    # The OpenAPI document is served by an authenticated route (api.routes.openapi_document), and no docs pages:
+    # every route but /healthz needs a key.
+    app = FastAPI(
+        title="orchestrator",
+        summary="The orchestrator runtime over HTTP",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.include_router(router)
+    for route in api_routes(app):
+        rule_of(route)
     app.add_exception_handler(RuntimeInputError, runtime_input_error_handler)
+    app.state.run_slots = RunSlots(resolved.api_max_runs_per_identity)
+    app.add_middleware(
+        RequestEdge,
+        allowed_hosts=resolved.api_allowed_hosts,
+        max_body_bytes=resolved.api_max_body_bytes,
+        body_timeout_s=resolved.api_body_timeout_s,
+    )
+    if resolved.api_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=resolved.api_cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-Api-Key", "Content-Type"],
+        )
+    _document_refusals_as_json(app)
     return app
+
+
+def _document_refusals_as_json(app: FastAPI) -> None:
+    """Document a streaming route's refusals as JSON, which is what they are sent as.
+
+    FastAPI files every response of a route under the route's media type, so ``text/event-stream`` routes would
+    claim their 4xx bodies are event streams.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    for code, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        if code[0] in "45" and "text/event-stream" in content:
+                            content["application/json"] = content.pop("text/event-stream")
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_factory() -> FastAPI:

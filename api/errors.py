@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from runtime.threads import RuntimeInputError, ThreadStateConflict, UnknownThread
+from runtime.threads import NotAllowed, RuntimeInputError, ThreadStateConflict, UnknownThread
 
 
 def status_for(exc: RuntimeInputError) -> int:
@@ -15,9 +15,12 @@ def status_for(exc: RuntimeInputError) -> int:
         exc: The error the runtime raised (nothing was changed).
 
     Returns:
-        404 for an unknown thread, 409 when the thread's state does not allow the request (it waits for an answer,
-        nothing is pending, it is running, nothing is left to run), else 422 (the request itself is wrong).
+        403 when the identity may not (role, separate approver), 404 for an unknown thread, 409 when the thread's
+        state does not allow the request (it waits for an answer, nothing is pending, it is running, nothing is left
+        to run), else 422 (the request itself is wrong).
     """
+    if isinstance(exc, NotAllowed):
+        return 403
     if isinstance(exc, UnknownThread):
         return 404
     if isinstance(exc, ThreadStateConflict):

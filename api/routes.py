@@ -1,8 +1,9 @@
-"""Thin routes: each one calls the runtime or a data-access function and shapes the answer.
+"""Thin routes: each one declares its role rule, calls the runtime or a service, and shapes the answer.
 
 Runs stream as Server-Sent Events (``event: <RunEvent kind>``, ``data: <its fields as JSON>``). Bad input is
-refused before the stream starts, as ``{"detail": "..."}`` with 404 (unknown thread), 409 (the thread's state
-does not allow it) or 422 (wrong request); nothing runs then.
+refused before the stream starts, as JSON ``{"detail": ...}``: 401 (no valid key), 403 (role too low), 404 (unknown
+thread, or another owner's), 409 (the thread's state does not allow it), 422 (wrong request), 429 (too many runs
+going); nothing runs then.
 """
 
 from __future__ import annotations
@@ -10,92 +11,159 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from api import crud
+from api.auth import Admin, Operator, Public, Viewer
 from api.deps import RuntimeDep, SessionDep
+from api.limits import RunSlots
 from api.schemas import (
+    THREAD_ID_PATTERN,
     ErrorOut,
+    EventPublic,
     HealthOut,
+    IncidentPublic,
     MessageIn,
     PendingPublic,
     ProjectPublic,
     ProjectSecretsPublic,
     ResumeIn,
     SecretNamePublic,
+    ServerIn,
     ServerPublic,
     ThreadCreated,
     ThreadPublic,
+    TokenCreated,
+    TokenIn,
+    TokenPublic,
 )
 from api.sse import primed, sse_events
-from runtime.threads import RunEvent, new_thread_id
+from runtime.threads import RunEvent
+from services.identities import Identity, TokenError, create_token, list_tokens, revoke_token
 from services.secrets import UnknownProject, secret_status
-from services.servers import ServerCreate, ServerExists, add_server
+from services.servers import ServerExists, add_server
 
-router = APIRouter()
+_WHY = {
+    400: "A Host this API does not serve (ORCH_API_ALLOWED_HOSTS), or a body that is not JSON text (e.g. not UTF-8)",
+    401: "No API key, or an unknown or revoked one",
+    403: "The key's role does not allow this (the message names the role needed)",
+    404: "Not found (another owner's thread is not found either)",
+    408: "The request body did not arrive in time",
+    409: "The thread's state does not allow this, or the name is taken",
+    413: "The request body is too large",
+    415: "The body is not JSON",
+    422: "The request is malformed (a list of problems) or does not fit (a sentence)",
+    429: "Too many runs going for this identity (see Retry-After)",
+}
 
-REFUSALS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (404, 409, 422)}
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for refusals, all JSON ``ErrorOut`` (also on the streaming routes)."""
+    return {code: {"model": ErrorOut, "description": _WHY[code]} for code in codes}
 
 
-async def message_run(thread_id: str, body: MessageIn, rt: RuntimeDep) -> AsyncIterator[RunEvent]:
+EDGE = errors(400, 408, 413)
+"""Refusals any request may get: from the edge (:mod:`api.edge`: Host, body size and time), or a body not JSON text."""
+READ = errors(401, 422)
+CHANGE = errors(401, 403, 415, 422)
+RUN = errors(401, 403, 404, 409, 415, 422, 429)
+
+router = APIRouter(responses=EDGE)
+
+ThreadId = Annotated[str, Path(pattern=THREAD_ID_PATTERN, max_length=64, description="a thread id")]
+ProjectName = Annotated[str, Path(max_length=64, description="a project name")]
+
+
+def run_slots(request: Request) -> RunSlots:
+    """The app's per-identity run counters (``app.state.run_slots``)."""
+    slots: RunSlots = request.app.state.run_slots
+    return slots
+
+
+Slots = Annotated[RunSlots, Depends(run_slots)]
+
+
+async def _start(slots: RunSlots, who: Identity, run: AsyncIterator[RunEvent]) -> AsyncIterator[RunEvent]:
+    """Count the run against ``who``'s slots, then prime it (its refusals raise here, before any streaming)."""
+    slots.take(who.name)
+    return await primed(run, on_end=lambda: slots.give_back(who.name))
+
+
+async def message_run(
+    thread_id: ThreadId, body: MessageIn, rt: RuntimeDep, who: Operator, slots: Slots
+) -> AsyncIterator[RunEvent]:
     """Start a turn with the person's message (refused here if the text is empty or the thread waits)."""
-    return await primed(rt.start_turn(body.text, thread_id))
+    return await _start(slots, who, rt.start_turn(body.text, thread_id, actor=who))
 
 
-async def resume_run(thread_id: str, body: ResumeIn, rt: RuntimeDep) -> AsyncIterator[RunEvent]:
-    """Answer a pending interrupt (refused here: unknown thread, nothing pending, answer of the wrong shape)."""
-    return await primed(rt.resume(thread_id, body.to_answer(), body.interrupt_id))
+async def resume_run(
+    thread_id: ThreadId, body: ResumeIn, rt: RuntimeDep, who: Operator, slots: Slots
+) -> AsyncIterator[RunEvent]:
+    """Answer a pending interrupt (refused here: unknown thread, nothing pending, wrong shape, role too low)."""
+    return await _start(slots, who, rt.resume(thread_id, body.to_answer(), body.interrupt_id, actor=who))
 
 
-async def continue_run(thread_id: str, rt: RuntimeDep) -> AsyncIterator[RunEvent]:
+async def continue_run(thread_id: ThreadId, rt: RuntimeDep, who: Operator, slots: Slots) -> AsyncIterator[RunEvent]:
     """Finish a run that stopped mid-way (refused here: unknown thread, waiting for an answer, nothing to run)."""
-    return await primed(rt.continue_run(thread_id))
+    return await _start(slots, who, rt.continue_run(thread_id, actor=who))
 
 
-@router.get("/healthz")
+@router.get("/healthz", dependencies=[Public])
 async def healthz() -> HealthOut:
-    """Liveness: the process answers."""
+    """Liveness: the process answers. The one route that needs no key."""
     return HealthOut()
 
 
-@router.post("/threads", status_code=status.HTTP_201_CREATED)
-async def create_thread() -> ThreadCreated:
-    """A new thread id; nothing runs until a message is posted to it."""
-    return ThreadCreated(thread_id=new_thread_id())
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi_document(request: Request, who: Viewer) -> dict[str, Any]:
+    """The OpenAPI document of the API (any key may read it)."""
+    document: dict[str, Any] = request.app.openapi()
+    return document
 
 
-@router.get("/threads")
-async def list_threads(rt: RuntimeDep) -> list[ThreadPublic]:
-    """Every thread, newest first, with its pending interrupts."""
-    return [ThreadPublic.model_validate(view, from_attributes=True) for view in await rt.threads()]
+@router.post("/threads", status_code=status.HTTP_201_CREATED, responses=CHANGE)
+async def create_thread(rt: RuntimeDep, who: Operator) -> ThreadCreated:
+    """A new thread, owned by the caller; nothing runs until a message is posted to it."""
+    return ThreadCreated(thread_id=await rt.create_thread(who))
 
 
-@router.post("/threads/{thread_id}/messages", response_class=EventSourceResponse, responses=REFUSALS)
+@router.get("/threads", responses=READ)
+async def list_threads(rt: RuntimeDep, who: Viewer) -> list[ThreadPublic]:
+    """Threads the caller may see, newest first, with pending interrupts (approvers and admins: all; others: own)."""
+    owner = None if who.sees(None) else who.name
+    return [ThreadPublic.model_validate(view, from_attributes=True) for view in await rt.threads(owner)]
+
+
+@router.post("/threads/{thread_id}/messages", response_class=EventSourceResponse, responses=RUN)
 async def post_message(
     events: Annotated[AsyncIterator[RunEvent], Depends(message_run)],
 ) -> AsyncIterable[ServerSentEvent]:
-    """Send a message to the PO and stream the run."""
+    """Send a message to the PO and stream the run (operator; on another owner's thread, approver)."""
     async for sse in sse_events(events):
         yield sse
 
 
-@router.get("/threads/{thread_id}/interrupts", responses=REFUSALS)
-async def list_interrupts(thread_id: str, rt: RuntimeDep) -> list[PendingPublic]:
-    """The thread's pending interrupts (404 for an unknown thread)."""
-    return [PendingPublic.model_validate(p, from_attributes=True) for p in await rt.pending(thread_id)]
+@router.get("/threads/{thread_id}/interrupts", responses=errors(401, 404, 422))
+async def list_interrupts(thread_id: ThreadId, rt: RuntimeDep, who: Viewer) -> list[PendingPublic]:
+    """The thread's pending interrupts (404 for an unknown thread, or another owner's)."""
+    return [PendingPublic.model_validate(p, from_attributes=True) for p in await rt.pending(thread_id, who)]
 
 
-@router.post("/threads/{thread_id}/resume", response_class=EventSourceResponse, responses=REFUSALS)
+@router.post("/threads/{thread_id}/resume", response_class=EventSourceResponse, responses=RUN)
 async def resume(
     events: Annotated[AsyncIterator[RunEvent], Depends(resume_run)],
 ) -> AsyncIterable[ServerSentEvent]:
-    """Answer a pending interrupt and stream the rest of the run."""
+    """Answer a pending interrupt and stream the rest of the run.
+
+    A deploy approval or a guidance request needs the approver role; a resource wait's retry, an operator on their
+    own thread. With ``ORCH_APPROVAL_SEPARATE_APPROVER`` on, whoever asked for the change cannot approve it (403).
+    """
     async for sse in sse_events(events):
         yield sse
 
 
-@router.post("/threads/{thread_id}/continue", response_class=EventSourceResponse, responses=REFUSALS)
+@router.post("/threads/{thread_id}/continue", response_class=EventSourceResponse, responses=RUN)
 async def continue_thread(
     events: Annotated[AsyncIterator[RunEvent], Depends(continue_run)],
 ) -> AsyncIterable[ServerSentEvent]:
@@ -104,14 +172,14 @@ async def continue_thread(
         yield sse
 
 
-@router.get("/projects")
-async def list_projects(session: SessionDep) -> list[ProjectPublic]:
-    """Every project, by name."""
-    return [ProjectPublic.from_row(p, s) for p, s in await crud.list_projects(session=session)]
+@router.get("/projects", responses=READ)
+async def list_projects(session: SessionDep, who: Viewer) -> list[ProjectPublic]:
+    """Every project, by name, with who asked for it and who approved the deploy that runs now."""
+    return [ProjectPublic.from_row(*row) for row in await crud.list_projects(session=session)]
 
 
-@router.get("/projects/{name}", responses={404: {"model": ErrorOut}})
-async def get_project(name: str, session: SessionDep) -> ProjectPublic:
+@router.get("/projects/{name}", responses=errors(401, 404, 422))
+async def get_project(name: ProjectName, session: SessionDep, who: Viewer) -> ProjectPublic:
     """One project by name (404 if unknown)."""
     row = await crud.get_project(session=session, name=name)
     if row is None:
@@ -119,8 +187,8 @@ async def get_project(name: str, session: SessionDep) -> ProjectPublic:
     return ProjectPublic.from_row(*row)
 
 
-@router.get("/projects/{name}/secrets", responses={404: {"model": ErrorOut}})
-async def project_secrets(name: str, rt: RuntimeDep) -> ProjectSecretsPublic:
+@router.get("/projects/{name}/secrets", responses=errors(401, 404, 422))
+async def project_secrets(name: ProjectName, rt: RuntimeDep, who: Viewer) -> ProjectSecretsPublic:
     """A project's secret names with when each was set, and the required ones still missing; never a value.
 
     Values are set only through ``orchestrator secret-set`` (stdin or a hidden prompt), not over HTTP.
@@ -133,16 +201,75 @@ async def project_secrets(name: str, rt: RuntimeDep) -> ProjectSecretsPublic:
     return ProjectSecretsPublic(project=name, secrets=found, missing=missing)
 
 
-@router.get("/servers")
-async def list_servers(session: SessionDep) -> list[ServerPublic]:
+@router.get("/servers", responses=READ)
+async def list_servers(session: SessionDep, who: Viewer) -> list[ServerPublic]:
     """Every server, by name."""
     return [ServerPublic.model_validate(s) for s in await crud.list_servers(session=session)]
 
 
-@router.post("/servers", status_code=status.HTTP_201_CREATED, responses={409: {"model": ErrorOut}})
-async def create_server(body: ServerCreate, rt: RuntimeDep) -> ServerPublic:
+@router.post("/servers", status_code=status.HTTP_201_CREATED, responses={**CHANGE, **errors(409)})
+async def create_server(body: ServerIn, rt: RuntimeDep, who: Admin) -> ServerPublic:
     """Register a server (``discovered``, or ``provisioning`` with ``provision: true``); 409 if the name is taken."""
     try:
-        return ServerPublic.model_validate(await add_server(rt.db, body))
+        return ServerPublic.model_validate(await add_server(rt.db, body, actor=who.name))
     except ServerExists as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+
+
+@router.get("/incidents", responses=READ)
+async def list_incidents(
+    session: SessionDep,
+    who: Viewer,
+    open_only: Annotated[bool, Query(alias="open", description="only the unresolved ones")] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[IncidentPublic]:
+    """Incidents, newest first."""
+    rows = await crud.list_incidents(session=session, open_only=open_only, limit=limit)
+    return [IncidentPublic.model_validate(r) for r in rows]
+
+
+@router.get("/events", responses=READ)
+async def list_events(
+    session: SessionDep,
+    who: Viewer,
+    subject_type: Annotated[str | None, Query(max_length=32, description="project, server, token...")] = None,
+    subject_id: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+    before: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="page back: ids below this")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[EventPublic]:
+    """The audit trail, newest first: every status change and action, with who made it."""
+    rows = await crud.list_events(
+        session=session, subject_type=subject_type, subject_id=subject_id, before=before, limit=limit
+    )
+    return [EventPublic.model_validate(r) for r in rows]
+
+
+@router.get("/tokens", responses=errors(401, 403))
+async def get_tokens(rt: RuntimeDep, who: Admin) -> list[TokenPublic]:
+    """Every token (revoked ones too), by name; never a key."""
+    return [TokenPublic.model_validate(t) for t in await list_tokens(rt.db)]
+
+
+@router.post("/tokens", status_code=status.HTTP_201_CREATED, responses={**CHANGE, **errors(409)})
+async def post_token(body: TokenIn, rt: RuntimeDep, who: Admin) -> TokenCreated:
+    """Create a token; its key is in this answer only (409 if the name was ever used)."""
+    try:
+        key = await create_token(rt.db, body.name, body.role, actor=who.name)
+    except TokenError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    return TokenCreated(name=body.name, role=body.role, key=key)
+
+
+@router.delete(
+    "/tokens/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=errors(401, 403, 404, 415),
+)
+async def delete_token(name: Annotated[str, Path(max_length=64)], rt: RuntimeDep, who: Admin) -> Response:
+    """Revoke a token now (404 if no live token has that name)."""
+    try:
+        await revoke_token(rt.db, name, actor=who.name)
+    except TokenError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

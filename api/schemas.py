@@ -5,18 +5,29 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from models.enums import ProjectStatus, ServerStatus
-from models.tables import Project, Server
+from models.enums import AccessRole, ProjectStatus, ServerStatus
+from models.tables import Deployment, Project, Server
 from nodes.po_tools import project_url
 from runtime.threads import Answer
+from services.servers import HOSTNAME_RE, ServerCreate
+
+MAX_MESSAGE_CHARS = 16_000
+"""Longest message or answer text (a person's words, not a file upload: they go into every checkpoint after)."""
+THREAD_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+"""Thread ids: 1-64 letters, digits, dots, hyphens and underscores, starting with a letter or digit."""
+NOT_BLANK_PATTERN = r"[^\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+"""Some character that is not white space (as Python's ``str.strip`` sees it, spelled out for any regex dialect)."""
 
 
 class ErrorOut(BaseModel):
-    """What every refused request answers."""
+    """What every refused request answers: a sentence, or for a malformed request (422) a list of problems.
 
-    detail: str
+    The list items are FastAPI's: ``loc``, ``msg``, ``type`` and ``input``.
+    """
+
+    detail: str | list[dict[str, Any]]
 
 
 class HealthOut(BaseModel):
@@ -34,7 +45,14 @@ class ThreadCreated(BaseModel):
 class MessageIn(BaseModel):
     """A person's message to the PO."""
 
-    text: str
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(
+        min_length=1,
+        max_length=MAX_MESSAGE_CHARS,
+        description="what the person says; white space alone is refused (422)",
+        json_schema_extra={"pattern": NOT_BLANK_PATTERN},  # documents the runtime's check (its 422 is a sentence)
+    )
 
 
 class ResumeIn(BaseModel):
@@ -44,9 +62,11 @@ class ResumeIn(BaseModel):
     ``interrupt_id`` is needed only when several questions are pending.
     """
 
+    model_config = ConfigDict(extra="forbid")
+
     action: Literal["approve", "reject", "answer"]
-    text: str | None = None
-    interrupt_id: str | None = None
+    text: str | None = Field(default=None, max_length=MAX_MESSAGE_CHARS)
+    interrupt_id: str | None = Field(default=None, max_length=64)
 
     def to_answer(self) -> Answer:
         """The runtime's ``Answer`` for this body (``answer`` is the runtime's ``text`` kind)."""
@@ -104,14 +124,23 @@ class ProjectPublic(BaseModel):
     setup_required: bool
     last_synced_at: datetime | None
     thread_id: str | None
+    requested_by: str | None
+    """Who asked for the project or its latest change."""
+    approved_by: str | None
+    """Who approved the deploy that runs now (None: never deployed)."""
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, project: Project, server: Server | None) -> ProjectPublic:
-        """Build from a project row and its server row (None when it has none)."""
-        fields = project.model_dump(include=set(cls.model_fields) - {"server", "url"})
-        return cls(**fields, server=server.name if server else None, url=project_url(project, server))
+    def from_row(cls, project: Project, server: Server | None, live: Deployment | None) -> ProjectPublic:
+        """Build from a project row, its server row and its live deployment (None when it has none)."""
+        fields = project.model_dump(include=set(cls.model_fields) - {"server", "url", "approved_by"})
+        return cls(
+            **fields,
+            server=server.name if server else None,
+            url=project_url(project, server),
+            approved_by=live.approved_by if live else None,
+        )
 
 
 class ServerPublic(BaseModel):
@@ -130,3 +159,83 @@ class ServerPublic(BaseModel):
     fail_count: int
     last_seen_at: datetime | None
     created_at: datetime
+
+
+def _document_address(schema: dict[str, Any]) -> None:
+    schema["properties"]["address"]["anyOf"] = [
+        {"format": "ipv4"},
+        {"format": "ipv6"},
+        {"pattern": HOSTNAME_RE.pattern},
+    ]
+
+
+class ServerIn(ServerCreate):
+    """A server to register: where it is, how Ansible and the sync reach it, and which ports it lends.
+
+    ``port_range_start`` may not be above ``port_range_end`` (422: a JSON schema cannot compare two fields).
+    """
+
+    # Validated exactly as ServerCreate; this class only puts its address rule in the schema.
+    model_config = ConfigDict(json_schema_extra=_document_address)
+
+
+class IncidentPublic(BaseModel):
+    """An incident: what went wrong in reality, on which subject, and whether reality agrees again."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    severity: str
+    subject_type: str
+    subject_id: int
+    message: str
+    opened_at: datetime
+    resolved_at: datetime | None
+
+
+class EventPublic(BaseModel):
+    """One entry of the audit trail: a status change or an action, who made it, why, from which thread."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    subject_type: str
+    subject_id: int
+    from_status: str | None
+    to_status: str
+    reason: str
+    actor: str | None
+    thread_id: str | None
+    created_at: datetime
+
+
+class TokenIn(BaseModel):
+    """A token to create: its unique name (the identity is ``token:<name>``) and its role."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    role: AccessRole
+
+
+class TokenCreated(BaseModel):
+    """A new token; ``key`` is shown this once and never stored (only its SHA-256 is)."""
+
+    name: str
+    role: AccessRole
+    key: str
+
+
+class TokenPublic(BaseModel):
+    """A token as listings show it: never the key, only its first characters."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    role: AccessRole
+    hint: str
+    created_by: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None

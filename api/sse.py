@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 
 from fastapi.sse import ServerSentEvent
@@ -16,7 +16,7 @@ _RUNS: set[asyncio.Task[None]] = set()
 """Runs in flight, detached from the requests that started them (see :func:`detach`)."""
 
 
-async def primed(events: AsyncIterator[RunEvent]) -> AsyncIterator[RunEvent]:
+async def primed(events: AsyncIterator[RunEvent], on_end: Callable[[], None] = lambda: None) -> AsyncIterator[RunEvent]:
     """Advance a run to its first event, so that the runtime's input checks raise now.
 
     The runtime's run methods are async generators: their checks (unknown thread, nothing pending, wrong answer
@@ -25,6 +25,7 @@ async def primed(events: AsyncIterator[RunEvent]) -> AsyncIterator[RunEvent]:
 
     Args:
         events: A fresh run from ``OrchestratorRuntime`` (``start_turn``, ``resume``, ``continue_run``).
+        on_end: Called once the run is over (refused, finished or failed), whether or not a client still reads it.
 
     Returns:
         The same run, first event included.
@@ -35,11 +36,15 @@ async def primed(events: AsyncIterator[RunEvent]) -> AsyncIterator[RunEvent]:
     try:
         first = await anext(events)
     except StopAsyncIteration:
+        on_end()
         return events
-    return _chain(first, detach(events))
+    except BaseException:
+        on_end()
+        raise
+    return _chain(first, detach(events, on_end))
 
 
-def detach(events: AsyncIterator[RunEvent]) -> AsyncIterator[RunEvent]:
+def detach(events: AsyncIterator[RunEvent], on_end: Callable[[], None] = lambda: None) -> AsyncIterator[RunEvent]:
     """Drive a run to its end in a task of its own; return an iterator over what it produces.
 
     A client that disconnects stops reading, not the run: a deploy half-way through is not cancelled with the HTTP
@@ -54,6 +59,8 @@ def detach(events: AsyncIterator[RunEvent]) -> AsyncIterator[RunEvent]:
             queue.put_nowait(None)
         except Exception as exc:  # handed to the reader, which reports it in the stream
             queue.put_nowait(exc)
+        finally:
+            on_end()
 
     task = asyncio.create_task(pump())
     _RUNS.add(task)

@@ -98,12 +98,15 @@ def bench_leases(n: int = 200) -> None:
 async def main_job(data: Path) -> tuple[float, float]:
     from core.settings import Settings
     from runtime.threads import OrchestratorRuntime
+    from services.identities import cli_identity
 
     settings = Settings(data_dir=data, model="replay/hello-api", port_range_start=21000, port_range_end=21050)
     t0 = time.perf_counter()
     tests = 0.0
     async with OrchestratorRuntime(settings) as rt:
-        async for ev in rt.start_turn("I need a small HTTP service called hello-api with a /health endpoint", "b"):
+        async for ev in rt.start_turn(
+            "I need a small HTTP service called hello-api with a /health endpoint", "b", actor=cli_identity()
+        ):
             if ev.kind == "node_end" and ev.node == "run_tests":
                 tests += ev.duration_s or 0.0
     return time.perf_counter() - t0, tests

@@ -34,6 +34,7 @@ def chat(
     """Talk with the Product Owner. Shows each node as it runs and asks pending approvals inline."""
     from cli.render import Renderer
     from runtime.threads import Answer
+    from services.identities import cli_identity
 
     renderer = Renderer(console)
 
@@ -52,7 +53,7 @@ def chat(
             text = message if message is not None else _prompt("you")
             if not text:
                 return 0
-            pending = await _render(rt.start_turn(text, thread_id), renderer)
+            pending = await _render(rt.start_turn(text, thread_id, actor=cli_identity()), renderer)
             while pending and sys.stdin.isatty():
                 ev = pending[0]
                 pending = await _ask_inline(rt, thread_id, ev.payload or {}, ev.interrupt_id, renderer)
@@ -71,13 +72,17 @@ def chat(
             if verb not in answer:
                 console.print("[yellow]left pending[/yellow]")
                 return []
-            return await _render(rt.resume(thread_id, answer[verb], iid), renderer)
+            return await _render(rt.resume(thread_id, answer[verb], iid, actor=cli_identity()), renderer)
         if payload.get("kind") == "waiting_for_resources":
             if _prompt("retry now? yes / empty to leave it waiting").lower() not in ("y", "yes"):
                 return []
-            return await _render(rt.resume(thread_id, Answer("approve"), iid), renderer)
+            return await _render(rt.resume(thread_id, Answer("approve"), iid, actor=cli_identity()), renderer)
         text = _prompt("guidance for the Developer")
-        return await _render(rt.resume(thread_id, Answer("text", text), iid), renderer) if text else []
+        return (
+            await _render(rt.resume(thread_id, Answer("text", text), iid, actor=cli_identity()), renderer)
+            if text
+            else []
+        )
 
     run_with_runtime(body, ctx)
 
@@ -111,6 +116,7 @@ def resume(
     """Answer a pending interrupt from any process, any time later; with no answer, finish a run that stopped."""
     from cli.render import Renderer
     from runtime.threads import Answer
+    from services.identities import cli_identity
 
     chosen = [
         a
@@ -127,7 +133,11 @@ def resume(
     renderer = Renderer(console)
 
     async def body(rt: OrchestratorRuntime) -> int:
-        events = rt.resume(thread, chosen[0], interrupt_id) if chosen else rt.continue_run(thread)
+        events = (
+            rt.resume(thread, chosen[0], interrupt_id, actor=cli_identity())
+            if chosen
+            else rt.continue_run(thread, actor=cli_identity())
+        )
         await _render(events, renderer)
         return 0
 

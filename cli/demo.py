@@ -104,6 +104,7 @@ async def _first_turn(settings: Settings, renderer: Renderer, console: Console) 
 
     from models.tables import Project
     from runtime.threads import OrchestratorRuntime
+    from services.identities import cli_identity
 
     async with OrchestratorRuntime(settings) as rt:
         async with rt.db.session() as s:
@@ -112,7 +113,7 @@ async def _first_turn(settings: Settings, renderer: Renderer, console: Console) 
         thread_id = f"demo-{uuid.uuid4().hex[:8]}"
         console.print(f"[bold]you>[/bold] {REQUEST}")
         approval = None
-        async for ev in rt.start_turn(REQUEST, thread_id):
+        async for ev in rt.start_turn(REQUEST, thread_id, actor=cli_identity()):
             renderer.event(ev)
             if ev.kind == "interrupt" and (ev.payload or {}).get("kind") == "deploy_approval":
                 approval = ev

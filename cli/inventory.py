@@ -41,6 +41,7 @@ def add_server(
     """Register a server: the next `orchestrator sync` pass checks it (or provisions it) and makes it ready."""
     from pydantic import ValidationError
 
+    from services.identities import cli_identity
     from services.servers import ServerCreate, ServerExists
     from services.servers import add_server as register
 
@@ -66,7 +67,7 @@ def add_server(
 
     async def body(db: Database) -> int:
         try:
-            server = await register(db, spec)
+            server = await register(db, spec, actor=cli_identity().name)
         except ServerExists as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             return 2

@@ -9,13 +9,15 @@ from sqlmodel import select
 from core.db import Database
 from models.tables import Project, Server
 from nodes.po_tools import project_url
+from services.deploys import live_deployment
 
 
 async def project_rows(db: Database) -> list[dict[str, Any]]:
-    """One dict per project: name, status, repo, server, port, url, updated."""
+    """One dict per project: name, status, repo, server, port, url, who approved its live deploy, updated."""
     async with db.session() as s:
         servers = {srv.id: srv for srv in (await s.exec(select(Server))).all()}
         projects = (await s.exec(select(Project).order_by(Project.name))).all()
+        live = {p.id: await live_deployment(s, p.id or 0) for p in projects}
     return [
         {
             "name": p.name,
@@ -24,6 +26,7 @@ async def project_rows(db: Database) -> list[dict[str, Any]]:
             "server": servers[p.server_id].name if p.server_id in servers else None,
             "port": p.port,
             "url": project_url(p, servers.get(p.server_id)),
+            "approved_by": dep.approved_by if (dep := live[p.id]) else None,
             "updated": p.updated_at.isoformat()[:19],
         }
         for p in projects

@@ -7,13 +7,16 @@ importing them registers them on :data:`cli.app.app`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli import conversation, inventory, secret_commands, sync  # noqa: F401  (registers the commands)
+from cli import conversation, inventory, secret_commands, sync, tokens  # noqa: F401  (registers the commands)
 from cli.app import app, console
 from cli.conversation import answer_hint
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 __all__ = ["answer_hint", "app"]
 
@@ -38,13 +41,50 @@ def demo(
 
 @app.command()
 def api(
-    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Bind address (beyond loopback only once an admin token exists).")] = (
+        "127.0.0.1"
+    ),
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
 ) -> None:
-    """Serve the same runtime over HTTP (FastAPI): threads, messages (SSE), approvals, projects, servers."""
-    import uvicorn
+    """Serve the same runtime over HTTP (FastAPI): threads, messages (SSE), approvals, projects, servers, tokens.
 
-    uvicorn.run("api.app:app_factory", factory=True, host=host, port=port)
+    Every route but /healthz needs an API key (`orchestrator token create NAME --role ROLE`).
+    """
+    import asyncio
+    import ipaddress
+
+    from cli.app import err, load_settings
+
+    settings = load_settings(ctx)
+    settings.ensure_data_dir()
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not asyncio.run(_admin_token_exists(settings)):
+        err.print(
+            f"[red]error:[/red] refusing to listen on {host}: no admin token exists, so nobody could manage this "
+            "API. Make one first: orchestrator token create admin --role admin",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    from api.server import serve
+
+    serve(settings, host=host, port=port)
+
+
+async def _admin_token_exists(settings: Settings) -> bool:
+    from core.db import Database
+    from services.identities import has_admin_token
+
+    db = Database(settings.db_url)
+    try:
+        await db.migrate()
+        return await has_admin_token(db)
+    finally:
+        await db.dispose()
 
 
 if __name__ == "__main__":

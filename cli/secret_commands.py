@@ -40,6 +40,7 @@ def secret_set(
     secret-set hello-api API_TOKEN`, or run it in a terminal and type the value. The next deploy passes it to the
     service's environment (a changed value restarts the service).
     """
+    from services.identities import cli_identity
     from services.secrets import list_secret_names, load_keys, set_secret, validate_secret_name
 
     settings = load_settings(ctx)
@@ -48,7 +49,7 @@ def secret_set(
         validate_secret_name(name)
         await list_secret_names(db, project)  # an unknown project is refused before the value is asked for
         keys = load_keys(settings)
-        new = await set_secret(db, project, name, _read_secret_value(name), keys=keys)
+        new = await set_secret(db, project, name, _read_secret_value(name), keys=keys, actor=cli_identity().name)
         console.print(
             f"secret {name} of {project} {'stored' if new else 'replaced'} (encrypted); the next deploy passes it "
             "to the service",
@@ -106,11 +107,12 @@ def secret_rm(
     name: Annotated[str, typer.Argument(help="The environment variable to remove.")],
 ) -> None:
     """Remove a secret; the next deploy restarts the service without it."""
+    from services.identities import cli_identity
     from services.secrets import delete_secret, validate_secret_name
 
     async def body(db: Any) -> int:
         validate_secret_name(name)
-        if not await delete_secret(db, project, name):
+        if not await delete_secret(db, project, name, actor=cli_identity().name):
             err.print(f"error: {project} has no secret {name}; nothing removed", markup=False, highlight=False)
             return 2
         console.print(f"secret {name} of {project} removed", highlight=False, markup=False)
@@ -122,12 +124,13 @@ def secret_rm(
 @app.command("secret-rotate")
 def secret_rotate(ctx: typer.Context) -> None:
     """Re-encrypt every secret with the first key of ORCH_SECRETS_KEY (a new key first, the old one after it)."""
+    from services.identities import cli_identity
     from services.secrets import load_keys, rotate_secrets
 
     settings = load_settings(ctx)
 
     async def body(db: Any) -> int:
-        count = await rotate_secrets(db, keys=load_keys(settings))
+        count = await rotate_secrets(db, keys=load_keys(settings), actor=cli_identity().name)
         console.print(f"{count} secret(s) re-encrypted with the first key; the old key may now be dropped")
         return 0
 

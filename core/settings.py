@@ -6,10 +6,10 @@ Nodes never read ``os.environ``: they get a :class:`Settings` through the run's 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Role = Literal["po", "architect", "developer", "tester"]
 ROLES: tuple[Role, ...] = ("po", "architect", "developer", "tester")
@@ -85,6 +85,29 @@ class Settings(BaseSettings):
     test_timeout_s: float = 120.0
     deploy_timeout_s: float = 300.0
     health_timeout_s: float = 30.0
+
+    api_allowed_hosts: Annotated[list[str], NoDecode] = ["127.0.0.1", "localhost", "::1"]
+    """Host header values the API answers (comma-separated in the environment; ``*`` allows any): a request naming
+    another host is refused with 400, which stops DNS rebinding. Add the public name when serving beyond loopback."""
+    api_cors_origins: Annotated[list[str], NoDecode] = []
+    """Origins a browser may call the API from (comma-separated); none by default, so no CORS headers are sent."""
+    api_max_body_bytes: int = 1024 * 1024
+    """Largest request body accepted (413 beyond it)."""
+    api_max_runs_per_identity: int = 2
+    """Runs (messages, resumes, continues) one identity may have going at once (429 with Retry-After beyond)."""
+    api_header_timeout_s: float = 10.0
+    """Time a client has to send a request's headers before the connection is closed (slow clients)."""
+    api_body_timeout_s: float = 30.0
+    """Longest wait for the next piece of a request body (408 after it)."""
+    approval_separate_approver: bool = False
+    """Whoever asked for a project or its latest change cannot approve its deploy (GitHub's "prevent self-review")."""
+
+    @field_validator("api_allowed_hosts", "api_cors_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _sane_ranges(self) -> Settings:

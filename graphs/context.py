@@ -19,3 +19,5 @@ class Context:
     llm: LLM
     forge: Forge
     thread_id: str
+    actor: str
+    """Who the run acts for, as the trail names it (``token:<name>``, ``cli:<user>``, ``system:<worker>``)."""

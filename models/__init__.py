@@ -1,7 +1,8 @@
 """Tables, status enums and the allowed-transition table."""
 
-from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
+from models.enums import AccessRole, DeploymentStatus, ProjectStatus, ServerStatus
 from models.tables import (
+    ApiToken,
     Deployment,
     Event,
     Incident,
@@ -15,6 +16,8 @@ from models.tables import (
 )
 
 __all__ = [
+    "AccessRole",
+    "ApiToken",
     "Deployment",
     "DeploymentStatus",
     "Event",

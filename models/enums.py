@@ -40,3 +40,26 @@ class DeploymentStatus(StrEnum):
     running = "running"
     succeeded = "succeeded"
     failed = "failed"
+
+
+class AccessRole(StrEnum):
+    """What an API key may do; each role includes every one before it (viewer < operator < approver < admin).
+
+    viewer: read projects, servers, its own threads, incidents and the audit trail. operator: + start threads, post
+    messages, continue its own runs. approver: + answer approvals and guidance, and see, on any thread. admin: +
+    register servers, manage tokens.
+    """
+
+    viewer = "viewer"
+    operator = "operator"
+    approver = "approver"
+    admin = "admin"
+
+    @property
+    def rank(self) -> int:
+        """The role's place in the order, 0 for viewer."""
+        return list(AccessRole).index(self)
+
+    def includes(self, other: AccessRole) -> bool:
+        """Whether this role may do everything ``other`` may."""
+        return self.rank >= other.rank

@@ -31,6 +31,8 @@ class DeployDecision(BaseModel):
     decision: Literal["approve", "reject", "feedback"]
     reason: str | None = None
     feedback: str | None = None
+    by: str | None = None
+    """Who answered (``Event.actor`` form); the runtime fills it in, the Deployment row keeps it."""
 
     @model_validator(mode="after")
     def _needs_text(self) -> DeployDecision:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Enum, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
+from models.enums import AccessRole, DeploymentStatus, ProjectStatus, ServerStatus
 
 
 def utcnow() -> datetime:
@@ -45,6 +45,8 @@ class Project(SQLModel, table=True):
     sync_fail_count: int = 0
     last_synced_at: datetime | None = None
     thread_id: str | None = None
+    requested_by: str | None = None
+    """The identity whose message created the project or asked for its latest change (see ``Event.actor``)."""
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -113,12 +115,18 @@ class Deployment(SQLModel, table=True):
     health_path: str = "/health"
     idempotency_key: str = Field(unique=True)
     thread_id: str | None = None
+    approved_by: str | None = None
+    """The identity that approved this deploy (``Event.actor`` form), None for a redeploy recovery."""
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
 
 
 class Event(SQLModel, table=True):
-    """Audit trail of every status change: subject, from, to, reason, thread, time."""
+    """Audit trail: every status change and every action on the record (subject, from, to, why, who, thread, time).
+
+    ``to_status`` is the status moved to; for an action that moves no status (an approval, a token or secret
+    change) it names the action, e.g. ``deploy_approved`` or ``token_revoked``, and ``from_status`` is None.
+    """
 
     id: int | None = Field(default=None, primary_key=True)
     subject_type: str = Field(index=True)
@@ -127,6 +135,8 @@ class Event(SQLModel, table=True):
     to_status: str
     reason: str
     thread_id: str | None = None
+    actor: str | None = None
+    """Who made the change: an API identity (``token:<name>``), ``cli:<OS user>`` or ``system:<worker>``."""
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -153,8 +163,29 @@ class ThreadRecord(SQLModel, table=True):
 
     id: str = Field(primary_key=True)
     title: str = ""
+    owner: str | None = Field(default=None, index=True)
+    """The identity that created the thread; operators see and use only their own (None: made before owners)."""
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    """An API key's identity: its name, role and the SHA-256 of the key (never the key itself).
+
+    See :mod:`services.identities` for why a plain SHA-256 is the right hash for a random 256-bit key.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    role: AccessRole = Field(sa_column=_enum(AccessRole))
+    key_hash: str = Field(unique=True, max_length=64)
+    """Hex SHA-256 of the whole key."""
+    hint: str = Field(max_length=16)
+    """The key's prefix and first characters (``orch_AbC``), to tell keys apart in a listing."""
+    created_by: str
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
 
 
 class Incident(SQLModel, table=True):

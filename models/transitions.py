@@ -63,6 +63,7 @@ async def transition_project(
     *,
     reason: str,
     thread_id: str | None = None,
+    actor: str | None = None,
     idempotent: bool = True,
 ) -> P:
     """Move a project to ``to`` and record an Event, in the caller's transaction.
@@ -73,6 +74,7 @@ async def transition_project(
         to: the target status.
         reason: why, in words a person reads in the audit trail.
         thread_id: the graph thread making the change, if any.
+        actor: who made it (``Event.actor``): an API identity, ``cli:<user>`` or ``system:<worker>``.
         idempotent: if the project is already in ``to``, return without writing (a node re-run after a crash
             or a resume must not fail on the move it already made).
 
@@ -112,6 +114,7 @@ async def transition_project(
             to_status=to.value,
             reason=reason,
             thread_id=thread_id,
+            actor=actor,
         )
     )
     return frm
@@ -136,6 +139,7 @@ async def enter_project_status(
     finished: Collection[P],
     reason: str,
     thread_id: str,
+    actor: str | None = None,
 ) -> P | None:
     """A graph node's first move: to its ``working`` status, re-entrant for the node's own thread.
 
@@ -152,6 +156,7 @@ async def enter_project_status(
         finished: the statuses the node itself ends in, e.g. ``{implemented}``.
         reason: why, for the audit Event of a real move.
         thread_id: the graph thread running the node.
+        actor: who the run acts for (``Event.actor``).
 
     Returns:
         The finished status found (the node is re-running after it finished), else None.
@@ -169,12 +174,18 @@ async def enter_project_status(
         last = await last_project_event(session, project_id)
         if last is not None and last.to_status == frm.value and last.thread_id == thread_id:
             return frm
-    await transition_project(session, project_id, working, reason=reason, thread_id=thread_id)
+    await transition_project(session, project_id, working, reason=reason, thread_id=thread_id, actor=actor)
     return None
 
 
 async def transition_server(
-    session: AsyncSession, server_id: int, to: S, *, reason: str, thread_id: str | None = None
+    session: AsyncSession,
+    server_id: int,
+    to: S,
+    *,
+    reason: str,
+    thread_id: str | None = None,
+    actor: str | None = None,
 ) -> S:
     """Move a server to ``to`` and record an Event; same contract as :func:`transition_project`."""
     current = (await session.exec(select(Server.status).where(Server.id == server_id))).first()
@@ -197,6 +208,7 @@ async def transition_server(
             to_status=to.value,
             reason=reason,
             thread_id=thread_id,
+            actor=actor,
         )
     )
     return frm

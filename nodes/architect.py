@@ -32,6 +32,7 @@ async def write_design(state: EngineeringState, runtime: Runtime[Context]) -> di
             finished={ProjectStatus.designed},
             reason="architect designing",
             thread_id=ctx.thread_id,
+            actor=ctx.actor,
         )
     spec = state.get("spec") or {}
     feedback = state.get("feedback")
@@ -48,7 +49,12 @@ async def write_design(state: EngineeringState, runtime: Runtime[Context]) -> di
     design = await ctx.llm.structured("architect", messages, Design, thread_id=ctx.thread_id)
     async with ctx.db.session() as s:
         await transition_project(
-            s, pid, ProjectStatus.designed, reason=f"design: {design.summary[:120]}", thread_id=ctx.thread_id
+            s,
+            pid,
+            ProjectStatus.designed,
+            reason=f"design: {design.summary[:120]}",
+            thread_id=ctx.thread_id,
+            actor=ctx.actor,
         )
         # The names the service reads (the deploy checks they are stored); in the same transaction as the move.
         await s.exec(update(Project).where(col(Project.id) == pid).values(required_secrets=design.secrets))  # type: ignore[call-overload]

@@ -36,6 +36,7 @@ async def write_code(state: EngineeringState, runtime: Runtime[Context]) -> dict
             finished={ProjectStatus.implemented},
             reason=_why(state),
             thread_id=ctx.thread_id,
+            actor=ctx.actor,
         )
         project = await s.get(Project, pid)
     assert project is not None and project.clone_url
@@ -54,6 +55,7 @@ async def write_code(state: EngineeringState, runtime: Runtime[Context]) -> dict
             ProjectStatus.implemented,
             reason=f"commit {sha[:10]}: {change.message[:80]}",
             thread_id=ctx.thread_id,
+            actor=ctx.actor,
         )
     return {"commit": sha, "iteration": state.get("iteration", 0) + 1, "rounds": state.get("rounds", 0) + 1}
 

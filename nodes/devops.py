@@ -72,7 +72,8 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
         last = await last_project_event(s, pid)
     if row is not None and _finished_here(row, last, ctx.thread_id):
         return {"deployment": _outcome(row, eng["commit"], url)}
-    project, server, row = await _start(ctx, pid, eng, info, key=key, url=url)
+    approver = (state.get("approval") or {}).get("by")
+    project, server, row = await _start(ctx, pid, eng, info, key=key, url=url, approver=approver)
     result = await run_deploy(
         ctx.settings,
         project=project,
@@ -98,9 +99,12 @@ async def _refused(ctx: Context, pid: int, problem: str) -> dict[str, Any]:
 
 
 async def _start(
-    ctx: Context, pid: int, eng: EngineeringResult, info: ServerInfo, *, key: str, url: str
+    ctx: Context, pid: int, eng: EngineeringResult, info: ServerInfo, *, key: str, url: str, approver: str | None
 ) -> tuple[Project, Server, Deployment]:
-    """Move verified -> deploying and get the Deployment row for ``key`` (reused by a re-run), in one transaction."""
+    """Move verified -> deploying and get the Deployment row for ``key`` (reused by a re-run), in one transaction.
+
+    ``approver`` (the identity that approved, from the approval's answer) is written on a new row.
+    """
     async with ctx.db.session() as s:
         await transition_project(
             s,
@@ -108,6 +112,7 @@ async def _start(
             ProjectStatus.deploying,
             reason=f"deploying {eng['commit'][:10]} to {info['name']}:{info['port']}",
             thread_id=ctx.thread_id,
+            actor=ctx.actor,
         )
         project = await s.get(Project, pid)
         server = await s.get(Server, info["server_id"])
@@ -124,6 +129,7 @@ async def _start(
                 idempotency_key=key,
                 thread_id=ctx.thread_id,
                 url=url,
+                approved_by=approver,
             )
             s.add(row)
             await s.flush()
@@ -143,7 +149,7 @@ async def _record(ctx: Context, pid: int, row: Deployment, result: PlaybookResul
         why = (
             f"health check passed at {url}" if result.ok else f"deploy failed (ansible {result.status}, rc {result.rc})"
         )
-        await transition_project(s, pid, to, reason=why, thread_id=ctx.thread_id)
+        await transition_project(s, pid, to, reason=why, thread_id=ctx.thread_id, actor=ctx.actor)
         if result.ok:  # it has had everything a deploy needs: a design, a verified commit, a server and a port
             await s.exec(update(Project).where(col(Project.id) == pid).values(setup_required=False))  # type: ignore[call-overload]
     return dep

@@ -13,6 +13,7 @@ from models.enums import ProjectStatus
 from models.names import validate_slug
 from models.tables import Deployment, Event, Project, Server
 from models.transitions import transition_project
+from services.deploys import live_deployment
 from services.secrets import missing_secrets, secret_set_commands
 
 
@@ -124,6 +125,7 @@ async def get_project_status(db: Database, name: str) -> str:
                 .limit(5)
             )
         ).all()
+        live = await live_deployment(s, project.id or 0)
     missing = await missing_secrets(db, project.id or 0)
     return json.dumps(
         {
@@ -134,9 +136,20 @@ async def get_project_status(db: Database, name: str) -> str:
             "port": project.port,
             "url": project_url(project, server),
             "last_deployment": (
-                {"commit": deploy.commit_sha, "status": deploy.status, "summary": deploy.summary} if deploy else None
+                {
+                    "commit": deploy.commit_sha,
+                    "status": deploy.status,
+                    "summary": deploy.summary,
+                    "approved_by": deploy.approved_by,
+                }
+                if deploy
+                else None
             ),
-            "recent_events": [f"{e.from_status} -> {e.to_status}: {e.reason}" for e in events],
+            "live_deploy_approved_by": live.approved_by if live else None,
+            "recent_events": [
+                f"{e.from_status} -> {e.to_status}: {e.reason}" + (f" (by {e.actor})" if e.actor else "")
+                for e in events
+            ],
             "setup_required": project.setup_required,
             "missing_secrets": missing,
             **({"set_missing_secrets_with": secret_set_commands(project.name, missing)} if missing else {}),
@@ -144,8 +157,8 @@ async def get_project_status(db: Database, name: str) -> str:
     )
 
 
-async def create_project(db: Database, args: CreateProjectIntent, thread_id: str) -> Project:
-    """Create the project in ``draft`` with its spec, and its first Event.
+async def create_project(db: Database, args: CreateProjectIntent, thread_id: str, *, actor: str) -> Project:
+    """Create the project in ``draft`` with its spec, and its first Event; ``actor`` (who asked) is on both.
 
     Raises:
         InvalidProjectName: the name is not a safe slug.
@@ -161,6 +174,7 @@ async def create_project(db: Database, args: CreateProjectIntent, thread_id: str
             status=ProjectStatus.draft,
             spec=args.model_dump(),
             thread_id=thread_id,
+            requested_by=actor,
         )
         s.add(project)
         await s.flush()
@@ -172,6 +186,7 @@ async def create_project(db: Database, args: CreateProjectIntent, thread_id: str
                 to_status="draft",
                 reason="created from the conversation",
                 thread_id=thread_id,
+                actor=actor,
             )
         )
     return project
@@ -182,8 +197,10 @@ UPDATABLE = {ProjectStatus.active, ProjectStatus.discovered, ProjectStatus.maint
 already (a re-run of the tool step), or verified and not deployed (-> designing again)."""
 
 
-async def start_update(db: Database, args: UpdateProjectIntent, thread_id: str) -> Project:
+async def start_update(db: Database, args: UpdateProjectIntent, thread_id: str, *, actor: str) -> Project:
     """Open an update of an existing project: ``active``/``discovered`` -> ``maintenance`` with its Event.
+
+    ``actor`` becomes the project's ``requested_by``: with separate approvers on, they cannot approve its deploy.
 
     Raises:
         ValueError: no such project, or it is in the middle of other work (its status says which).
@@ -205,6 +222,10 @@ async def start_update(db: Database, args: UpdateProjectIntent, thread_id: str) 
                 ProjectStatus.maintenance,
                 reason=f"update asked: {args.change[:160]}",
                 thread_id=thread_id,
+                actor=actor,
             )
-            await s.refresh(project)
+        project.requested_by = actor
+        s.add(project)
+        await s.flush()
+        await s.refresh(project)
     return project

@@ -81,7 +81,7 @@ async def _run_tool(
     parsed = po_tools.TOOLS[name].model_validate(args)
     if isinstance(parsed, po_tools.CreateProjectIntent):
         project = await _draft_of_this_thread(ctx, parsed.name) or await po_tools.create_project(
-            ctx.db, parsed, ctx.thread_id
+            ctx.db, parsed, ctx.thread_id, actor=ctx.actor
         )
         update.update(
             project_id=project.id,
@@ -95,7 +95,7 @@ async def _run_tool(
         )
         return json.dumps({"created": project.name, "status": project.status})
     if isinstance(parsed, po_tools.UpdateProjectIntent):
-        project = await po_tools.start_update(ctx.db, parsed, ctx.thread_id)
+        project = await po_tools.start_update(ctx.db, parsed, ctx.thread_id, actor=ctx.actor)
         spec = project.spec or {"name": project.name, "summary": project.description or project.name}
         update.update(
             project_id=project.id,
@@ -115,7 +115,7 @@ async def _run_tool(
     if isinstance(parsed, po_tools.GetProjectStatus):
         return await po_tools.get_project_status(ctx.db, parsed.name)
     if isinstance(parsed, po_tools.FixIncident):
-        outcome = await recover(ctx.settings, ctx.db, ctx.forge, parsed.incident_id, ctx.thread_id)
+        outcome = await recover(ctx.settings, ctx.db, ctx.forge, parsed.incident_id, ctx.thread_id, actor=ctx.actor)
         return json.dumps(outcome)
     return await po_tools.list_projects(ctx.db)
 
@@ -159,6 +159,7 @@ async def estimate_project(state: OrchestratorState, runtime: Runtime[Context]) 
             ProjectStatus.estimated,
             reason="spec recorded from the conversation",
             thread_id=ctx.thread_id,
+            actor=ctx.actor,
         )
     return {"new_project": False}
 
@@ -180,6 +181,7 @@ async def provision_repository(state: OrchestratorState, runtime: Runtime[Contex
             finished={ProjectStatus.initialized},
             reason=f"creating repository on {ctx.forge.kind}",
             thread_id=ctx.thread_id,
+            actor=ctx.actor,
         )
         project = await s.get(Project, pid)
     assert project is not None
@@ -195,7 +197,12 @@ async def provision_repository(state: OrchestratorState, runtime: Runtime[Contex
         project.repo_url, project.clone_url, project.default_branch = repo.html_url, repo.clone_url, repo.default_branch
         s.add(project)
         await transition_project(
-            s, pid, ProjectStatus.initialized, reason=f"repository {repo.full_name} exists", thread_id=ctx.thread_id
+            s,
+            pid,
+            ProjectStatus.initialized,
+            reason=f"repository {repo.full_name} exists",
+            thread_id=ctx.thread_id,
+            actor=ctx.actor,
         )
     return {"zavhoz_status": "working", "engineering_status": "working"}
 

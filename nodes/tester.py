@@ -32,6 +32,7 @@ async def run_tests(state: EngineeringState, runtime: Runtime[Context]) -> dict[
             finished={ProjectStatus.verified},
             reason=f"testing {commit[:10]}",
             thread_id=ctx.thread_id,
+            actor=ctx.actor,
         )
     root = ctx.settings.data_dir.resolve() / "workspaces" / name
     run = await run_test_command(root, ctx.settings.test_command, ctx.settings.test_timeout_s)
@@ -46,7 +47,12 @@ async def run_tests(state: EngineeringState, runtime: Runtime[Context]) -> dict[
     if run.passed:
         async with ctx.db.session() as s:
             await transition_project(
-                s, pid, ProjectStatus.verified, reason=f"tests pass at {commit[:10]}", thread_id=ctx.thread_id
+                s,
+                pid,
+                ProjectStatus.verified,
+                reason=f"tests pass at {commit[:10]}",
+                thread_id=ctx.thread_id,
+                actor=ctx.actor,
             )
         design = state["design"]
         result = EngineeringResult(

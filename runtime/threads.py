@@ -35,6 +35,8 @@ from graphs.product_owner import build_product_owner
 from infra.forge.factory import make_forge
 from models.interrupts import ANSWER_SCHEMAS
 from models.tables import ThreadRecord, utcnow
+from services.approvals import AnswerRefused, check_answer, record_answer
+from services.identities import Identity
 from services.leases import ensure_default_server
 
 
@@ -48,6 +50,10 @@ class UnknownThread(RuntimeInputError):
 
 class ThreadStateConflict(RuntimeInputError):
     """The thread's state does not allow the request: it waits for an answer, has nothing pending, or is running."""
+
+
+class NotAllowed(RuntimeInputError):
+    """The identity may not do this (its role is too low, or a rule such as the separate approver forbids it)."""
 
 
 def new_thread_id() -> str:
@@ -102,8 +108,8 @@ class ThreadView:
     """The last run stopped between supersteps (a crash or kill): ``continue_run`` finishes it."""
 
 
-def answer_value(payload: dict[str, Any], answer: Answer) -> dict[str, Any]:
-    """Map a person's answer onto the typed answer of this interrupt's kind.
+def answer_value(payload: dict[str, Any], answer: Answer, by: str | None = None) -> dict[str, Any]:
+    """Map a person's answer onto the typed answer of this interrupt's kind; ``by`` names a deploy's approver.
 
     Raises:
         RuntimeInputError: the answer does not fit the question (e.g. ``approve`` to a guidance request).
@@ -118,6 +124,7 @@ def answer_value(payload: dict[str, Any], answer: Answer) -> dict[str, Any]:
             "decision": decision,
             "reason": answer.text if decision == "reject" else None,
             "feedback": answer.text if decision == "feedback" else None,
+            "by": by,
         }
     elif kind == "engineering_guidance":
         if answer.kind != "text":
@@ -174,26 +181,32 @@ class OrchestratorRuntime:
     def _config(self, thread_id: str) -> RunnableConfig:
         return {"configurable": {"thread_id": thread_id}}
 
-    def _context(self, thread_id: str) -> Context:
-        return Context(settings=self.settings, db=self.db, llm=self.llm, forge=self.forge, thread_id=thread_id)
+    def _context(self, thread_id: str, actor: Identity) -> Context:
+        return Context(
+            settings=self.settings, db=self.db, llm=self.llm, forge=self.forge, thread_id=thread_id, actor=actor.name
+        )
 
     async def thread_exists(self, thread_id: str) -> bool:
         """Whether the thread has a checkpoint."""
         return (await self.graph.aget_state(self._config(thread_id))).created_at is not None
 
-    async def pending(self, thread_id: str) -> list[Pending]:
-        """Pending interrupts of a thread (subgraphs included).
+    async def pending(self, thread_id: str, actor: Identity | None = None) -> list[Pending]:
+        """Pending interrupts of a thread (subgraphs included); with ``actor``, only if the thread is visible to them.
 
         Raises:
-            RuntimeInputError: unknown thread.
+            RuntimeInputError: unknown thread (or another owner's, to an ``actor`` who sees only their own).
         """
+        if actor is not None:
+            await self._check_visible(thread_id, actor)
         state = await self.graph.aget_state(self._config(thread_id))
         if state.created_at is None:
             raise UnknownThread(f"unknown thread {thread_id!r}: list threads to see the known ones")
         return [Pending(id=i.id, payload=dict(i.value)) for i in state.interrupts]
 
-    async def start_turn(self, text: str, thread_id: str | None = None) -> AsyncIterator[RunEvent]:
+    async def start_turn(self, text: str, thread_id: str | None = None, *, actor: Identity) -> AsyncIterator[RunEvent]:
         """Send the person's ``text`` to the PO on ``thread_id`` (a new thread if None) and stream the run.
+
+        ``actor`` is who speaks: a new thread is theirs, and what the run changes names them.
 
         Raises:
             RuntimeInputError: empty text; ThreadStateConflict: the thread waits for an answer to an interrupt, or
@@ -203,6 +216,7 @@ class OrchestratorRuntime:
             raise RuntimeInputError("say something: the message is empty")
         thread_id = thread_id or new_thread_id()
         async with self._exclusive(thread_id):
+            await self._check_visible(thread_id, actor, new_ok=True)
             if await self.thread_exists(thread_id):
                 if await self.pending(thread_id):
                     raise ThreadStateConflict(f"thread {thread_id} waits for an answer to its pending question")
@@ -210,18 +224,22 @@ class OrchestratorRuntime:
                     raise ThreadStateConflict(
                         f"thread {thread_id} stopped mid-run; finish that run first (orchestrator resume {thread_id})"
                     )
-            await self._touch(thread_id, title=text)
-            async for ev in self._stream({"messages": [HumanMessage(content=text)]}, thread_id):
+            await self._touch(thread_id, title=text, owner=actor.name)
+            async for ev in self._stream({"messages": [HumanMessage(content=text)]}, thread_id, actor):
                 yield ev
 
-    async def resume(self, thread_id: str, answer: Answer, interrupt_id: str | None = None) -> AsyncIterator[RunEvent]:
-        """Answer a pending interrupt and stream the rest of the run.
+    async def resume(
+        self, thread_id: str, answer: Answer, interrupt_id: str | None = None, *, actor: Identity
+    ) -> AsyncIterator[RunEvent]:
+        """Answer a pending interrupt as ``actor`` and stream the rest of the run; the answer goes on the record.
 
         Raises:
             RuntimeInputError: unknown thread, nothing pending, several pending and no ``interrupt_id``, an unknown
-                ``interrupt_id``, or an answer of the wrong shape. Nothing is changed in any of these cases.
+                ``interrupt_id``, or an answer of the wrong shape. NotAllowed: ``actor``'s role may not answer this
+                kind of question (see :mod:`services.approvals`), or asked for the change it would approve. Nothing
+                is changed in any of these cases.
         """
-        await self.pending(thread_id)  # an unknown thread fails here, before a lock file is made for it
+        await self.pending(thread_id, actor)  # an unknown thread fails here, before a lock file is made for it
         async with self._exclusive(thread_id):
             pending = await self.pending(thread_id)
             if not pending:
@@ -232,18 +250,23 @@ class OrchestratorRuntime:
             chosen = next((p for p in pending if interrupt_id in (None, p.id)), None)
             if chosen is None:
                 raise RuntimeInputError(f"no pending interrupt {interrupt_id!r} on thread {thread_id}")
-            value = answer_value(chosen.payload, answer)
+            value = answer_value(chosen.payload, answer, by=actor.name)
+            try:
+                await check_answer(self.db, self.settings, chosen.payload, value, actor)
+            except AnswerRefused as exc:
+                raise NotAllowed(str(exc)) from exc
+            await record_answer(self.db, chosen.payload, value, actor, thread_id)
             await self._touch(thread_id)
-            async for ev in self._stream(Command(resume={chosen.id: value}), thread_id):
+            async for ev in self._stream(Command(resume={chosen.id: value}), thread_id, actor):
                 yield ev
 
-    async def continue_run(self, thread_id: str) -> AsyncIterator[RunEvent]:
+    async def continue_run(self, thread_id: str, *, actor: Identity) -> AsyncIterator[RunEvent]:
         """Finish a run that stopped mid-way (crash, kill -9) from its last checkpoint.
 
         Raises:
             RuntimeInputError: unknown thread, the thread waits for an answer, or nothing is left to run.
         """
-        await self.pending(thread_id)  # an unknown thread fails here, before a lock file is made for it
+        await self.pending(thread_id, actor)  # an unknown thread fails here, before a lock file is made for it
         async with self._exclusive(thread_id):
             if await self.pending(thread_id):
                 raise ThreadStateConflict(
@@ -252,7 +275,7 @@ class OrchestratorRuntime:
             state = await self.graph.aget_state(self._config(thread_id))
             if not state.next:
                 raise ThreadStateConflict(f"thread {thread_id} has no unfinished run")
-            async for ev in self._stream(None, thread_id):
+            async for ev in self._stream(None, thread_id, actor):
                 yield ev
 
     @asynccontextmanager
@@ -276,11 +299,11 @@ class OrchestratorRuntime:
                 raise ThreadStateConflict(f"thread {thread_id} is running elsewhere; wait for that run") from None
             yield
 
-    async def _stream(self, value: Any, thread_id: str) -> AsyncIterator[RunEvent]:
+    async def _stream(self, value: Any, thread_id: str, actor: Identity) -> AsyncIterator[RunEvent]:
         control = RunControl()
         self._controls.add(control)
         try:
-            async for ev in self._stream_steps(value, thread_id, control):
+            async for ev in self._stream_steps(value, thread_id, actor, control):
                 yield ev
         except GraphDrained:
             yield RunEvent(kind="drained", text=f"stopped between steps on request; resume {thread_id} to finish")
@@ -292,12 +315,14 @@ class OrchestratorRuntime:
         await self._touch(thread_id)
         yield RunEvent(kind="done")
 
-    async def _stream_steps(self, value: Any, thread_id: str, control: RunControl) -> AsyncIterator[RunEvent]:
+    async def _stream_steps(
+        self, value: Any, thread_id: str, actor: Identity, control: RunControl
+    ) -> AsyncIterator[RunEvent]:
         started: dict[str, float] = {}
         async for ns, mode, data in self.graph.astream(
             value,
             self._config(thread_id),
-            context=self._context(thread_id),
+            context=self._context(thread_id, actor),
             stream_mode=["tasks", "updates"],
             subgraphs=True,
             durability="sync",
@@ -332,18 +357,45 @@ class OrchestratorRuntime:
             duration_s=time.perf_counter() - started.pop(task_id),
         )
 
-    async def _touch(self, thread_id: str, title: str | None = None) -> None:
+    async def _touch(self, thread_id: str, title: str | None = None, owner: str | None = None) -> None:
         async with self.db.session() as s:
             row = await s.get(ThreadRecord, thread_id)
             if row is None:
-                row = ThreadRecord(id=thread_id, title=(title or "")[:80])
+                row = ThreadRecord(id=thread_id, title=(title or "")[:80], owner=owner)
+            elif title and not row.title:
+                row.title = title[:80]
             row.updated_at = utcnow()
             s.add(row)
 
-    async def threads(self) -> list[ThreadView]:
-        """Every thread, newest first, with its pending interrupts and whether its last run stopped mid-way."""
+    async def create_thread(self, owner: Identity) -> str:
+        """A new thread id, recorded as ``owner``'s; nothing runs until a message is posted to it."""
+        thread_id = new_thread_id()
+        await self._touch(thread_id, owner=owner.name)
+        return thread_id
+
+    async def _check_visible(self, thread_id: str, actor: Identity, *, new_ok: bool = False) -> None:
+        """Refuse another owner's thread as unknown (a 404, so ids cannot be probed).
+
+        Raises:
+            UnknownThread: the thread has a record ``actor`` may not see, or (unless ``new_ok``) none at all.
+        """
         async with self.db.session() as s:
-            rows = (await s.exec(select(ThreadRecord).order_by(col(ThreadRecord.updated_at).desc()))).all()
+            row = await s.get(ThreadRecord, thread_id)
+        if row is None and new_ok and not await self.thread_exists(thread_id):
+            return
+        if not actor.sees(row.owner if row else None):
+            raise UnknownThread(f"unknown thread {thread_id!r}: list threads to see the known ones")
+
+    async def threads(self, owner: str | None = None) -> list[ThreadView]:
+        """Every thread (only ``owner``'s if given), newest first, with its pending interrupts and run state.
+
+        ``stopped_mid_run`` tells a last run that stopped between supersteps (a crash or kill).
+        """
+        query = select(ThreadRecord).order_by(col(ThreadRecord.updated_at).desc())
+        if owner is not None:
+            query = query.where(ThreadRecord.owner == owner)
+        async with self.db.session() as s:
+            rows = (await s.exec(query)).all()
         views = []
         for row in rows:
             state = await self.graph.aget_state(self._config(row.id))

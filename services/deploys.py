@@ -10,12 +10,15 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from core.settings import Settings
 from infra.ansible import PlaybookResult, inventory_for, run_playbook
 from infra.forge.factory import make_forge
 from infra.git import GitAuth
-from models.enums import ServerStatus
-from models.tables import Project, Server
+from models.enums import DeploymentStatus, ServerStatus
+from models.tables import Deployment, Project, Server
 from services.secrets import ServiceEnv
 
 REMOTE_RELEASE_ROOT = "/srv/orchestrator"
@@ -149,3 +152,14 @@ async def stop_service(settings: Settings, *, project: str, server: Server) -> P
 def local_server() -> Server:
     """A Server row standing for this machine (connection ``local``), e.g. to stop what the demo deployed."""
     return Server(name="localhost", address="127.0.0.1", connection="local", status=ServerStatus.ready)
+
+
+async def live_deployment(session: AsyncSession, project_id: int) -> Deployment | None:
+    """The project's newest succeeded deployment (what runs now, and who approved it), or None."""
+    stmt = (
+        select(Deployment)
+        .where(Deployment.project_id == project_id, Deployment.status == DeploymentStatus.succeeded)
+        .order_by(col(Deployment.id).desc())
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first()

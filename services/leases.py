@@ -49,7 +49,9 @@ async def ensure_default_server(db: Database, settings: Settings) -> None:
             s.add(server)
             await s.flush()
             assert server.id is not None
-            await transition_server(s, server.id, ServerStatus.ready, reason="embedded default: this machine")
+            await transition_server(
+                s, server.id, ServerStatus.ready, reason="embedded default: this machine", actor="system:startup"
+            )
     except IntegrityError:
         return  # another process registered it first
 

@@ -24,8 +24,10 @@ from services.secrets import SecretsError, service_env
 from services.servers import check_server, provision_server
 
 
-async def recover(settings: Settings, db: Database, forge: Forge, incident_id: int, thread_id: str) -> dict[str, Any]:
-    """Run the recovery for one incident; return ``{"incident", "kind", "resolved", "outcome"}``.
+async def recover(
+    settings: Settings, db: Database, forge: Forge, incident_id: int, thread_id: str, *, actor: str
+) -> dict[str, Any]:
+    """Run the recovery for one incident as ``actor``; return ``{"incident", "kind", "resolved", "outcome"}``.
 
     Raises:
         ValueError: unknown or already resolved incident, or a kind with no recovery.
@@ -45,12 +47,12 @@ async def recover(settings: Settings, db: Database, forge: Forge, incident_id: i
     handler = handlers.get(incident.kind)
     if handler is None:
         raise ValueError(f"incident kind {incident.kind!r} has no recovery; it resolves when the sync sees it fixed")
-    resolved, outcome = await handler(settings, db, forge, incident, thread_id)
+    resolved, outcome = await handler(settings, db, forge, incident, thread_id, actor)
     return {"incident": incident_id, "kind": incident.kind, "resolved": resolved, "outcome": outcome}
 
 
 async def _relink_repository(
-    settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str
+    settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str, actor: str
 ) -> tuple[bool, str]:
     """Look the repository up by name (a re-created repository has a new id) and re-link the project to it."""
     async with db.session() as s:
@@ -79,6 +81,7 @@ async def _relink_repository(
                 row.id or 0,
                 ProjectStatus.initialized,
                 thread_id=thread_id,
+                actor=actor,
                 reason=f"re-linked to {repo.full_name} (id {repo.id})",
             )
         await resolve_incident(s, kind="repo_missing", subject_type="project", subject_id=incident.subject_id)
@@ -86,7 +89,7 @@ async def _relink_repository(
 
 
 async def _recheck_server(
-    settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str
+    settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str, actor: str
 ) -> tuple[bool, str]:
     """Check the server now; ready again only if it answers."""
     async with db.session() as s:
@@ -102,14 +105,19 @@ async def _recheck_server(
         assert row is not None
         if row.status == ServerStatus.error:
             await transition_server(
-                s, row.id or 0, ServerStatus.ready, reason="re-checked on request: answers", thread_id=thread_id
+                s,
+                row.id or 0,
+                ServerStatus.ready,
+                reason="re-checked on request: answers",
+                thread_id=thread_id,
+                actor=actor,
             )
         await resolve_incident(s, kind="server_down", subject_type="server", subject_id=incident.subject_id)
     return True, f"server {server.name} answers its check again and is ready"
 
 
 async def _redeploy_service(
-    settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str
+    settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str, actor: str
 ) -> tuple[bool, str]:
     """Deploy the last good commit again (the playbook restarts a dead service, leaves a live one alone)."""
     async with db.session() as s:
@@ -146,7 +154,7 @@ async def _redeploy_service(
 
 
 async def _reprovision_server(
-    settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str
+    settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str, actor: str
 ) -> tuple[bool, str]:
     """Run the provisioning playbook again now (error -> provisioning -> ready, or back to error)."""
     async with db.session() as s:
@@ -155,13 +163,18 @@ async def _reprovision_server(
             return False, f"server #{incident.subject_id} no longer exists"
         if server.status == ServerStatus.error:
             await transition_server(
-                s, incident.subject_id, ServerStatus.provisioning, reason="re-provision on request", thread_id=thread_id
+                s,
+                incident.subject_id,
+                ServerStatus.provisioning,
+                reason="re-provision on request",
+                thread_id=thread_id,
+                actor=actor,
             )
         server = await s.get(Server, incident.subject_id)
     assert server is not None
     if server.status != ServerStatus.provisioning:
         return False, f"server {server.name} is {server.status.value}, not waiting for provisioning"
-    result = await provision_server(settings, db, server)
+    result = await provision_server(settings, db, server, actor=actor)
     if result.ok:
         return True, f"server {server.name} provisioned again and is ready"
     return False, f"provisioning server {server.name} failed again: {result.summary.splitlines()[0]}"

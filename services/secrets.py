@@ -31,6 +31,7 @@ from sqlmodel import col, select
 from core.db import Database
 from core.settings import Settings
 from models.tables import Project, Secret, utcnow
+from services.identities import record
 
 SECRET_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 RESERVED_NAMES = frozenset({"PORT", "PATH", "HOME", "PWD", "SHELL", "USER", "PYTHONUNBUFFERED", "PYTHONPATH"})
@@ -215,8 +216,10 @@ async def _project(db: Database, project: str) -> Project:
     return row
 
 
-async def set_secret(db: Database, project: str, name: str, value: str, *, keys: Keyring) -> bool:
+async def set_secret(db: Database, project: str, name: str, value: str, *, keys: Keyring, actor: str) -> bool:
     """Store (or replace) secret ``name`` of ``project``, encrypted; returns True if it is new.
+
+    The trail gets ``secret_set`` on the project, naming ``actor`` and the secret (never its value).
 
     Raises:
         UnknownProject: no such project.
@@ -233,11 +236,13 @@ async def set_secret(db: Database, project: str, name: str, value: str, *, keys:
         else:
             found.value_encrypted, found.updated_at = token, utcnow()
             s.add(found)
+        why = f"secret {name} {'stored' if found is None else 'replaced'}"
+        await record(s, subject_type="project", subject_id=row.id or 0, action="secret_set", reason=why, actor=actor)
     return found is None
 
 
-async def delete_secret(db: Database, project: str, name: str) -> bool:
-    """Delete secret ``name`` of ``project``; returns whether there was one.
+async def delete_secret(db: Database, project: str, name: str, *, actor: str) -> bool:
+    """Delete secret ``name`` of ``project``; returns whether there was one (a deletion goes on the trail).
 
     Raises:
         UnknownProject: no such project.
@@ -249,6 +254,10 @@ async def delete_secret(db: Database, project: str, name: str) -> bool:
         found = (await s.exec(select(Secret).where(Secret.project_id == row.id, Secret.name == name))).first()
         if found is not None:
             await s.delete(found)
+            why = f"secret {name} removed"
+            await record(
+                s, subject_type="project", subject_id=row.id or 0, action="secret_removed", reason=why, actor=actor
+            )
     return found is not None
 
 
@@ -321,8 +330,10 @@ async def deploy_env(db: Database, project_id: int, *, keys: Keyring) -> dict[st
     return {r.name: decrypt_value(keys, r.value_encrypted, what=f"secret {r.name}") for r in found}
 
 
-async def rotate_secrets(db: Database, *, keys: Keyring) -> int:
+async def rotate_secrets(db: Database, *, keys: Keyring, actor: str) -> int:
     """Re-encrypt every stored secret with the first key (after adding a new key in front); returns how many.
+
+    The trail gets one ``secrets_rotated`` event per project touched, naming ``actor``.
 
     Raises:
         SecretDecryptError: a value opens with none of the keys (nothing is changed then).
@@ -338,6 +349,11 @@ async def rotate_secrets(db: Database, *, keys: Keyring) -> int:
                     "was re-encrypted. Keep the old key in ORCH_SECRETS_KEY (after the new one) while rotating"
                 ) from None
             s.add(r)
+        for project_id in sorted({r.project_id for r in found}):
+            why = "secrets re-encrypted with the first configured key"
+            await record(
+                s, subject_type="project", subject_id=project_id, action="secrets_rotated", reason=why, actor=actor
+            )
     return len(found)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import asyncssh
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlmodel import select
 
 from core.db import Database
@@ -46,8 +46,18 @@ class ServerExists(ValueError):
 class ServerCreate(BaseModel):
     """A server to register: where it is, how Ansible and the sync reach it, and which ports it lends."""
 
-    name: str = Field(description="inventory name: lower-case letters, digits, dots and hyphens, e.g. web-1")
-    address: str = Field(description="IP address or DNS name")
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        pattern=NAME_RE.pattern,
+        description="inventory name: 1-63 lower-case letters, digits, dots and hyphens, starting with a letter or "
+        "digit, e.g. web-1",
+    )
+    address: str = Field(
+        min_length=1,
+        max_length=253,
+        description="an IP address (v4 or v6) or a DNS host name (labels of letters, digits and hyphens)",
+    )
     ssh_port: int = Field(default=22, ge=1, le=65535)
     ssh_user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     connection: Literal["ssh", "local"] = "ssh"
@@ -80,8 +90,8 @@ class ServerCreate(BaseModel):
         return self
 
 
-async def add_server(db: Database, spec: ServerCreate, *, thread_id: str | None = None) -> Server:
-    """Register ``spec`` as a ``discovered`` (or ``provisioning``) server, with its first Event.
+async def add_server(db: Database, spec: ServerCreate, *, actor: str, thread_id: str | None = None) -> Server:
+    """Register ``spec`` as a ``discovered`` (or ``provisioning``) server, with its first Event naming ``actor``.
 
     Raises:
         ServerExists: a server of that name exists.
@@ -96,7 +106,14 @@ async def add_server(db: Database, spec: ServerCreate, *, thread_id: str | None 
         assert server.id is not None
         why = "registered; provisioning next" if spec.provision else "registered; the next server_sync checks it"
         s.add(
-            Event(subject_type="server", subject_id=server.id, to_status=status.value, reason=why, thread_id=thread_id)
+            Event(
+                subject_type="server",
+                subject_id=server.id,
+                to_status=status.value,
+                reason=why,
+                thread_id=thread_id,
+                actor=actor,
+            )
         )
     return server
 
@@ -202,8 +219,8 @@ async def check_server(
     return CheckResult(ok=True, facts=facts, duration_s=time.monotonic() - t0)
 
 
-async def provision_server(settings: Settings, db: Database, server: Server) -> PlaybookResult:
-    """Run ``playbooks/provision.yml`` on one server in ``provisioning`` and record the outcome.
+async def provision_server(settings: Settings, db: Database, server: Server, *, actor: str) -> PlaybookResult:
+    """Run ``playbooks/provision.yml`` on one server in ``provisioning`` and record the outcome, naming ``actor``.
 
     Success: ``ready`` and the ``provision_failed`` incident resolved; failure: ``error`` and that incident opened
     (or refreshed) with Ansible's summary. A failed playbook is the server's state, not an exception.
@@ -219,11 +236,13 @@ async def provision_server(settings: Settings, db: Database, server: Server) -> 
     result = await run_on_server(settings, server, "provision.yml", {"release_root": release_root(settings, server)})
     async with db.session() as s:
         if result.ok:
-            await transition_server(s, server.id, ServerStatus.ready, reason=f"provisioned: {result.summary}")
+            await transition_server(
+                s, server.id, ServerStatus.ready, reason=f"provisioned: {result.summary}", actor=actor
+            )
             await resolve_incident(s, kind=PROVISION_INCIDENT, subject_type="server", subject_id=server.id)
         else:
             await transition_server(
-                s, server.id, ServerStatus.error, reason=f"provisioning failed: {result.summary}"[:2000]
+                s, server.id, ServerStatus.error, reason=f"provisioning failed: {result.summary}"[:2000], actor=actor
             )
             await open_incident(
                 s,

@@ -30,9 +30,11 @@ from models.transitions import StaleStatus, transition_project
 from services.incidents import open_incident, resolve_incident
 from sync_workers.base import PassSummary
 from sync_workers.github_cursor import store_pages
-from sync_workers.github_types import Absent, Confirmation, Listing, RepoSummary
+from sync_workers.github_types import WORKER, Absent, Confirmation, Listing, RepoSummary
 
 log = logging.getLogger(__name__)
+ACTOR = f"system:{WORKER}"
+"""How the trail names this worker's changes."""
 KNOWN_COLUMNS = tuple(
     col(c)
     for c in (Project.id, Project.name, Project.status, Project.github_repo_id, Project.repo_full_name,
@@ -105,7 +107,7 @@ async def _create_projects(
     reason = f"found in GitHub org {org}"
     events = [
         {"subject_type": "project", "subject_id": pid, "from_status": None, "to_status": "discovered",
-         "reason": reason, "thread_id": None, "created_at": now}
+         "reason": reason, "thread_id": None, "actor": ACTOR, "created_at": now}
         for pid in created.scalars().all()
     ]  # fmt: skip
     await conn.execute(insert(Event), events)
@@ -209,7 +211,7 @@ async def apply_confirmations(
 async def _mark_missing(session: AsyncSession, a: Absent, summary: PassSummary) -> None:
     why = f"repository {a.full_name} (id {a.repo_id}) answers 404"
     try:
-        await transition_project(session, a.project_id, ProjectStatus.missing, reason=why)
+        await transition_project(session, a.project_id, ProjectStatus.missing, reason=why, actor=ACTOR)
     except StaleStatus:
         summary.notes.append(f"{a.project_name} changed status meanwhile; confirmed again next pass")
         return

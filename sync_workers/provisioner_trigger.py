@@ -22,14 +22,17 @@ import time
 
 from sqlmodel import col, select
 
-from models.enums import ServerStatus
+from models.enums import AccessRole, ServerStatus
 from models.tables import Server
 from runtime.threads import Answer, OrchestratorRuntime
+from services.identities import Identity
 from services.leases import find_ready_server
 from services.servers import provision_server
 from sync_workers.base import PassSummary, SyncContext
 
 WORKER = "provisioner_trigger"
+IDENTITY = Identity(name=f"system:{WORKER}", role=AccessRole.operator)
+"""Who resumes the waiting threads, as the trail names it; an operator may retry a resource wait."""
 log = logging.getLogger(__name__)
 
 
@@ -66,7 +69,7 @@ async def _provision_servers(ctx: SyncContext, summary: PassSummary) -> None:
 
 
 async def _provision(ctx: SyncContext, server: Server, summary: PassSummary) -> None:
-    result = await provision_server(ctx.settings, ctx.db, server)
+    result = await provision_server(ctx.settings, ctx.db, server, actor=IDENTITY.name)
     summary.updated += 1
     if result.ok:
         summary.notes.append(f"server {server.name} provisioned and ready")
@@ -101,7 +104,9 @@ async def _resume_with(ctx: SyncContext, rt: OrchestratorRuntime, summary: PassS
             summary.notes.append("no ready server with a free port left; the other waiting threads keep waiting")
             return
         try:
-            async for _ev in rt.resume(thread_id, Answer("text", f"server {server.name} is ready"), interrupt_id):
+            async for _ev in rt.resume(
+                thread_id, Answer("text", f"server {server.name} is ready"), interrupt_id, actor=IDENTITY
+            ):
                 pass
         except Exception as exc:
             log.exception("resuming thread %s failed", thread_id)

@@ -35,6 +35,9 @@ from services.incidents import find_open, open_incident, resolve_incident
 from services.servers import CheckResult, check_server
 from sync_workers.base import PassSummary, SyncContext
 
+ACTOR = "system:server_sync"
+"""How the trail names this worker's changes."""
+
 
 async def _reconcile(ctx: SyncContext, server_id: int, name: str, result: CheckResult, summary: PassSummary) -> None:
     threshold = max(1, ctx.settings.sync_failure_threshold)
@@ -55,7 +58,9 @@ async def _reconcile(ctx: SyncContext, server_id: int, name: str, result: CheckR
             ):
                 summary.notes.append(f"{name}: answers, but stays in error: its provisioning failed")
             elif frm in (ServerStatus.discovered, ServerStatus.error):
-                await transition_server(s, server_id, ServerStatus.ready, reason=f"check ok {_facts_line(result)}")
+                await transition_server(
+                    s, server_id, ServerStatus.ready, reason=f"check ok {_facts_line(result)}", actor=ACTOR
+                )
                 summary.updated += 1
                 summary.notes.append(f"{name}: {frm.value} -> ready")
             await resolve_incident(s, kind="server_down", subject_type="server", subject_id=server_id)
@@ -74,7 +79,7 @@ async def _reconcile(ctx: SyncContext, server_id: int, name: str, result: CheckR
         summary.notes.append(f"{name}: check failed ({fail_count} in a row): {result.error}")
         if status == ServerStatus.ready and fail_count >= threshold:
             why = f"{fail_count} failed checks in a row, last: {result.error}"
-            await transition_server(s, server_id, ServerStatus.error, reason=why)
+            await transition_server(s, server_id, ServerStatus.error, reason=why, actor=ACTOR)
             await open_incident(
                 s,
                 kind="server_down",

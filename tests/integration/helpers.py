@@ -15,6 +15,7 @@ from core.db import Database
 from core.settings import Settings
 from runtime.threads import OrchestratorRuntime, RunEvent
 from services import deploys
+from services.identities import cli_identity
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUEST = "I need a small HTTP service called hello-api with a /health endpoint and unit tests."
@@ -59,7 +60,7 @@ def cli(
 async def run_turn(settings: Settings, text: str, thread_id: str) -> list[RunEvent]:
     """One PO turn in this process; returns every event."""
     async with OrchestratorRuntime(settings) as rt:
-        return [ev async for ev in rt.start_turn(text, thread_id)]
+        return [ev async for ev in rt.start_turn(text, thread_id, actor=cli_identity())]
 
 
 async def rows(settings: Settings, table: type) -> list[Any]:

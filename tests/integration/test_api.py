@@ -6,12 +6,8 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +16,9 @@ import pytest
 
 from core.settings import Settings
 from services import deploys
-from tests.conftest import REPO_ROOT
+from tests.fixtures.api_server import ApiServer, start_api, stop_api
 
 HELLO = "I need a small HTTP service called hello-api with a /health endpoint and unit tests."
-
-
-@dataclass
-class Api:
-    base_url: str
-    data_dir: Path
-    log: Path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pids_with(text: str) -> list[int]:
@@ -52,55 +35,6 @@ def pids_with(text: str) -> list[int]:
     return found
 
 
-def start_uvicorn(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_") and k != "DATABASE_URL"}
-    env.update(
-        ORCH_DATA_DIR=str(settings.data_dir),
-        ORCH_MODEL="replay/hello-api",
-        ORCH_PORT_RANGE_START=str(settings.port_range_start),
-        ORCH_PORT_RANGE_END=str(settings.port_range_end),
-        ORCH_HEALTH_TIMEOUT_S=str(settings.health_timeout_s),
-        ORCH_DEPLOY_TIMEOUT_S=str(settings.deploy_timeout_s),
-        ORCH_TEST_TIMEOUT_S=str(settings.test_timeout_s),
-    )
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "api.app:app_factory",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with log.open("wb") as out:
-        return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def wait_healthy(proc: subprocess.Popen[bytes], base_url: str, log: Path, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"uvicorn exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1, trust_env=False).json() == {"status": "ok"}:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"no answer from {base_url}/healthz in {timeout_s}s:\n{log.read_text()}")
-
-
-def stop_uvicorn(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
 async def stop_service(data_dir: Path, project: str) -> None:
     """Stop the deployed service with the real stop playbook, then kill anything still running from its releases."""
     releases = data_dir.resolve() / "releases"
@@ -115,18 +49,15 @@ async def stop_service(data_dir: Path, project: str) -> None:
 
 
 @pytest.fixture
-async def api(settings: Settings, tmp_path: Path) -> AsyncIterator[Api]:
-    port, log = free_port(), tmp_path / "uvicorn.log"
-    proc = start_uvicorn(settings, port, log)
+async def api(settings: Settings, tmp_path: Path) -> AsyncIterator[ApiServer]:
+    server = start_api(settings, tmp_path / "api.log")
     try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_healthy(proc, base_url, log)
-        yield Api(base_url=base_url, data_dir=settings.data_dir, log=log)
+        yield server
     finally:
         try:
             await stop_service(settings.data_dir, "hello-api")
         finally:
-            stop_uvicorn(proc)
+            stop_api(server)
 
 
 def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -159,9 +90,9 @@ async def run_sse(client: httpx.AsyncClient, path: str, body: dict[str, Any]) ->
 
 
 @pytest.mark.slow
-async def test_api_takes_hello_api_from_message_to_live(api: Api) -> None:
+async def test_api_takes_hello_api_from_message_to_live(api: ApiServer) -> None:
     timeout = httpx.Timeout(10, read=180)
-    async with httpx.AsyncClient(base_url=api.base_url, timeout=timeout, trust_env=False) as client:
+    async with api.client("operator", timeout=timeout) as client, api.client("approver", timeout=timeout) as approver:
         created = await client.post("/threads")
         assert created.status_code == 201
         tid = created.json()["thread_id"]
@@ -199,18 +130,21 @@ async def test_api_takes_hello_api_from_message_to_live(api: Api) -> None:
         assert unknown.status_code == 404 and "unknown thread" in unknown.json()["detail"]
         assert (await client.get("/threads/t-nosuchthread/interrupts")).status_code == 404
 
-        events = await run_sse(client, f"/threads/{tid}/resume", {"action": "approve"})
+        refused = await client.post(f"/threads/{tid}/resume", json={"action": "approve"})
+        assert refused.status_code == 403 and "approver" in refused.json()["detail"], "an operator cannot approve"
+        events = await run_sse(approver, f"/threads/{tid}/resume", {"action": "approve"})
         kinds = [kind for kind, _ in events]
         assert kinds[-1] == "done" and "interrupt" not in kinds and "error" not in kinds, events
         said = [data["text"] for kind, data in events if kind == "message"]
         assert said and "hello-api is live" in said[-1], said
         assert (await client.get(f"/threads/{tid}/interrupts")).json() == []
-        again = await client.post(f"/threads/{tid}/resume", json={"action": "approve"})
+        again = await approver.post(f"/threads/{tid}/resume", json={"action": "approve"})
         assert again.status_code == 409 and "nothing pending" in again.json()["detail"]
 
         projects = (await client.get("/projects")).json()
         hello = next(p for p in projects if p["name"] == "hello-api")
         assert hello["status"] == "active" and hello["server"] == "localhost"
+        assert (hello["requested_by"], hello["approved_by"]) == ("token:operator", "token:approver")
         assert hello["url"] == f"http://127.0.0.1:{hello['port']}/health"
         assert (await client.get("/projects/hello-api")).json() == hello
         missing = await client.get("/projects/no-such-project")
@@ -224,8 +158,8 @@ async def test_api_takes_hello_api_from_message_to_live(api: Api) -> None:
 
 
 @pytest.mark.slow
-async def test_a_client_that_disconnects_does_not_cancel_the_run(api: Api) -> None:
-    async with httpx.AsyncClient(base_url=api.base_url, timeout=60, trust_env=False) as client:
+async def test_a_client_that_disconnects_does_not_cancel_the_run(api: ApiServer) -> None:
+    async with api.client("operator", timeout=60) as client:
         thread_id = (await client.post("/threads")).json()["thread_id"]
         async with client.stream("POST", f"/threads/{thread_id}/messages", json={"text": HELLO}) as response:
             async for line in response.aiter_lines():
@@ -240,8 +174,8 @@ async def test_a_client_that_disconnects_does_not_cancel_the_run(api: Api) -> No
     assert pending[0]["payload"]["tests"]["passed"] is True
 
 
-async def test_servers_are_registered_over_http_with_clear_refusals(api: Api) -> None:
-    async with httpx.AsyncClient(base_url=api.base_url, trust_env=False, timeout=30) as client:
+async def test_servers_are_registered_over_http_with_clear_refusals(api: ApiServer) -> None:
+    async with api.client("admin", timeout=30) as client:
         made = await client.post("/servers", json={"name": "web-1", "address": "10.0.0.5", "provision": True})
         assert made.status_code == 201, made.text
         assert (made.json()["name"], made.json()["status"]) == ("web-1", "provisioning")
@@ -251,6 +185,11 @@ async def test_servers_are_registered_over_http_with_clear_refusals(api: Api) ->
         bad = await client.post("/servers", json={"name": "Web 1", "address": "not a host!", "port_range_start": 9})
         assert bad.status_code == 422
         assert {tuple(e["loc"]) for e in bad.json()["detail"]} == {("body", "name"), ("body", "address")}
+        trail = (await client.get("/events", params={"subject_type": "server"})).json()
+        assert [(e["to_status"], e["actor"]) for e in trail] == [
+            ("provisioning", "token:admin"),
+            ("ready", "system:startup"),
+        ]
 
         listed = {s["name"]: s for s in (await client.get("/servers")).json()}
     assert set(listed) == {"localhost", "web-1"} and listed["web-1"]["address"] == "10.0.0.5"

@@ -17,6 +17,7 @@ from core.replay import BUILTIN_DIR, Scenario, last_text
 from core.settings import ROLES, Settings
 from models.tables import LLMCall, Project
 from runtime.threads import OrchestratorRuntime, RunEvent
+from services.identities import cli_identity
 from tests.fixtures.openai_server import USAGE, OpenAIServer
 from tests.integration.helpers import rows
 
@@ -46,7 +47,7 @@ def wire_settings(settings: Settings, server: OpenAIServer, api_key: str = API_K
 
 async def run_turn(settings: Settings) -> list[RunEvent]:
     async with OrchestratorRuntime(settings) as rt:
-        return [ev async for ev in rt.start_turn(ASK, THREAD)]
+        return [ev async for ev in rt.start_turn(ASK, THREAD, actor=cli_identity())]
 
 
 def tool_names(body: dict[str, Any]) -> list[str]:

@@ -264,7 +264,7 @@ async def test_a_failed_provision_marks_the_server_error_with_an_incident(settin
     # "fix #N": provision again now; still unreachable -> error, the one incident stays open
     db = await open_db(settings)
     try:
-        again = await recover(settings, db, make_forge(settings), incident.id or 0, "t-fix")
+        again = await recover(settings, db, make_forge(settings), incident.id or 0, "t-fix", actor="cli:test")
         assert again["resolved"] is False and "failed again" in again["outcome"]
         assert [i.resolved_at for i in await rows(settings, Incident)] == [None]
         async with db.session() as s:  # the operator fixes the host (here: it becomes this machine)
@@ -272,7 +272,7 @@ async def test_a_failed_provision_marks_the_server_error_with_an_incident(settin
             assert row is not None and row.status == ServerStatus.error
             row.connection = "local"
             s.add(row)
-        fixed = await recover(settings, db, make_forge(settings), incident.id or 0, "t-fix")
+        fixed = await recover(settings, db, make_forge(settings), incident.id or 0, "t-fix", actor="cli:test")
     finally:
         await db.dispose()
     assert fixed["resolved"] is True, fixed

@@ -87,7 +87,9 @@ class ScriptedLLM:
 
 def runtime(settings: Settings, db: Database, llm: ScriptedLLM, thread_id: str = THREAD) -> Runtime[Context]:
     forge = LocalForge(settings.data_dir / "forge")
-    return Runtime(context=Context(settings=settings, db=db, llm=llm, forge=forge, thread_id=thread_id))  # type: ignore[arg-type]
+    return Runtime(
+        context=Context(settings=settings, db=db, llm=llm, forge=forge, thread_id=thread_id, actor="cli:test")
+    )  # type: ignore[arg-type]
 
 
 async def make_project(db: Database, status: ProjectStatus, thread_id: str = THREAD, **fields: Any) -> Project:

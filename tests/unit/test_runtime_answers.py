@@ -16,14 +16,20 @@ GUIDANCE: dict[str, Any] = {"kind": "engineering_guidance", "question": "Help?",
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
-        (Answer("approve"), {"decision": "approve", "reason": None, "feedback": None}),
-        (Answer("reject", "port clash"), {"decision": "reject", "reason": "port clash", "feedback": None}),
-        (Answer("text", "add /version"), {"decision": "feedback", "reason": None, "feedback": "add /version"}),
+        (Answer("approve"), {"decision": "approve", "reason": None, "feedback": None, "by": "token:ann"}),
+        (
+            Answer("reject", "port clash"),
+            {"decision": "reject", "reason": "port clash", "feedback": None, "by": "token:ann"},
+        ),
+        (
+            Answer("text", "add /version"),
+            {"decision": "feedback", "reason": None, "feedback": "add /version", "by": "token:ann"},
+        ),
     ],
     ids=["approve", "reject", "feedback"],
 )
 def test_deploy_answers(answer: Answer, expected: dict[str, Any]) -> None:
-    value = answer_value(DEPLOY, answer)
+    value = answer_value(DEPLOY, answer, by="token:ann")
     assert value == expected
     assert DeployDecision.model_validate(value).model_dump() == expected
 

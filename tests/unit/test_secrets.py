@@ -53,12 +53,17 @@ async def test_round_trip_stores_only_ciphertext(settings: Settings, db: Databas
     project = await make_project(db, ProjectStatus.verified)
     keys = secrets.load_keys(settings)
 
-    assert await secrets.set_secret(db, "hello-api", "DATABASE_URL", VALUE, keys=keys) is True
-    assert await secrets.set_secret(db, "hello-api", "API_TOKEN", "t0ken", keys=keys) is True
-    assert await secrets.set_secret(db, "hello-api", "API_TOKEN", "t0ken-2", keys=keys) is False  # replaced
+    assert await secrets.set_secret(db, "hello-api", "DATABASE_URL", VALUE, keys=keys, actor="cli:test") is True
+    assert await secrets.set_secret(db, "hello-api", "API_TOKEN", "t0ken", keys=keys, actor="cli:test") is True
+    assert (
+        await secrets.set_secret(db, "hello-api", "API_TOKEN", "t0ken-2", keys=keys, actor="cli:test") is False
+    )  # replaced
 
     assert project.id is not None
-    assert await secrets.deploy_env(db, project.id, keys=keys) == {"DATABASE_URL": VALUE, "API_TOKEN": "t0ken-2"}
+    assert await secrets.deploy_env(db, project.id, keys=keys) == {
+        "DATABASE_URL": VALUE,
+        "API_TOKEN": "t0ken-2",
+    }
     assert [i.name for i in await secrets.list_secret_names(db, "hello-api")] == ["API_TOKEN", "DATABASE_URL"]
     async with db.session() as s:
         raw = (await s.exec(text("SELECT value_encrypted FROM secret"))).all()  # type: ignore[call-overload]
@@ -66,8 +71,8 @@ async def test_round_trip_stores_only_ciphertext(settings: Settings, db: Databas
     db_bytes = b"".join(p.read_bytes() for p in settings.data_dir.glob("orchestrator.db*"))
     assert b"s3cr3t-VALUE" not in db_bytes and b"t0ken" not in db_bytes
 
-    assert await secrets.delete_secret(db, "hello-api", "API_TOKEN") is True
-    assert await secrets.delete_secret(db, "hello-api", "API_TOKEN") is False
+    assert await secrets.delete_secret(db, "hello-api", "API_TOKEN", actor="cli:test") is True
+    assert await secrets.delete_secret(db, "hello-api", "API_TOKEN", actor="cli:test") is False
     assert [i.name for i in await secrets.list_secret_names(db, "hello-api")] == ["DATABASE_URL"]
 
 
@@ -106,7 +111,7 @@ def test_a_bad_key_is_named_without_being_shown(settings: Settings) -> None:
 async def test_wrong_key_is_a_clear_error_without_ciphertext(settings: Settings, db: Database) -> None:
     project = await make_project(db, ProjectStatus.verified)
     assert project.id is not None
-    await secrets.set_secret(db, "hello-api", "API_TOKEN", "t0ken", keys=secrets.load_keys(settings))
+    await secrets.set_secret(db, "hello-api", "API_TOKEN", "t0ken", keys=secrets.load_keys(settings), actor="cli:test")
     async with db.session() as s:
         token = (await s.exec(select(Secret))).one().value_encrypted
     other = secrets.load_keys(with_key(settings, Fernet.generate_key()))
@@ -122,27 +127,31 @@ async def test_multifernet_rotation(settings: Settings, db: Database) -> None:
     project = await make_project(db, ProjectStatus.verified)
     assert project.id is not None
     old, new = Fernet.generate_key(), Fernet.generate_key()
-    await secrets.set_secret(db, "hello-api", "API_TOKEN", "t0ken", keys=secrets.load_keys(with_key(settings, old)))
+    await secrets.set_secret(
+        db, "hello-api", "API_TOKEN", "t0ken", keys=secrets.load_keys(with_key(settings, old)), actor="cli:test"
+    )
 
     both = secrets.load_keys(with_key(settings, new, old))  # the new key first: it encrypts; both decrypt
     assert await secrets.deploy_env(db, project.id, keys=both) == {"API_TOKEN": "t0ken"}
     with pytest.raises(SecretDecryptError):
         await secrets.deploy_env(db, project.id, keys=secrets.load_keys(with_key(settings, new)))
 
-    assert await secrets.rotate_secrets(db, keys=both) == 1
+    assert await secrets.rotate_secrets(db, keys=both, actor="cli:test") == 1
     only_new = secrets.load_keys(with_key(settings, new))
     assert await secrets.deploy_env(db, project.id, keys=only_new) == {"API_TOKEN": "t0ken"}
     with pytest.raises(SecretDecryptError):
         await secrets.deploy_env(db, project.id, keys=secrets.load_keys(with_key(settings, old)))
     with pytest.raises(SecretDecryptError, match="nothing was re-encrypted"):
-        await secrets.rotate_secrets(db, keys=secrets.load_keys(with_key(settings, Fernet.generate_key())))
+        await secrets.rotate_secrets(
+            db, keys=secrets.load_keys(with_key(settings, Fernet.generate_key())), actor="cli:test"
+        )
 
 
 @pytest.mark.parametrize("name", ["database_url", "1ABC", "A-B", "", "A B", "X" * 129, "PORT", "PATH", "ÄPI"])
 async def test_bad_names_are_refused(settings: Settings, db: Database, name: str) -> None:
     await make_project(db, ProjectStatus.verified)
     with pytest.raises(InvalidSecretName):
-        await secrets.set_secret(db, "hello-api", name, "v", keys=secrets.load_keys(settings))
+        await secrets.set_secret(db, "hello-api", name, "v", keys=secrets.load_keys(settings), actor="cli:test")
     async with db.session() as s:
         assert (await s.exec(select(Secret))).all() == []
 
@@ -151,12 +160,12 @@ async def test_unknown_project_and_bad_values_are_refused(settings: Settings, db
     await make_project(db, ProjectStatus.verified)
     keys = secrets.load_keys(settings)
     with pytest.raises(UnknownProject, match="no project named 'nope'"):
-        await secrets.set_secret(db, "nope", "API_TOKEN", "v", keys=keys)
+        await secrets.set_secret(db, "nope", "API_TOKEN", "v", keys=keys, actor="cli:test")
     with pytest.raises(UnknownProject):
         await secrets.list_secret_names(db, "nope")
     for bad in ("", "a\0b", "x" * (secrets.MAX_VALUE_BYTES + 1)):
         with pytest.raises(SecretsInputError):
-            await secrets.set_secret(db, "hello-api", "API_TOKEN", bad, keys=keys)
+            await secrets.set_secret(db, "hello-api", "API_TOKEN", bad, keys=keys, actor="cli:test")
     assert secrets.validate_secret_name("_PRIVATE_1") == "_PRIVATE_1"
 
 
@@ -186,13 +195,13 @@ async def test_zavhoz_flags_missing_secrets_by_name(settings: Settings, db: Data
     project = await make_project(db, ProjectStatus.verified, required_secrets=["API_TOKEN", "DATABASE_URL"])
     assert project.id is not None
     rt = runtime(settings, db, ScriptedLLM())
-    await secrets.set_secret(db, "hello-api", "API_TOKEN", "t0ken", keys=secrets.load_keys(settings))
+    await secrets.set_secret(db, "hello-api", "API_TOKEN", "t0ken", keys=secrets.load_keys(settings), actor="cli:test")
 
     out = await check_secrets({"project_id": project.id, "project_name": "hello-api"}, rt)  # type: ignore[arg-type]
     assert out == {"missing_secrets": ["DATABASE_URL"]}
     assert (await project_row(db, project.id)).setup_required is True
 
-    await secrets.set_secret(db, "hello-api", "DATABASE_URL", VALUE, keys=secrets.load_keys(settings))
+    await secrets.set_secret(db, "hello-api", "DATABASE_URL", VALUE, keys=secrets.load_keys(settings), actor="cli:test")
     out = await check_secrets({"project_id": project.id, "project_name": "hello-api"}, rt)  # type: ignore[arg-type]
     assert out == {"missing_secrets": []}
 
@@ -234,7 +243,7 @@ async def test_approval_lists_missing_secrets_and_the_deploy_refuses_then_deploy
 
     assert route_deploy({**state, **refused}) == "request_deploy_approval"  # type: ignore[typeddict-item]
 
-    await secrets.set_secret(db, "hello-api", "API_TOKEN", "t0ken", keys=secrets.load_keys(settings))
+    await secrets.set_secret(db, "hello-api", "API_TOKEN", "t0ken", keys=secrets.load_keys(settings), actor="cli:test")
     await request_deploy_approval(state, rt)  # type: ignore[arg-type]
     assert asked[1]["missing_secrets"] == [] and "secret-set" not in asked[1]["question"]
     done = await devops.deploy_project(state, rt)  # type: ignore[arg-type]
@@ -260,12 +269,17 @@ async def test_api_shows_names_and_missing_never_values(settings: Settings, db: 
     from fastapi.testclient import TestClient
 
     from api.app import create_app
+    from models.enums import AccessRole
+    from services.identities import create_token
 
     await make_project(db, ProjectStatus.verified, required_secrets=["API_TOKEN", "DATABASE_URL"])
-    await secrets.set_secret(db, "hello-api", "DATABASE_URL", VALUE, keys=secrets.load_keys(settings))
+    await secrets.set_secret(db, "hello-api", "DATABASE_URL", VALUE, keys=secrets.load_keys(settings), actor="cli:test")
+
+    key = await create_token(db, "watcher", AccessRole.viewer, actor="cli:test")
 
     def call() -> tuple[Any, Any]:
-        with TestClient(create_app(settings)) as client:  # in process: no socket
+        with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:  # in process: no socket
+            client.headers["Authorization"] = f"Bearer {key}"
             return client.get("/projects/hello-api/secrets"), client.get("/projects/nope/secrets")
 
     found, unknown = await asyncio.to_thread(call)
@@ -284,6 +298,8 @@ async def test_po_status_tool_names_missing_secrets_and_the_command(settings: Se
     status = json.loads(await get_project_status(db, "hello-api"))
     assert status["missing_secrets"] == ["API_TOKEN"] and status["setup_required"] is True
     assert status["set_missing_secrets_with"] == "orchestrator secret-set hello-api API_TOKEN"
-    await secrets.set_secret(db, "hello-api", "API_TOKEN", "t0ken-VALUE", keys=secrets.load_keys(settings))
+    await secrets.set_secret(
+        db, "hello-api", "API_TOKEN", "t0ken-VALUE", keys=secrets.load_keys(settings), actor="cli:test"
+    )
     raw = await get_project_status(db, "hello-api")
     assert json.loads(raw)["missing_secrets"] == [] and "set_missing_secrets_with" not in raw and "t0ken" not in raw
