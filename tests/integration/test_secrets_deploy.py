@@ -278,3 +278,64 @@ async def test_secret_set_in_a_terminal_asks_twice_without_echo(stage: Stage) ->
     rc, out = run_in_terminal(stage.settings, ["one", "two"], "secret-set", NAME, "OTHER")
     assert rc == 2 and "the two values differ; nothing was stored" in out
     assert (await service_env(stage.settings, stage.db, stage.pid)).names == ("API_TOKEN",)
+
+
+ENV_APP = """\
+import json
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"status": "ok", "environ": dict(os.environ)}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+LEAK_APP = """\
+import os
+import sys
+
+print("starting with token " + os.environ["API_TOKEN"], file=sys.stderr, flush=True)
+raise SystemExit(3)
+"""
+
+
+@pytest.mark.slow
+async def test_a_deployed_service_sees_only_its_own_environment(stage: Stage, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert stage.set_secret(SECOND).returncode == 0
+    # What the orchestrator's own environment holds while it deploys (Ansible runs with it):
+    monkeypatch.setenv("ORCH_GITHUB_TOKEN", "leak-me-github")
+    monkeypatch.setenv("ORCH_SECRETS_KEY", "leak-me-key")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://leak-me@db/orchestrator")
+    ok, summary, _ = await stage.deploy(commit_app(stage.work, ENV_APP, "reports its environment"), watch_argv=False)
+    assert ok, summary
+    environ = stage.health()["environ"]
+    assert not [k for k in environ if k.startswith("ORCH_") or k == "DATABASE_URL"], environ
+    assert "leak-me" not in json.dumps(environ)
+    assert set(environ) <= {"PORT", "PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "API_TOKEN", "PWD", "SHLVL", "_"}
+    assert environ["API_TOKEN"] == SECOND and environ["PORT"] == str(stage.info["port"] if stage.info else "")
+    assert environ["PATH"] == "/usr/local/bin:/usr/bin:/bin"
+
+
+@pytest.mark.slow
+async def test_a_secret_the_service_prints_is_redacted_before_it_leaves_the_target(stage: Stage) -> None:
+    assert stage.set_secret(SECOND).returncode == 0
+    bad = commit_app(stage.work, LEAK_APP, "prints its secret and dies")
+    ok, summary, _ = await stage.deploy(bad, watch_argv=False, health_timeout_s=2)
+    assert not ok and "starting with token [secret API_TOKEN]" in summary, summary
+    assert SECOND not in summary
+    log_file = stage.project_root / "logs" / "service.log"
+    env_file = stage.project_root / "run" / "service.env"
+    # The service's own log keeps what it printed (it is the service's file, on its host); nothing else does:
+    # not the kept Ansible artifacts, not the database.
+    assert sorted(files_holding(stage.settings.data_dir, [b"second-VALUE-9b2c"])) == sorted([env_file, log_file])
