@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+WHEELHOUSE := .wheelhouse
 
-.PHONY: install demo test lint layers typecheck unit integration bench api clean compose-check migration postgres pg
+.PHONY: install demo test lint layers typecheck unit integration bench api clean compose-check migration postgres pg sandbox
 
 $(STAMP): pyproject.toml
 	@command -v git >/dev/null || (echo "git is required (apt-get install git)" && exit 1)
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install
+demo: install sandbox
 	$(BIN)/orchestrator demo
 
 lint: install
@@ -27,14 +28,22 @@ layers: install  ## the import contracts in pyproject.toml: layering, graph sche
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+unit: install sandbox $(WHEELHOUSE)
 	$(BIN)/pytest tests/unit -q
 
-integration: install postgres
+integration: install postgres sandbox $(WHEELHOUSE)
 	$(BIN)/pytest tests/integration -q
 
-test: lint layers typecheck postgres
+test: lint layers typecheck postgres sandbox $(WHEELHOUSE)
 	$(BIN)/pytest -q
+
+sandbox:  ## bubblewrap, the sandbox generated code runs in (apt-get as root if missing)
+	@scripts/ensure-bubblewrap.sh
+
+# Wheels the tests build project venvs from, offline (tests never reach a package index).
+$(WHEELHOUSE): tests/wheelhouse.txt | install
+	$(BIN)/python -m pip download --disable-pip-version-check -q --only-binary :all: -d $(WHEELHOUSE) -r tests/wheelhouse.txt
+	@touch $(WHEELHOUSE)
 
 postgres:  ## the PostgreSQL server binaries the tests start throwaway clusters with (apt-get as root if missing)
 	@scripts/ensure-postgres.sh
@@ -49,7 +58,7 @@ api: install
 	$(BIN)/orchestrator api
 
 clean:
-	rm -rf $(VENV) .orchestrator .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(WHEELHOUSE) .orchestrator .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 # A throwaway password only for interpolation: compose.yaml demands one and defaults none.
 compose-check:  ## validate compose.yaml with `docker compose`, else docker-compose (Debian's, installed if missing)

@@ -83,6 +83,31 @@ class Settings(BaseSettings):
     test_command: str = "{python} -m pytest -q -p no:cacheprovider"
     """How the Tester runs a project's tests, in its working copy; ``{python}`` is this interpreter."""
     test_timeout_s: float = 120.0
+    """Wall-clock limit on one test run; the sandbox then kills every process of it."""
+
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    """How generated code runs: in a bubblewrap sandbox (no network, read-only system, only a throwaway copy of the
+    working copy writable, nothing of the orchestrator visible, resource limits), or ``none``: unconfined, which
+    every run then reports loudly. Missing bubblewrap is an error, never a silent fallback."""
+    sandbox_dir: Path = Path("/var/tmp/orchestrator-sandbox")
+    """Project venvs (``venvs/``) and throwaway working copies (``runs/``): outside the data dir, which the sandbox's
+    user cannot read. Must be owned by this user and not writable by others."""
+    sandbox_uid: int = 65534
+    """The unprivileged user generated code runs as (default ``nobody``)."""
+    sandbox_python: str = "/usr/bin/python3"
+    """The system interpreter project venvs are built on (outside any home directory, readable by the sandbox)."""
+    sandbox_cpu_s: int = 300
+    sandbox_memory_mb: int = 2048
+    """Address-space limit per process."""
+    sandbox_processes: int = 256
+    sandbox_file_size_mb: int = 1024
+    sandbox_open_files: int = 1024
+    sandbox_find_links: Path | None = None
+    """A folder of wheels project requirements may come from (besides the package index, unless offline)."""
+    sandbox_offline: bool = False
+    """Install project requirements from ``sandbox_find_links`` only, never a package index."""
+    install_timeout_s: float = 300.0
+    """Limit on building one project venv."""
     deploy_timeout_s: float = 300.0
     health_timeout_s: float = 30.0
 

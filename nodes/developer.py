@@ -10,6 +10,7 @@ from langgraph.runtime import Runtime
 from graphs.context import Context
 from graphs.state import EngineeringState
 from infra import workspace
+from infra.venvs import REQUIREMENTS
 from models.enums import ProjectStatus
 from models.tables import Project
 from models.transitions import enter_project_status, transition_project
@@ -46,7 +47,11 @@ async def write_code(state: EngineeringState, runtime: Runtime[Context]) -> dict
     change = await ctx.llm.structured(
         "developer", _messages(state, workspace.listing(root)), CodeChange, thread_id=ctx.thread_id
     )
-    await asyncio.to_thread(workspace.write_files, root, [(f.path, f.content) for f in change.files])
+    files = [(f.path, f.content) for f in change.files]
+    deps = state["design"].get("dependencies") or []
+    if deps and not any(path == REQUIREMENTS for path, _ in files) and not (root / REQUIREMENTS).is_file():
+        files.append((REQUIREMENTS, "\n".join(deps) + "\n"))  # the design's dependencies live in the repository
+    await asyncio.to_thread(workspace.write_files, root, files)
     sha = await asyncio.to_thread(workspace.commit_and_push, root, change.message, git_auth, project.default_branch)
     async with ctx.db.session() as s:
         await transition_project(

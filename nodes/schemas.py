@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, Field, field_validator
 
 from services.secrets import RESERVED_NAMES, SECRET_NAME_RE
@@ -23,6 +24,11 @@ class Design(BaseModel):
     files: list[FilePlan] = Field(min_length=1)
     entrypoint: str = "app.py"
     health_path: str = "/health"
+    dependencies: list[str] = Field(
+        default_factory=list,
+        description="Third-party packages the service or its tests import, as requirement lines (e.g. "
+        "'flask>=3,<4'); they become requirements.txt. Empty for the standard library only. pytest is provided.",
+    )
     secrets: list[str] = Field(
         default_factory=list,
         description="Names of environment variables holding secrets the service reads (e.g. DATABASE_URL); never "
@@ -36,6 +42,20 @@ class Design(BaseModel):
         if bad:
             raise ValueError(f"secrets must be environment variable names like DATABASE_URL, not {bad}")
         return sorted(set(value) - RESERVED_NAMES)  # PORT and the like come from the deploy itself
+
+    @field_validator("dependencies")
+    @classmethod
+    def _plain_requirements(cls, value: list[str]) -> list[str]:
+        out = []
+        for line in value:
+            try:
+                req = Requirement(line)
+            except InvalidRequirement as exc:
+                raise ValueError(f"dependency {line!r} is not a requirement like 'flask>=3': {exc}") from None
+            if req.url:
+                raise ValueError(f"dependency {line!r} names a URL: use a package name and version specifiers")
+            out.append(str(req))
+        return out
 
     @field_validator("entrypoint")
     @classmethod

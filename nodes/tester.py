@@ -1,4 +1,4 @@
-"""Tester node: run the tests for real (implemented -> verifying -> verified, or back to the Developer)."""
+"""Tester node: run the tests for real, in the sandbox (implemented -> verifying -> verified, or back to Developer)."""
 
 from __future__ import annotations
 
@@ -35,11 +35,13 @@ async def run_tests(state: EngineeringState, runtime: Runtime[Context]) -> dict[
             actor=ctx.actor,
         )
     root = ctx.settings.data_dir.resolve() / "workspaces" / name
-    run = await run_test_command(root, ctx.settings.test_command, ctx.settings.test_timeout_s)
+    run = await run_test_command(root, ctx.settings)
     tests = {
         "passed": run.passed,
         "rc": run.rc,
         "command": run.command,
+        "sandboxed": run.sandboxed,
+        "reason": run.reason,
         "rounds": state.get("rounds", 1),
         "duration_s": round(run.duration_s, 2),
         "output_tail": run.output[-1500:],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,11 @@ from core.settings import Settings
 from tests.fixtures.postgres import PostgresServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+WHEELHOUSE = REPO_ROOT / ".wheelhouse"
+"""Wheels project venvs are built from in tests (``make`` downloads them): tests never reach a package index.
+Set in the environment, so child processes (the CLI, the API) build their venvs offline too."""
+os.environ["ORCH_SANDBOX_FIND_LINKS"] = str(WHEELHOUSE)
+os.environ["ORCH_SANDBOX_OFFLINE"] = "true"
 
 
 def free_port_block(size: int = 20) -> int:
