@@ -17,6 +17,7 @@ from core.settings import Settings
 from infra.ansible import PlaybookResult, inventory_for, run_playbook
 from infra.forge.factory import make_forge
 from infra.git import GitAuth
+from infra.venvs import uv_binary
 from models.enums import DeploymentStatus, ServerStatus
 from models.tables import Deployment, Project, Server
 from services.secrets import ServiceEnv
@@ -104,8 +105,16 @@ async def run_deploy(
                 "git_auth_key": auth.config_key,
                 "secrets_file": env_file,
                 "env_digest": env.digest,
+                "uv_bin": uv_binary() if local else "",
+                "install_args": install_args(settings) if local else [],
             },
         )
+
+
+def install_args(settings: Settings) -> list[str]:
+    """Where a release's requirements come from besides the index: the wheels folder, and no index if offline."""
+    args = ["--find-links", str(settings.sandbox_find_links)] if settings.sandbox_find_links else []
+    return args + (["--no-index"] if settings.sandbox_offline else [])
 
 
 @contextmanager

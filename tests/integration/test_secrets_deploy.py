@@ -339,3 +339,33 @@ async def test_a_secret_the_service_prints_is_redacted_before_it_leaves_the_targ
     # The service's own log keeps what it printed (it is the service's file, on its host); nothing else does:
     # not the kept Ansible artifacts, not the database.
     assert sorted(files_holding(stage.settings.data_dir, [b"second-VALUE-9b2c"])) == sorted([env_file, log_file])
+
+
+FLASK_APP = """\
+import os
+
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.get("/health")
+def health():
+    return {"status": "ok", "framework": "flask"}
+
+
+app.run(host="127.0.0.1", port=int(os.environ["PORT"]))
+"""
+
+
+@pytest.mark.slow
+async def test_a_service_with_a_third_party_dependency_deploys_in_its_own_venv(stage: Stage) -> None:
+    (stage.work / "requirements.txt").write_text("flask>=3,<4\n")
+    git("add", "requirements.txt", cwd=stage.work)
+    sha = commit_app(stage.work, FLASK_APP, "a Flask service")
+    ok, summary, _ = await stage.deploy(sha, watch_argv=False, health_timeout_s=20)
+    assert ok, summary
+    assert stage.health() == {"status": "ok", "framework": "flask"}
+    venv = stage.project_root / "releases" / sha / ".venv"
+    assert (venv / ".requirements-installed").is_file()
+    assert list((venv / "lib").glob("python3*/site-packages/flask/__init__.py")), "Flask lives in the release's venv"
