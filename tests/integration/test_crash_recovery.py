@@ -85,6 +85,7 @@ async def test_kill_9_during_engineering_then_resume(settings: Settings, tmp_pat
         assert httpx.get(deployment.url, timeout=5).status_code == 200
         assert trail(await rows(settings, Event), "t-kill") == [
             *HAPPY_TRAIL,
+            (None, "deploy_approved"),
             ("verified", "deploying"),
             ("deploying", "active"),
         ]
@@ -156,6 +157,7 @@ async def test_kill_9_at_node_boundaries_then_resume(settings: Settings) -> None
         assert httpx.get(deployment.url, timeout=5).status_code == 200
         assert trail(await rows(settings, Event), thread) == [
             *HAPPY_TRAIL,
+            (None, "deploy_approved"),
             ("verified", "deploying"),
             ("deploying", "active"),
         ]
