@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import api_routes, rule_of
 from api.edge import RequestEdge
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for route in api_routes(app):
         rule_of(route)
     app.add_exception_handler(RuntimeInputError, runtime_input_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _allow_every_method)
     app.state.run_slots = RunSlots(resolved.api_max_runs_per_identity)
     app.add_middleware(
         RequestEdge,
@@ -74,6 +77,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     _document_refusals_as_json(app)
     return app
+
+
+async def _allow_every_method(request: Request, exc: Exception) -> Response:
+    """HTTP errors as FastAPI answers them, except that a 405 lists every method the path serves.
+
+    Starlette answers 405 from the first route matching the path, naming only its methods; RFC 9110 section 15.5.6
+    wants all of them in ``Allow``.
+    """
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        path = request.url.path
+        methods = {m for r in api_routes(request.app) for m in r.methods or () if r.path_regex.match(path)}
+        exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
+    return await http_exception_handler(request, exc)
 
 
 def _document_refusals_as_json(app: FastAPI) -> None:
