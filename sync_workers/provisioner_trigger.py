@@ -31,8 +31,9 @@ from services.servers import provision_server
 from sync_workers.base import PassSummary, SyncContext
 
 WORKER = "provisioner_trigger"
-IDENTITY = Identity(name=f"system:{WORKER}", role=AccessRole.operator)
-"""Who resumes the waiting threads, as the trail names it; an operator may retry a resource wait."""
+IDENTITY = Identity(name=f"system:{WORKER}", role=AccessRole.approver)
+"""Who resumes the waiting threads, as the trail names it: it acts on every thread (an approver sees them all), and
+only ever answers resource waits."""
 log = logging.getLogger(__name__)
 
 

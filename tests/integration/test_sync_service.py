@@ -303,7 +303,8 @@ class FlakyRuntime:
             ThreadView(id="t-approval", title="", updated_at="", pending=[Pending("i-x", {"kind": "deploy_approval"})])
         ]
 
-    async def resume(self, thread_id: str, answer: Any, interrupt_id: str | None = None) -> Any:
+    async def resume(self, thread_id: str, answer: Any, interrupt_id: str | None = None, *, actor: Any) -> Any:
+        assert actor.name == "system:provisioner_trigger"
         if thread_id == "t-broken":
             raise RuntimeError("checkpoint unreadable")
         self.resumed.append((thread_id, answer.text))
