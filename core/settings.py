@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     """Install project requirements from ``sandbox_find_links`` only, never a package index."""
     install_timeout_s: float = 300.0
     """Limit on building one project venv."""
+
+    release_root: Path = Path("/var/lib/orchestrator/releases")
+    """Where this machine keeps deployed releases (remote hosts use /srv/orchestrator): outside the data dir, which
+    a service's user cannot read. Every folder above it must be open to others for traversal."""
+    service_user: str = "orch-svc"
+    """The unprivileged user deployed services run as (created by provision.yml and by the deploy if missing). ""
+    runs them as the deploying user instead, knowingly."""
     deploy_timeout_s: float = 300.0
     health_timeout_s: float = 30.0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -28,8 +27,8 @@ _RAM_DIR = Path("/dev/shm")
 
 
 def release_root(settings: Settings, server: Server) -> str:
-    """Where releases live on ``server``: the data dir for this machine, /srv/orchestrator elsewhere."""
-    return str(settings.data_dir.resolve() / "releases") if server.connection == "local" else REMOTE_RELEASE_ROOT
+    """Where releases live on ``server``: ``settings.release_root`` on this machine, /srv/orchestrator elsewhere."""
+    return str(settings.release_root.resolve()) if server.connection == "local" else REMOTE_RELEASE_ROOT
 
 
 async def run_on_server(
@@ -99,7 +98,8 @@ async def run_deploy(
                 "entrypoint": entrypoint,
                 "health_path": health_path,
                 "release_root": release_root(settings, server),
-                "service_python": sys.executable if local else REMOTE_PYTHON,
+                "service_python": settings.sandbox_python if local else REMOTE_PYTHON,
+                "service_user": settings.service_user,
                 "health_timeout": int(settings.health_timeout_s),
                 "git_auth_file": auth_file,
                 "git_auth_key": auth.config_key,

@@ -233,7 +233,11 @@ async def provision_server(settings: Settings, db: Database, server: Server, *, 
     """
     assert server.id is not None
     settings.ensure_data_dir()
-    result = await run_on_server(settings, server, "provision.yml", {"release_root": release_root(settings, server)})
+    extravars: dict[str, object] = {
+        "release_root": release_root(settings, server),
+        "service_user": settings.service_user,
+    }
+    result = await run_on_server(settings, server, "provision.yml", extravars)
     async with db.session() as s:
         if result.ok:
             await transition_server(

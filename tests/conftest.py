@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,17 +45,25 @@ def free_port_block(size: int = 20) -> int:
 
 @pytest.fixture()
 def settings(tmp_path: Path) -> Iterator[Settings]:
-    """Settings for one test: fresh data dir, replay model, a private port range, short timeouts."""
+    """Settings for one test: fresh data dir, replay model, a private port range, short timeouts, and a release root
+    of its own that a service's user can reach (pytest's tmp_path is 0700 root: outside it, removed afterwards).
+    """
     base = free_port_block()
-    yield Settings(
-        data_dir=tmp_path / "data",
-        model="replay/hello-api",
-        port_range_start=base,
-        port_range_end=base + 19,
-        health_timeout_s=15,
-        deploy_timeout_s=120,
-        test_timeout_s=60,
-    )
+    releases = Path(tempfile.mkdtemp(prefix="orchestrator-test-releases-"))
+    releases.chmod(0o755)
+    try:
+        yield Settings(
+            data_dir=tmp_path / "data",
+            model="replay/hello-api",
+            port_range_start=base,
+            port_range_end=base + 19,
+            health_timeout_s=15,
+            deploy_timeout_s=120,
+            test_timeout_s=60,
+            release_root=releases,
+        )
+    finally:
+        shutil.rmtree(releases, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "ORCH_PORT_RANGE_END": str(settings.port_range_end),
         "ORCH_ENGINEERING_MAX_ITERATIONS": str(settings.engineering_max_iterations),
         "ORCH_REGISTER_LOCALHOST": str(settings.register_localhost).lower(),
+        "ORCH_RELEASE_ROOT": str(settings.release_root),
     }
     if settings.replay_dir:
         env["ORCH_REPLAY_DIR"] = str(settings.replay_dir)

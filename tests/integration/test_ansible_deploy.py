@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.settings import Settings
 from infra.ansible import PlaybookResult, inventory_for, run_playbook
 from tests.fixtures import git_http
 
@@ -104,11 +105,11 @@ def pid_gone(pid: int, wait_s: float = 10.0) -> bool:
 
 
 class Deployment:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, release_root: Path) -> None:
         self.tmp = tmp_path
         self.bare = tmp_path / "origin.git"
         self.work = tmp_path / "work"
-        self.release_root = tmp_path / "srv"
+        self.release_root = release_root / "srv"  # outside tmp_path (0700): the service's user must reach it
         self.runner_root = tmp_path / "runner"
         self.project = "demo"
         self.port = free_port()
@@ -135,7 +136,7 @@ class Deployment:
             "entrypoint": "app.py",
             "health_path": "/health",
             "release_root": str(self.release_root),
-            "service_python": sys.executable,
+            "service_python": "/usr/bin/python3",
             "health_timeout": health_timeout,
         }
         return await run_playbook(
@@ -150,8 +151,8 @@ class Deployment:
 
 
 @pytest.fixture
-async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
-    d = Deployment(tmp_path)
+async def deployment(tmp_path: Path, settings: Settings) -> AsyncIterator[Deployment]:
+    d = Deployment(tmp_path, settings.release_root)
     try:
         yield d
     finally:

@@ -35,11 +35,11 @@ def pids_with(text: str) -> list[int]:
     return found
 
 
-async def stop_service(data_dir: Path, project: str) -> None:
+async def stop_service(settings: Settings, project: str) -> None:
     """Stop the deployed service with the real stop playbook, then kill anything still running from its releases."""
-    releases = data_dir.resolve() / "releases"
+    releases = settings.release_root.resolve()
     try:
-        await deploys.stop_service(Settings(data_dir=data_dir), project=project, server=deploys.local_server())
+        await deploys.stop_service(settings, project=project, server=deploys.local_server())
     finally:
         for pid in pids_with(str(releases / project)):
             try:
@@ -55,7 +55,7 @@ async def api(settings: Settings, tmp_path: Path) -> AsyncIterator[ApiServer]:
         yield server
     finally:
         try:
-            await stop_service(settings.data_dir, "hello-api")
+            await stop_service(settings, "hello-api")
         finally:
             stop_api(server)
 

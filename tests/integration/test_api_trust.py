@@ -296,7 +296,7 @@ def separate_api(settings: Settings, tmp_path: Path) -> Iterator[ApiServer]:
         yield server
     finally:
         try:
-            asyncio.run(stop_service(settings.data_dir, "hello-api"))
+            asyncio.run(stop_service(settings, "hello-api"))
         finally:
             stop_api(server)
 

@@ -132,7 +132,7 @@ class PrivateRepo:
 
     @property
     def releases(self) -> Path:
-        return self.settings.data_dir.resolve() / "releases" / NAME / "releases"
+        return self.settings.release_root.resolve() / NAME / "releases"
 
 
 @pytest.fixture

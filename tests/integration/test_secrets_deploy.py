@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pty
+import pwd
 import select as select_
 import signal
 import stat
@@ -139,7 +140,7 @@ class Stage:
 
     @property
     def project_root(self) -> Path:
-        return self.settings.data_dir.resolve() / "releases" / NAME
+        return self.settings.release_root.resolve() / NAME
 
     def service_pid(self) -> int:
         return int((self.project_root / "run" / "service.pid").read_text())
@@ -207,9 +208,10 @@ async def test_the_service_gets_its_secret_and_the_value_stays_out_of_every_file
     assert list((kept[0] / "artifacts").rglob("job_events/*.json")), "the events are kept too"
     assert all(n.decode() not in summary for n in NEEDLES)
 
-    # The only file under the data dir holding a value is the target's env file (this machine is the target);
-    # the database holds ciphertext only, the kept Ansible artifacts (extravars, events) nothing.
-    assert files_holding(stage.settings.data_dir, NEEDLES) == [env_file]
+    # No file under the data dir holds a value: the database holds ciphertext only, the kept Ansible artifacts
+    # (extravars, events) nothing; the one copy is the target's env file, in the release root outside it.
+    assert files_holding(stage.settings.data_dir, NEEDLES) == []
+    assert files_holding(stage.settings.release_root, NEEDLES) == [env_file]
     assert b"second-VALUE-9b2c" in env_file.read_bytes() and b"first-VALUE" not in env_file.read_bytes()
 
 
@@ -286,9 +288,18 @@ import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def attempt(path):
+    try:
+        with open(path, "rb") as f:
+            return "read %d bytes" % len(f.read())
+    except OSError as exc:
+        return type(exc).__name__
+
+
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
-        body = json.dumps({"status": "ok", "environ": dict(os.environ)}).encode()
+        seen = {"key": attempt(KEY), "database": attempt(DB)}
+        body = json.dumps({"status": "ok", "environ": dict(os.environ), "uid": os.getuid(), "seen": seen}).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -317,9 +328,14 @@ async def test_a_deployed_service_sees_only_its_own_environment(stage: Stage, mo
     monkeypatch.setenv("ORCH_GITHUB_TOKEN", "leak-me-github")
     monkeypatch.setenv("ORCH_SECRETS_KEY", "leak-me-key")
     monkeypatch.setenv("DATABASE_URL", "postgresql://leak-me@db/orchestrator")
-    ok, summary, _ = await stage.deploy(commit_app(stage.work, ENV_APP, "reports its environment"), watch_argv=False)
+    data = stage.settings.data_dir.resolve()
+    source = f"KEY = {str(data / 'secrets.key')!r}\nDB = {str(data / 'orchestrator.db')!r}\n" + ENV_APP
+    ok, summary, _ = await stage.deploy(commit_app(stage.work, source, "reports its environment"), watch_argv=False)
     assert ok, summary
-    environ = stage.health()["environ"]
+    health = stage.health()
+    assert health["uid"] == pwd.getpwnam("orch-svc").pw_uid != 0, "the service runs as its own unprivileged user"
+    assert health["seen"] == {"key": "PermissionError", "database": "PermissionError"}, health["seen"]
+    environ = health["environ"]
     assert not [k for k in environ if k.startswith("ORCH_") or k == "DATABASE_URL"], environ
     assert "leak-me" not in json.dumps(environ)
     assert set(environ) <= {"PORT", "PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "API_TOKEN", "PWD", "SHLVL", "_"}
@@ -336,9 +352,10 @@ async def test_a_secret_the_service_prints_is_redacted_before_it_leaves_the_targ
     assert SECOND not in summary
     log_file = stage.project_root / "logs" / "service.log"
     env_file = stage.project_root / "run" / "service.env"
-    # The service's own log keeps what it printed (it is the service's file, on its host); nothing else does:
-    # not the kept Ansible artifacts, not the database.
-    assert sorted(files_holding(stage.settings.data_dir, [b"second-VALUE-9b2c"])) == sorted([env_file, log_file])
+    # The service's own log keeps what it printed (it is the service's file, on its host, in the release root);
+    # nothing under the data dir does: not the kept Ansible artifacts, not the database.
+    assert files_holding(stage.settings.data_dir, [b"second-VALUE-9b2c"]) == []
+    assert sorted(files_holding(stage.settings.release_root, [b"second-VALUE-9b2c"])) == sorted([env_file, log_file])
 
 
 FLASK_APP = """\

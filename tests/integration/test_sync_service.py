@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import re
 import signal
 import socket
@@ -223,7 +224,8 @@ async def test_waiting_project_is_resumed_when_a_server_becomes_ready(settings: 
     [provisioned] = [e for e in await rows(waiting, Event) if e.subject_type == "server"]
     assert (provisioned.from_status, provisioned.to_status) == ("provisioning", "ready")
     assert provisioned.reason.startswith("provisioned: ok=")
-    assert (waiting.data_dir / "releases").is_dir(), "provision.yml created the release root"
+    assert waiting.release_root.is_dir(), "provision.yml created the release root"
+    assert pwd.getpwnam(waiting.service_user).pw_shell == "/usr/sbin/nologin", "and the services' own user"
 
     async with OrchestratorRuntime(waiting) as rt:
         [pending] = await rt.pending("t-wait")
