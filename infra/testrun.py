@@ -91,8 +91,11 @@ def prepare_sandbox_dir(settings: Settings) -> Path:
     return root
 
 
-async def run_tests(root: Path, settings: Settings) -> TestRun:
-    """Run ``settings.test_command`` (``{python}``: the project venv's interpreter) on the working copy ``root``.
+async def run_tests(root: Path, settings: Settings, command: str | None = None) -> TestRun:
+    """Run the project's test ``command`` on the working copy ``root``, in the sandbox.
+
+    ``command`` is the design's (``python`` and ``pytest`` resolve to the project venv's, first on PATH); None runs
+    ``settings.test_command`` (``{python}``: the project venv's interpreter).
 
     Returns:
         The outcome; a failure to install the requirements is a failed run saying why.
@@ -115,7 +118,7 @@ async def run_tests(root: Path, settings: Settings) -> TestRun:
     except DependencyError as exc:
         why = f"requirements not installed: {exc}"
         return TestRun(command="(install requirements.txt)", rc=None, output=why, duration_s=0.0, reason=why)
-    command = settings.test_command.format(python=env.python)
+    command = command or settings.test_command.format(python=env.python)
     uid = settings.sandbox_uid if os.geteuid() == 0 else os.geteuid()
     scratch = _throwaway_copy(root, base / "runs", uid)
     try:

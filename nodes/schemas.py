@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import PurePosixPath
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -28,6 +29,11 @@ class Design(BaseModel):
         default_factory=list,
         description="Third-party packages the service or its tests import, as requirement lines (e.g. "
         "'flask>=3,<4'); they become requirements.txt. Empty for the standard library only. pytest is provided.",
+    )
+    test_command: str | None = Field(
+        default=None,
+        description="How the tests run, e.g. 'python -m pytest -q' (python and pytest are the project's own); "
+        "empty for the default",
     )
     secrets: list[str] = Field(
         default_factory=list,
@@ -56,6 +62,19 @@ class Design(BaseModel):
                 raise ValueError(f"dependency {line!r} names a URL: use a package name and version specifiers")
             out.append(str(req))
         return out
+
+    @field_validator("test_command")
+    @classmethod
+    def _runs_python_or_pytest(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"test_command {value!r} is not a command line: {exc}") from None
+        if argv[0] not in ("python", "python3", "pytest"):
+            raise ValueError("test_command must start with python, python3 or pytest (the project's own)")
+        return value
 
     @field_validator("entrypoint")
     @classmethod

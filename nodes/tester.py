@@ -35,7 +35,7 @@ async def run_tests(state: EngineeringState, runtime: Runtime[Context]) -> dict[
             actor=ctx.actor,
         )
     root = ctx.settings.data_dir.resolve() / "workspaces" / name
-    run = await run_test_command(root, ctx.settings)
+    run = await run_test_command(root, ctx.settings, state["design"].get("test_command"))
     tests = {
         "passed": run.passed,
         "rc": run.rc,

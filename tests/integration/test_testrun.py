@@ -189,3 +189,10 @@ async def test_unconfined_runs_say_so(settings: Settings, project: Path) -> None
     run = await run_tests(project, settings.model_copy(update={"sandbox": "none"}))
     assert run.passed and not run.sandboxed
     assert run.output.startswith(UNCONFINED)
+
+
+async def test_the_designs_test_command_runs_with_the_projects_own_tools(settings: Settings, project: Path) -> None:
+    write(project, {"test_x.py": "import sys\n\ndef test_x():\n    print('PREFIX', sys.prefix)\n"})
+    run = await run_tests(project, settings, "pytest -q -s")
+    assert run.passed and run.command == "pytest -q -s", run.output
+    assert "PREFIX " + str(settings.sandbox_dir / "venvs") in run.output, "pytest came from the project's venv"
