@@ -15,14 +15,15 @@ from infra.ansible import PlaybookResult
 from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
 from models.tables import Deployment, Event, PortLease, Project, Server, utcnow
 from models.transitions import last_project_event, transition_project
-from services.deploys import run_deploy
+from services.deploys import local_release_problem, run_deploy
 from services.secrets import SecretsError, flag_missing_secrets, missing_message, missing_secrets, service_env
 
 
 async def preflight(ctx: Context, project_id: int, info: ServerInfo | None) -> str | None:
     """Why the deploy cannot start, or None.
 
-    The server must be ready, the lease must still be the project's, and every secret the project's design
+    The server must be ready, the lease must still be the project's, this machine must be able to run a release as
+    the service's user (:func:`services.deploys.local_release_problem`), and every secret the project's design
     requires must be stored (missing ones also set the project's ``setup_required`` flag; the answer names them
     and the command that sets each, never a value).
     """
@@ -36,6 +37,8 @@ async def preflight(ctx: Context, project_id: int, info: ServerInfo | None) -> s
         return f"server {info['name']} is not ready ({server.status if server else 'gone'})"
     if lease is None or (lease.server_id, lease.port) != (info["server_id"], info["port"]):
         return f"the port lease {info['name']}:{info['port']} is no longer held by this project"
+    if server.connection == "local" and (problem := local_release_problem(ctx.settings)):
+        return problem
     missing = await flag_missing_secrets(ctx.db, project_id)
     if missing:
         return missing_message(project.name if project else f"project #{project_id}", missing)

@@ -111,6 +111,30 @@ async def run_deploy(
         )
 
 
+def local_release_problem(settings: Settings) -> str | None:
+    """Why releases cannot run on this machine as ``settings.service_user``, or None.
+
+    The service's user must reach its release: every existing folder on the way to ``settings.release_root`` must
+    let others traverse it (a 0700 home or data dir on the way would fail the health check with "Permission
+    denied" only after the whole deploy). Creating that user needs root.
+    """
+    if not settings.service_user:
+        return None
+    if os.geteuid() != 0:
+        return (
+            f"deploying to this machine runs the service as {settings.service_user!r}, which needs root: run as root, "
+            "or set ORCH_SERVICE_USER='' to run services as yourself"
+        )
+    root = settings.release_root.resolve()
+    for folder in [root, *root.parents]:
+        if folder.exists() and not folder.stat().st_mode & 0o001:
+            return (
+                f"{folder} is closed to others, so {settings.service_user} could not reach releases under {root}: "
+                "set ORCH_RELEASE_ROOT to a folder outside it (default /var/lib/orchestrator/releases)"
+            )
+    return None
+
+
 def install_args(settings: Settings) -> list[str]:
     """Where a release's requirements come from besides the index: the wheels folder, and no index if offline."""
     args = ["--find-links", str(settings.sandbox_find_links)] if settings.sandbox_find_links else []
