@@ -41,7 +41,7 @@ from services.leases import ensure_default_server
 
 
 class RuntimeInputError(ValueError):
-    """Bad input to the runtime; nothing was changed. The subclasses say which kind (the API maps them to 404/409)."""
+    """Bad input to the runtime; nothing was changed. The subclasses say which (the API: 403, 404, 409, else 422)."""
 
 
 class UnknownThread(RuntimeInputError):
