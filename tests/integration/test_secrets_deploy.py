@@ -166,7 +166,7 @@ async def stage(tmp_path: Path, settings: Settings) -> AsyncIterator[Stage]:
 
 @pytest.mark.slow
 async def test_the_service_gets_its_secret_and_the_value_stays_out_of_every_file(stage: Stage) -> None:
-    ctx = type("Ctx", (), {"db": stage.db})()
+    ctx = type("Ctx", (), {"db": stage.db, "settings": stage.settings})()
     refused = await preflight(ctx, stage.pid, stage.info)  # type: ignore[arg-type]
     assert refused is not None and "API_TOKEN" in refused, "a missing secret makes the pre-flight refuse"
     assert f"orchestrator secret-set {NAME} API_TOKEN" in refused
