@@ -80,6 +80,25 @@ class Settings(BaseSettings):
 
     engineering_max_iterations: int = 3
     """Developer/Tester rounds before the loop asks a person for guidance."""
+    contract_path: Path | None = None
+    """The engineering contract (YAML); default: the built-in ``core/contracts/engineering.yaml``. Validated at
+    start-up: a broken contract stops the process with the file, the line and the problem."""
+    contract_mode: Literal["strict", "permissive"] | None = None
+    """Overrides the contract's ``mode``: strict refuses a disallowed tool call or a failed gate, permissive logs it
+    as a warning and goes on."""
+    signing_key: SecretStr | None = None
+    """HMAC key that signs verifications (at least 32 bytes). Unset: a key file ``<data_dir>/signing.key`` created
+    0600 on first use."""
+    verification_ttl_s: int = 7 * 24 * 3600
+    """How long a signed verification may be deployed after it was issued."""
+    budget_tokens: int = 400_000
+    """Default budget of one project run across PO and Engineering: prompt + completion tokens."""
+    budget_cost_usd: float = 5.0
+    """... model cost in USD (0 for models without a known price, such as local ones)."""
+    budget_calls: int = 80
+    """... model calls."""
+    budget_seconds: float = 3600.0
+    """... working seconds: model latency plus test runs (time waiting for a person is not counted)."""
     test_command: str = "{python} -m pytest -q -p no:cacheprovider"
     """How the Tester runs a project's tests, in its working copy; ``{python}`` is this interpreter."""
     test_timeout_s: float = 120.0
