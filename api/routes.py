@@ -13,13 +13,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api import crud
-from api.auth import Admin, Operator, Public, Viewer
+from api.auth import Admin, Approver, Operator, Public, Viewer
 from api.deps import RuntimeDep, SessionDep
 from api.limits import RunSlots
 from api.schemas import (
     THREAD_ID_PATTERN,
+    BudgetExtendIn,
+    BudgetOut,
     ErrorOut,
     EventPublic,
     HealthOut,
@@ -37,9 +40,12 @@ from api.schemas import (
     TokenCreated,
     TokenIn,
     TokenPublic,
+    ToolCallPublic,
 )
 from api.sse import primed, sse_events
 from runtime.threads import RunEvent
+from services.audit import audit_trail
+from services.budgets import BudgetLimits, budget_of, extend_budget, open_budget
 from services.identities import Identity, TokenError, create_token, list_tokens, revoke_token
 from services.secrets import UnknownProject, secret_status
 from services.servers import ServerExists, add_server
@@ -174,17 +180,70 @@ async def continue_thread(
 
 @router.get("/projects", responses=READ)
 async def list_projects(session: SessionDep, who: Viewer) -> list[ProjectPublic]:
-    """Every project, by name, with who asked for it and who approved the deploy that runs now."""
-    return [ProjectPublic.from_row(*row) for row in await crud.list_projects(session=session)]
+    """Every project, by name, with who asked for it, who approved the deploy that runs now, and its budget."""
+    rows = await crud.list_projects(session=session)
+    return [ProjectPublic.from_row(*row, budget=await budget_of(session, row[0].id or 0)) for row in rows]
 
 
 @router.get("/projects/{name}", responses=errors(401, 404, 422))
 async def get_project(name: ProjectName, session: SessionDep, who: Viewer) -> ProjectPublic:
-    """One project by name (404 if unknown)."""
+    """One project by name, with its budget (404 if unknown)."""
     row = await crud.get_project(session=session, name=name)
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown project {name!r}: see GET /projects")
-    return ProjectPublic.from_row(*row)
+        raise _unknown_project(name)
+    return ProjectPublic.from_row(*row, budget=await budget_of(session, row[0].id or 0))
+
+
+@router.get("/projects/{name}/audit", responses=errors(401, 404, 422))
+async def project_audit(
+    name: ProjectName,
+    session: SessionDep,
+    who: Viewer,
+    phase: Annotated[str | None, Query(max_length=32, description="only this phase's calls, e.g. IMPL")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="the latest N calls")] = 200,
+) -> list[ToolCallPublic]:
+    """The project's agent tool calls, oldest first, as the phase contract judged them (never a file's contents)."""
+    project_id = await _project_id(session, name)
+    calls = await audit_trail(session, project_id, limit=limit, phase=phase)
+    return [ToolCallPublic.model_validate(c) for c in calls]
+
+
+@router.get("/projects/{name}/budget", responses=errors(401, 404, 422))
+async def get_budget(name: ProjectName, session: SessionDep, who: Viewer) -> BudgetOut:
+    """What the project's runs may spend, have spent and have left (404: unknown project, or no budget yet)."""
+    view = await budget_of(session, await _project_id(session, name))
+    if view is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {name!r} has no budget yet: its first run opens one")
+    return BudgetOut.from_view(view)
+
+
+@router.post("/projects/{name}/budget", responses={**CHANGE, **errors(404)})
+async def post_budget(name: ProjectName, body: BudgetExtendIn, rt: RuntimeDep, who: Approver) -> BudgetOut:
+    """Raise the project's budget limits by the amounts given (approver); on the trail as ``budget_extended``.
+
+    A project with no budget yet starts from the defaults (``ORCH_BUDGET_*``) before it is raised.
+    """
+    # A session of its own, committed before the answer leaves (SessionDep's commits after the response is sent).
+    async with rt.db.session() as session:
+        project_id = await _project_id(session, name)
+        await open_budget(session, project_id, BudgetLimits.from_settings(rt.settings))
+        try:
+            view = await extend_budget(session, project_id, body.to_limits(), actor=who.name)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    return BudgetOut.from_view(view)
+
+
+def _unknown_project(name: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"unknown project {name!r}: see GET /projects")
+
+
+async def _project_id(session: AsyncSession, name: str) -> int:
+    """The id of the project called ``name``; HTTPException 404 when there is none."""
+    row = await crud.get_project(session=session, name=name)
+    if row is None or row[0].id is None:
+        raise _unknown_project(name)
+    return row[0].id
 
 
 @router.get("/projects/{name}/secrets", responses=errors(401, 404, 422))
@@ -196,7 +255,7 @@ async def project_secrets(name: ProjectName, rt: RuntimeDep, who: Viewer) -> Pro
     try:
         infos, missing = await secret_status(rt.db, name)
     except UnknownProject as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown project {name!r}: see GET /projects") from exc
+        raise _unknown_project(name) from exc
     found = [SecretNamePublic(name=i.name, updated_at=i.updated_at) for i in infos]
     return ProjectSecretsPublic(project=name, secrets=found, missing=missing)
 

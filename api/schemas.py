@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.enums import AccessRole, ProjectStatus, ServerStatus
 from models.tables import Deployment, Project, Server
 from nodes.po_tools import project_url
 from runtime.threads import Answer
+from services.budgets import ITEMS, BudgetLimits, BudgetView
 from services.servers import HOSTNAME_RE, ServerCreate
 
 MAX_MESSAGE_CHARS = 16_000
@@ -109,6 +110,82 @@ class ProjectSecretsPublic(BaseModel):
     missing: list[str]
 
 
+class BudgetAmounts(BaseModel):
+    """An amount of each budget item: tokens (prompt + completion), model cost (USD), model calls, working seconds."""
+
+    tokens: int
+    cost_usd: float
+    calls: int
+    seconds: float
+
+
+class BudgetOut(BaseModel):
+    """A project's budget: its limits, what its runs spent, what is left (never below 0), and what ran out.
+
+    ``exhausted`` names the items spent to or past their limit (``tokens``, ``cost_usd``, ``calls``, ``seconds``).
+    """
+
+    limits: BudgetAmounts
+    spent: BudgetAmounts
+    left: BudgetAmounts
+    exhausted: list[Literal["tokens", "cost_usd", "calls", "seconds"]]
+    summary: str
+    """One line: ``tokens 1,234/400,000 · cost $0.00/$5.00 · calls 7/80 · 12s/3600s``."""
+    updated_at: datetime
+
+    @classmethod
+    def from_view(cls, view: BudgetView) -> BudgetOut:
+        """Build from the service's view."""
+        return cls.model_validate({**view.as_dict(), "summary": view.describe(), "updated_at": view.updated_at})
+
+
+def _document_extension(schema: dict[str, Any]) -> None:
+    # "At least one item above 0" in the schema itself, so clients (and fuzzers) know what a valid body is.
+    schema["anyOf"] = [{"required": [item], "properties": {item: {"exclusiveMinimum": 0}}} for item in ITEMS]
+
+
+class BudgetExtendIn(BaseModel):
+    """How much to raise a project's budget limits by: each item >= 0, at least one above 0 (else 422)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_extension)
+
+    tokens: int = Field(default=0, ge=0, le=10**12, description="tokens to add to the limit")
+    cost_usd: float = Field(default=0.0, ge=0, le=10**6, allow_inf_nan=False, description="US dollars to add")
+    calls: int = Field(default=0, ge=0, le=10**6, description="model calls to add")
+    seconds: float = Field(default=0.0, ge=0, le=10**8, allow_inf_nan=False, description="working seconds to add")
+
+    @model_validator(mode="after")
+    def _adds_something(self) -> BudgetExtendIn:
+        if not any(getattr(self, item) > 0 for item in ITEMS):
+            raise ValueError("add something: at least one of tokens, cost_usd, calls, seconds above 0")
+        return self
+
+    def to_limits(self) -> BudgetLimits:
+        """The service's amounts to add."""
+        return BudgetLimits(tokens=self.tokens, cost_usd=self.cost_usd, calls=self.calls, seconds=self.seconds)
+
+
+class ToolCallPublic(BaseModel):
+    """One agent tool call as the phase contract judged it.
+
+    ``args`` are as stored: file contents and long strings replaced by their size and digest, or cut.
+    """
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    created_at: datetime
+    thread_id: str | None
+    role: str
+    phase: str
+    tool: str
+    args: dict[str, Any]
+    outcome: str
+    """``allowed``, ``refused``, ``warned`` (allowed, with a note) or ``failed`` (it ran and raised)."""
+    reason: str | None
+    duration_ms: float
+
+
 class ProjectPublic(BaseModel):
     """A project as the API shows it; ``url`` is its health URL once it has a server and a port."""
 
@@ -128,18 +205,23 @@ class ProjectPublic(BaseModel):
     """Who asked for the project or its latest change."""
     approved_by: str | None
     """Who approved the deploy that runs now (None: never deployed)."""
+    budget: BudgetOut | None
+    """What its runs may spend and have spent (None: no budget opened yet)."""
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, project: Project, server: Server | None, live: Deployment | None) -> ProjectPublic:
-        """Build from a project row, its server row and its live deployment (None when it has none)."""
-        fields = project.model_dump(include=set(cls.model_fields) - {"server", "url", "approved_by"})
+    def from_row(
+        cls, project: Project, server: Server | None, live: Deployment | None, *, budget: BudgetView | None = None
+    ) -> ProjectPublic:
+        """Build from a project row, its server row, its live deployment and its budget (each None when none)."""
+        fields = project.model_dump(include=set(cls.model_fields) - {"server", "url", "approved_by", "budget"})
         return cls(
             **fields,
             server=server.name if server else None,
             url=project_url(project, server),
             approved_by=live.approved_by if live else None,
+            budget=BudgetOut.from_view(budget) if budget else None,
         )
 
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 @app.command()
 def projects(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
-    """Projects and their lifecycle status."""
+    """Projects, their lifecycle status and budget (spent calls/limit and cost; `orchestrator budget P` for more)."""
     _table(ctx, "projects", as_json)
 
 
@@ -85,7 +85,7 @@ def add_server(
 def _table(ctx: typer.Context, what: str, as_json: bool) -> None:
     from rich.table import Table
 
-    from cli.listing import project_rows, server_rows
+    from cli.listing import budget_cell, project_rows, server_rows
 
     async def body(db: Database) -> int:
         rows = await (project_rows(db) if what == "projects" else server_rows(db))
@@ -94,7 +94,8 @@ def _table(ctx: typer.Context, what: str, as_json: bool) -> None:
             return 0
         table = Table(*(rows[0].keys() if rows else ["(none)"]))
         for row in rows:
-            table.add_row(*(str(v) if v is not None else "" for v in row.values()))
+            cells = {**row, "budget": budget_cell(row["budget"])} if "budget" in row else row
+            table.add_row(*(str(v) if v is not None else "" for v in cells.values()))
         console.print(table)
         return 0
 

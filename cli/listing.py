@@ -9,15 +9,20 @@ from sqlmodel import select
 from core.db import Database
 from models.tables import Project, Server
 from nodes.po_tools import project_url
+from services.budgets import budget_of
 from services.deploys import live_deployment
 
 
 async def project_rows(db: Database) -> list[dict[str, Any]]:
-    """One dict per project: name, status, repo, server, port, url, who approved its live deploy, updated."""
+    """One dict per project: name, status, repo, server, port, url, who approved its live deploy, budget, updated.
+
+    ``budget`` is ``BudgetView.as_dict()``, or None for a project without one (a table shows :func:`budget_cell`).
+    """
     async with db.session() as s:
         servers = {srv.id: srv for srv in (await s.exec(select(Server))).all()}
         projects = (await s.exec(select(Project).order_by(Project.name))).all()
         live = {p.id: await live_deployment(s, p.id or 0) for p in projects}
+        budgets = {p.id: await budget_of(s, p.id or 0) for p in projects}
     return [
         {
             "name": p.name,
@@ -27,10 +32,20 @@ async def project_rows(db: Database) -> list[dict[str, Any]]:
             "port": p.port,
             "url": project_url(p, servers.get(p.server_id)),
             "approved_by": dep.approved_by if (dep := live[p.id]) else None,
+            "budget": view.as_dict() if (view := budgets[p.id]) else None,
             "updated": p.updated_at.isoformat()[:19],
         }
         for p in projects
     ]
+
+
+def budget_cell(budget: dict[str, Any] | None) -> str:
+    """A project row's budget for a table: spent calls/limit and cost (``7/80 calls · $0.12``), or ``-``."""
+    if budget is None:
+        return "-"
+    spent, limits = budget["spent"], budget["limits"]
+    cell = f"{spent['calls']}/{limits['calls']} calls · ${spent['cost_usd']:.2f}"
+    return f"{cell} (out: {', '.join(budget['exhausted'])})" if budget["exhausted"] else cell
 
 
 async def server_rows(db: Database) -> list[dict[str, Any]]:

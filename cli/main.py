@@ -1,7 +1,7 @@
 """``orchestrator``: chat with the PO, list threads, resume interrupts, inspect projects/servers, run the demo.
 
-The commands live in :mod:`cli.conversation`, :mod:`cli.inventory`, :mod:`cli.secret_commands` and :mod:`cli.sync`;
-importing them registers them on :data:`cli.app.app`.
+The commands live in :mod:`cli.conversation`, :mod:`cli.inventory`, :mod:`cli.secret_commands`, :mod:`cli.sync`
+and :mod:`cli.audit_commands`; importing them registers them on :data:`cli.app.app`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli import conversation, inventory, secret_commands, sync, tokens  # noqa: F401  (registers the commands)
+from cli import audit_commands, conversation, inventory, secret_commands, sync, tokens  # noqa: F401  (registers them)
 from cli.app import app, console
 from cli.conversation import answer_hint
 

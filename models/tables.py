@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Enum, Index, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Column, Enum, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from models.enums import AccessRole, DeploymentStatus, ProjectStatus, ServerStatus
@@ -117,6 +117,9 @@ class Deployment(SQLModel, table=True):
     thread_id: str | None = None
     approved_by: str | None = None
     """The identity that approved this deploy (``Event.actor`` form), None for a redeploy recovery."""
+    verification: str | None = None
+    """The signed verification token (a JWT, not a secret) the deployed commit was checked against; None for a
+    deploy made before verifications were signed."""
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
 
@@ -154,6 +157,50 @@ class LLMCall(SQLModel, table=True):
     ok: bool = True
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ToolCall(SQLModel, table=True):
+    """One tool call of an agent, as the phase contract judged it: the tool audit log.
+
+    ``args`` are redacted before they are stored (see ``services.audit.redact_args``): file contents and long
+    strings never enter this table.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    thread_id: str | None = Field(default=None, index=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    role: str
+    """The agent that called: ``architect``, ``developer``, ``tester``..."""
+    phase: str
+    """The contract's phase at the time of the call (``PLAN``, ``TDD``, ``IMPL``, ``REVIEW``...)."""
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    outcome: str
+    """``allowed``, ``refused`` (the contract said no), ``warned`` (allowed, with a note) or ``failed`` (it ran and
+    raised)."""
+    reason: str | None = None
+    duration_ms: float = 0.0
+
+
+class Budget(SQLModel, table=True):
+    """What one project's runs may spend (``limit_*``) and have spent (``spent_*``): tokens, USD, model calls, seconds.
+
+    ``spent_*`` only ever grow through one atomic ``UPDATE ... SET spent_x = spent_x + :x`` (see
+    ``services.budgets.charge``), so concurrent writers never lose each other's charges. Counts are 64-bit: a
+    project's tokens over its lifetime may pass PostgreSQL's 32-bit ``integer``.
+    """
+
+    project_id: int = Field(primary_key=True, foreign_key="project.id", sa_column_kwargs={"autoincrement": False})
+    limit_tokens: int = Field(sa_type=BigInteger)
+    limit_cost_usd: float
+    limit_calls: int = Field(sa_type=BigInteger)
+    limit_seconds: float
+    spent_tokens: int = Field(default=0, sa_type=BigInteger)
+    spent_cost_usd: float = 0.0
+    spent_calls: int = Field(default=0, sa_type=BigInteger)
+    spent_seconds: float = 0.0
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class ThreadRecord(SQLModel, table=True):
