@@ -17,10 +17,11 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from rich.console import Console
+from rich.table import Table
 
 from cli.render import Renderer
 
@@ -54,7 +55,7 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
     from core.llm import InvalidModelOutput, ModelUnreachable
 
     try:
-        thread_id = asyncio.run(_first_turn(settings, renderer, console))
+        thread_id, approval = asyncio.run(_first_turn(settings, renderer, console))
     except (ModelUnreachable, InvalidModelOutput) as exc:
         console.print(f"[red]model error:[/red] {exc}", highlight=False)
         return 1
@@ -67,6 +68,7 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
     if thread_id is None:
         console.print("[red]the run did not stop at a deploy approval; see the messages above[/red]")
         return 1
+    console.print(phase_table(approval or {}))
     console.print(f"\n[bold]A second process answers the approval:[/bold] orchestrator resume {thread_id} --approve\n")
     cmd = [
         sys.executable,
@@ -93,12 +95,29 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
     return 0 if ok else 1
 
 
-async def _first_turn(settings: Settings, renderer: Renderer, console: Console) -> str | None:
+def phase_table(payload: dict[str, Any]) -> Table:
+    """The engineering contract's phase timeline (from a deploy approval's payload) and what was signed."""
+    table = Table(title="engineering phases (contract: PLAN -> TDD -> IMPL -> REVIEW -> COMPLETE)")
+    for column in ("phase", "round", "outcome", "gate said"):
+        table.add_column(column)
+    colors = {"passed": "green", "failed": "red", "waived": "yellow"}
+    for line in payload.get("phases") or []:
+        head, _, why = line.partition(": ")
+        phase, rnd, outcome = (head.split() + ["", "", ""])[:3]
+        table.add_row(phase, rnd, f"[{colors.get(outcome, 'white')}]{outcome}[/]", why)
+    if payload.get("attested"):
+        table.caption = payload["attested"]
+    return table
+
+
+async def _first_turn(
+    settings: Settings, renderer: Renderer, console: Console
+) -> tuple[str | None, dict[str, Any] | None]:
     """Stream the person's request.
 
     Returns:
-        The thread id if the run stopped at the deploy approval, None if not, "" if the data dir already holds a
-        hello-api project (nothing was run).
+        The thread id if the run stopped at the deploy approval (None if not, "" if the data dir already holds a
+        hello-api project: nothing was run), and the approval's payload.
     """
     from sqlmodel import select
 
@@ -109,7 +128,7 @@ async def _first_turn(settings: Settings, renderer: Renderer, console: Console) 
     async with OrchestratorRuntime(settings) as rt:
         async with rt.db.session() as s:
             if (await s.exec(select(Project).where(Project.name == "hello-api"))).first() is not None:
-                return ""
+                return "", None
         thread_id = f"demo-{uuid.uuid4().hex[:8]}"
         console.print(f"[bold]you>[/bold] {REQUEST}")
         approval = None
@@ -117,7 +136,7 @@ async def _first_turn(settings: Settings, renderer: Renderer, console: Console) 
             renderer.event(ev)
             if ev.kind == "interrupt" and (ev.payload or {}).get("kind") == "deploy_approval":
                 approval = ev
-        return thread_id if approval else None
+        return (thread_id, approval.payload) if approval else (None, None)
 
 
 async def _project(settings: Settings) -> tuple[str, str | None]:

@@ -37,6 +37,9 @@ class Renderer:
             self.timeline.append(TimelineRow(ev.path, ev.node, ev.duration_s or 0.0))
             mark = "[red]✗[/red]" if ev.error else "[green]✓[/green]"
             self.console.print(f"{indent}{mark} {where} [dim]{ev.duration_s:.2f}s[/dim]")
+            if ev.text:  # an engineering phase's outcome
+                color = "green" if ": passed" in ev.text else "yellow" if ": waived" in ev.text else "red"
+                self.console.print(f"{indent}  [{color}]{ev.text}[/{color}]", highlight=False)
         elif ev.kind == "message":
             self.console.print(Panel(ev.text or "", title="PO", title_align="left", border_style="cyan"))
         elif ev.kind == "interrupt":
@@ -46,11 +49,18 @@ class Renderer:
 
     def pending(self, payload: dict[str, Any], interrupt_id: str | None) -> None:
         """Show a pending question with its typed payload."""
-        body = {k: v for k, v in payload.items() if k not in ("question", "kind", "tests", "last_failure")}
+        hidden = ("question", "kind", "tests", "last_failure", "attestation", "attested", "phases", "budget")
+        body = {k: v for k, v in payload.items() if k not in hidden}
         if "tests" in payload:
             tests = payload["tests"]
-            body["tests"] = f"{'passed' if tests.get('passed') else 'failed'} after {tests.get('rounds')} round(s)"
+            body["tests"] = f"{tests.get('passed')} passed, {tests.get('failed')} failed, {tests.get('rounds')} rounds"
         text = f"[bold]{payload.get('question', '')}[/bold]\n" + json.dumps(body, indent=2)
+        if payload.get("attested"):
+            text += "\nsigned verification: " + payload["attested"]
+        if payload.get("phases"):
+            text += "\nphases:\n" + "\n".join(f"  {line}" for line in payload["phases"])
+        if isinstance(payload.get("budget"), dict) and payload["budget"].get("summary"):
+            text += "\nbudget spent: " + payload["budget"]["summary"]
         if payload.get("last_failure"):
             text += "\nlast failure:\n" + payload["last_failure"][-800:]
         title = f"waiting for a person: {payload.get('kind')} ({interrupt_id})"

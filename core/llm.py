@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import update
+from sqlmodel import col
 
 from core.db import Database
 from core.settings import Role, Settings
-from models.tables import LLMCall
+from models.tables import Budget, LLMCall
 from prompts.common import JSON_INSTRUCTION, REASK
 
 T = TypeVar("T", bound=BaseModel)
@@ -88,8 +90,12 @@ class LLM:
         *,
         tools: list[dict[str, Any]] | None = None,
         thread_id: str | None = None,
+        project_id: int | None = None,
     ) -> LLMReply:
         """Send OpenAI-format ``messages`` (and optional OpenAI ``tools``) to the role's model.
+
+        The call is traced (tokens, cost, latency) and, with ``project_id``, charged to that project's budget in the
+        same transaction (one call, its tokens, cost and latency in seconds); a failed call is charged too.
 
         Raises:
             ModelUnreachable: connection error, timeout, 5xx, auth error, or a replay mismatch (message says which).
@@ -100,9 +106,9 @@ class LLM:
         try:
             resp = await litellm.acompletion(messages=messages, tools=tools or None, **self._call_kwargs(model, role))
         except Exception as exc:  # litellm maps every provider failure onto its own exception family
-            await self._trace(role, model, thread_id, started, None, error=str(exc)[:500])
+            await self._trace(role, model, thread_id, started, None, error=str(exc)[:500], project_id=project_id)
             raise ModelUnreachable(self._explain(model, exc)) from exc
-        await self._trace(role, model, thread_id, started, resp)
+        await self._trace(role, model, thread_id, started, resp, project_id=project_id)
         msg = resp.choices[0].message
         calls = [
             {"id": c.id, "name": c.function.name, "args": _tool_args(c.function.arguments)}
@@ -111,7 +117,13 @@ class LLM:
         return LLMReply(content=msg.content or "", tool_calls=calls)
 
     async def structured(
-        self, role: Role, messages: list[dict[str, Any]], schema: type[T], *, thread_id: str | None = None
+        self,
+        role: Role,
+        messages: list[dict[str, Any]],
+        schema: type[T],
+        *,
+        thread_id: str | None = None,
+        project_id: int | None = None,
     ) -> T:
         """Ask for a JSON answer of ``schema``; re-ask with the validation error up to ``llm_reasks`` times.
 
@@ -123,7 +135,7 @@ class LLM:
         convo[0] = {**convo[0], "content": convo[0]["content"] + _json_instruction(schema)}
         last_error = ""
         for _attempt in range(self.settings.llm_reasks + 1):
-            reply = await self.chat(role, convo, thread_id=thread_id)
+            reply = await self.chat(role, convo, thread_id=thread_id, project_id=project_id)
             try:
                 return schema.model_validate_json(_strip_fences(reply.content))
             except ValidationError as exc:
@@ -150,11 +162,19 @@ class LLM:
         )
 
     async def _trace(
-        self, role: str, model: str, thread_id: str | None, started: float, resp: Any, error: str | None = None
+        self,
+        role: str,
+        model: str,
+        thread_id: str | None,
+        started: float,
+        resp: Any,
+        error: str | None = None,
+        project_id: int | None = None,
     ) -> None:
         if self.db is None:
             return
         usage = getattr(resp, "usage", None)
+        seconds = time.perf_counter() - started
         row = LLMCall(
             role=role,
             model=model,
@@ -162,12 +182,23 @@ class LLM:
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
             cost_usd=_cost(resp, model) if resp is not None else 0.0,
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=seconds * 1000,
             ok=error is None,
             error=error,
         )
         async with self.db.session() as s:
             s.add(row)
+            if project_id is not None:  # one atomic UPDATE: concurrent calls of one project never lose a charge
+                await s.exec(
+                    update(Budget)
+                    .where(col(Budget.project_id) == project_id)
+                    .values(
+                        spent_tokens=Budget.spent_tokens + row.prompt_tokens + row.completion_tokens,
+                        spent_cost_usd=Budget.spent_cost_usd + row.cost_usd,
+                        spent_calls=Budget.spent_calls + 1,
+                        spent_seconds=Budget.spent_seconds + seconds,
+                    )
+                )  # type: ignore[call-overload]
 
 
 def _cost(resp: Any, model: str) -> float:

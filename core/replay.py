@@ -93,14 +93,27 @@ class Scenario:
 
 
 def last_text(messages: list[dict[str, Any]]) -> str:
-    """The text of the request's question: the last user or tool message (a string, or a content list's text).
+    """The text of the request's question.
 
-    Assistant messages after it (e.g. the PO telling the person about incidents) are not the question.
+    That is the last user message, or every tool result after the last assistant message that called tools (one
+    answer's calls come back together), joined by newlines.
+
+    Assistant messages after the question (e.g. the PO telling the person about incidents) are not the question.
     """
-    asked = [m for m in messages if m.get("role") in ("user", "tool")]
+    asked = [i for i, m in enumerate(messages) if m.get("role") in ("user", "tool")]
     if not asked:
         return ""
-    content = asked[-1].get("content") or ""
+    last = asked[-1]
+    if messages[last].get("role") != "tool":
+        return _text(messages[last])
+    first = last
+    while first > 0 and messages[first - 1].get("role") == "tool":
+        first -= 1
+    return "\n".join(_text(m) for m in messages[first : last + 1])
+
+
+def _text(message: dict[str, Any]) -> str:
+    content = message.get("content") or ""
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))
     return str(content)

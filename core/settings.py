@@ -78,8 +78,6 @@ class Settings(BaseSettings):
     port_range_start: int = 8100
     port_range_end: int = 8199
 
-    engineering_max_iterations: int = 3
-    """Developer/Tester rounds before the loop asks a person for guidance."""
     contract_path: Path | None = None
     """The engineering contract (YAML); default: the built-in ``core/contracts/engineering.yaml``. Validated at
     start-up: a broken contract stops the process with the file, the line and the problem."""
@@ -167,8 +165,8 @@ class Settings(BaseSettings):
                 f"port range {self.port_range_start}-{self.port_range_end} is empty or invalid: set "
                 "ORCH_PORT_RANGE_START <= ORCH_PORT_RANGE_END, both within 1-65535"
             )
-        if self.engineering_max_iterations < 1 or self.llm_reasks < 0:
-            raise ValueError("ORCH_ENGINEERING_MAX_ITERATIONS must be >= 1 and ORCH_LLM_REASKS >= 0")
+        if self.llm_reasks < 0:
+            raise ValueError("ORCH_LLM_REASKS must be >= 0")
         return self
 
     def model_for(self, role: Role) -> str:

@@ -1,4 +1,8 @@
-"""Engineering subgraph: Architect -> Developer -> Tester, looping until the tests pass; bounded, then a person."""
+"""Engineering subgraph: the contract's phases (PLAN -> TDD -> IMPL -> REVIEW -> COMPLETE) in one loop.
+
+``run_phase`` works whatever phase the state names and names the next one; this graph only routes: to a person when a
+phase reached its round limit (guidance) or the budget ran out (extend or stop), to the end when COMPLETE signed.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,26 @@ from typing import Literal
 from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 
+from core.contract import load_for
 from graphs.context import Context
 from graphs.state import EngineeringInput, EngineeringOutput, EngineeringState
-from nodes.approval import ask_for_guidance
-from nodes.architect import write_design
-from nodes.developer import write_code
-from nodes.tester import run_tests
+from nodes.approval import ask_for_budget, ask_for_guidance
+from nodes.engineering import run_phase
 
 
-def route_tests(
+def route_phase(
     state: EngineeringState, runtime: Runtime[Context]
-) -> Literal["write_code", "ask_for_guidance", "__end__"]:
-    """Passed -> done; failed below the bound -> Developer again; at the bound -> ask a person."""
-    if (state.get("tests") or {}).get("passed"):
+) -> Literal["run_phase", "ask_for_guidance", "ask_for_budget", "__end__"]:
+    """Budget spent -> ask; complete or stopped -> end; the next phase at its round limit -> ask; else work it."""
+    if state.get("budget_exhausted"):
+        return "ask_for_budget"
+    if state.get("engineering_status") in ("verified", "stopped") and state.get("phase") is None:
         return "__end__"
-    if state.get("iteration", 0) >= runtime.context.settings.engineering_max_iterations:
+    contract = load_for(runtime.context.settings)
+    phase = contract.phase(state.get("phase") or contract.first)
+    if (state.get("phase_rounds") or {}).get(phase.name, 0) >= phase.max_rounds:
         return "ask_for_guidance"
-    return "write_code"
+    return "run_phase"
 
 
 def build_engineering() -> StateGraph[EngineeringState, Context, EngineeringInput, EngineeringOutput]:
@@ -31,15 +38,13 @@ def build_engineering() -> StateGraph[EngineeringState, Context, EngineeringInpu
     builder = StateGraph(
         EngineeringState, context_schema=Context, input_schema=EngineeringInput, output_schema=EngineeringOutput
     )
-    builder.add_node(write_design)
-    builder.add_node(write_code)
-    builder.add_node(run_tests)
+    builder.add_node(run_phase)
     builder.add_node(ask_for_guidance)
-    builder.add_edge(START, "write_design")
-    builder.add_edge("write_design", "write_code")
-    builder.add_edge("write_code", "run_tests")
-    builder.add_conditional_edges("run_tests", route_tests)
-    builder.add_edge("ask_for_guidance", "write_code")
+    builder.add_node(ask_for_budget)
+    builder.add_edge(START, "run_phase")
+    builder.add_conditional_edges("run_phase", route_phase)
+    builder.add_conditional_edges("ask_for_guidance", route_phase)
+    builder.add_conditional_edges("ask_for_budget", route_phase)
     return builder
 
 

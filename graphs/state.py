@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
@@ -24,12 +24,18 @@ class EngineeringResult(TypedDict):
     """What the Engineering subgraph hands back to the PO."""
 
     status: str
-    """``verified`` (tests pass at ``commit``)."""
+    """``verified`` (signed at ``commit``) or ``stopped`` (a person stopped it when the budget ran out)."""
     commit: str
     entrypoint: str
     health_path: str
     tests: dict[str, Any]
-    """``{"passed": bool, "iterations": int, "output_tail": str}``."""
+    """The last green run: ``{"passed": int, "failed": int, "ok": bool, "command": str, "rounds": int, ...}``."""
+    verification: NotRequired[str]
+    """The signed verification (a JWT, :mod:`services.verification`) the deploy checks against the commit."""
+    attestation: NotRequired[dict[str, Any]]
+    """What the verification attests, readable (``Attestation.claims()``)."""
+    timeline: NotRequired[list[dict[str, Any]]]
+    """Every phase round: ``{"phase", "role", "round", "outcome", "gate", "why", "commit", "at"}``."""
 
 
 class OrchestratorState(TypedDict, total=False):
@@ -94,18 +100,30 @@ class EngineeringInput(TypedDict, total=False):
 
 
 class EngineeringState(EngineeringInput, total=False):
-    """Engineering's working state across the Architect -> Developer -> Tester loop."""
+    """Engineering's working state across the contract's phases (PLAN -> TDD -> IMPL -> REVIEW -> COMPLETE)."""
 
+    phase: str | None
+    """The phase to run next (None: complete); the contract's ``first`` when absent."""
+    phase_rounds: dict[str, int]
+    """Rounds worked in each phase since the start or a person's guidance; at the phase's limit a person is asked."""
+    timeline: list[dict[str, Any]]
+    gate_feedback: dict[str, Any] | None
+    """Why the last gate refused: ``{"phase", "gate", "why"}``, for the next round of the phase it goes back to."""
     design: dict[str, Any]
+    """The PLAN artifact (summary, acceptance criteria, files, entrypoint, health path, test command, secrets)."""
+    covers: dict[str, list[str]]
+    """Acceptance criterion id -> the test ids that cover it (the TDD artifact)."""
+    locked_tests: dict[str, Any]
+    """``{"hash", "files": {path: sha256}, "commit"}`` of the files locked when TDD ended."""
     commit: str
     tests: dict[str, Any]
-    failure: str | None
-    """The last failing test output plus the Tester's diagnosis, for the Developer."""
-    iteration: int
-    """Developer rounds since the design or the last guidance."""
-    rounds: int
-    """Developer rounds in total."""
+    review: dict[str, Any]
+    warnings: list[str]
+    """Permissive-mode violations let through; the signed verification lists them."""
     guidance: str | None
+    budget_exhausted: dict[str, Any] | None
+    """Set (the budget view) when a phase found the budget spent; the person is asked to extend it or stop."""
+    verification: str
     engineering: EngineeringResult
     engineering_status: str
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import shutil
 import stat
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.settings import Settings
@@ -31,6 +32,9 @@ from infra.sandbox import Limits, run_sandboxed
 from infra.venvs import DependencyError, ensure_project_env
 
 TAIL_CHARS = 4000
+REPORT_CHARS = 200_000
+"""How much output is read for the per-test report (pytest's ``-rA`` summary is at the end)."""
+_OUTCOME = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (\S+::\S+)", re.MULTILINE)
 UNCONFINED = "WARNING: generated code ran UNCONFINED (ORCH_SANDBOX=none): no sandbox, no limits but the timeout"
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,8 @@ class TestRun:
         duration_s: wall time, install included.
         sandboxed: False only with ``ORCH_SANDBOX=none``.
         reason: why the run ended abnormally (timeout, a limit, requirements), else None.
+        outcomes: pytest test id -> ``PASSED`` | ``FAILED`` | ``ERROR`` | ``SKIPPED`` | ``XFAIL`` | ``XPASS``, read
+            from pytest's ``-rA`` summary (added to pytest commands); empty for other commands.
     """
 
     command: str
@@ -54,6 +60,7 @@ class TestRun:
     duration_s: float
     sandboxed: bool = True
     reason: str | None = None
+    outcomes: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -118,7 +125,7 @@ async def run_tests(root: Path, settings: Settings, command: str | None = None) 
     except DependencyError as exc:
         why = f"requirements not installed: {exc}"
         return TestRun(command="(install requirements.txt)", rc=None, output=why, duration_s=0.0, reason=why)
-    command = command or settings.test_command.format(python=env.python)
+    command = _with_report(command or settings.test_command.format(python=env.python))
     uid = settings.sandbox_uid if os.geteuid() == 0 else os.geteuid()
     scratch = _throwaway_copy(root, base / "runs", uid)
     try:
@@ -137,7 +144,7 @@ async def run_tests(root: Path, settings: Settings, command: str | None = None) 
             read_only=[env.root],
             uid=uid,
             gid=uid,
-            tail_chars=TAIL_CHARS,
+            tail_chars=REPORT_CHARS,
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -154,7 +161,23 @@ async def run_tests(root: Path, settings: Settings, command: str | None = None) 
         duration_s=time.monotonic() - started,
         sandboxed=result.sandboxed,
         reason=result.reason,
+        outcomes={test_id: outcome for outcome, test_id in _OUTCOME.findall(output)},
     )
+
+
+def is_pytest(argv: list[str]) -> bool:
+    """Whether a command line runs pytest (``pytest ...``, ``python -m pytest ...``, a path to either)."""
+    if not argv:
+        return False
+    if Path(argv[0]).name in ("pytest", "py.test"):
+        return True
+    return Path(argv[0]).name.startswith("python") and argv[1:3] == ["-m", "pytest"]
+
+
+def _with_report(command: str) -> str:
+    """Add ``-rA`` to a pytest command (a line per test outcome at the end, which gates read); others unchanged."""
+    argv = shlex.split(command)
+    return command + " -rA" if is_pytest(argv) and "-rA" not in argv else command
 
 
 def _throwaway_copy(root: Path, runs: Path, uid: int) -> Path:

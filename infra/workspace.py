@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path, PurePosixPath
 
 from infra.git import NO_AUTH, GitAuth, run_git
@@ -90,3 +92,52 @@ def listing(root: Path) -> list[str]:
     """Tracked files of the working copy, sorted."""
     out = run_git("ls-files", cwd=root)
     return sorted(line for line in out.splitlines() if line)
+
+
+def head(root: Path) -> str:
+    """The working copy's HEAD commit sha."""
+    return run_git("rev-parse", "HEAD", cwd=root)
+
+
+def working_files(root: Path) -> list[str]:
+    """Every file of the working tree (committed or not, ``.git`` excluded), as sorted POSIX paths."""
+    out = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        rel = Path(folder).relative_to(root)
+        out += [(rel / name).as_posix() for name in files]
+    return sorted(out)
+
+
+def read_text(root: Path, rel: str, max_chars: int = 20_000) -> str:
+    """A file of the working copy as text (invalid UTF-8 replaced), cut to ``max_chars`` with a marker.
+
+    Raises:
+        PathOutsideWorkspace: the path leaves the working copy.
+        FileNotFoundError: no such file.
+    """
+    text = safe_path(root, rel).read_text(errors="replace")
+    return text if len(text) <= max_chars else text[:max_chars] + f"\n[... cut at {max_chars} of {len(text)} chars]"
+
+
+def tree_of(root: Path, commit: str) -> str:
+    """The git tree sha of ``commit`` (what its files are, whatever the history)."""
+    return run_git("rev-parse", f"{commit}^{{tree}}", cwd=root)
+
+
+def diff(root: Path, base: str | None, head: str, max_chars: int = 30_000) -> str:
+    """``git diff base..head`` (the whole tree of ``head`` when ``base`` is None), cut to ``max_chars``."""
+    base = base or run_git("hash-object", "-t", "tree", "/dev/null", cwd=root)  # git's empty tree
+    text = run_git("diff", "--no-color", "--no-ext-diff", base, head, cwd=root)
+    return text if len(text) <= max_chars else text[:max_chars] + f"\n[... diff cut at {max_chars} chars]"
+
+
+def files_digest(root: Path, paths: list[str]) -> tuple[str, dict[str, str]]:
+    """SHA-256 of each file in ``paths`` and one digest over all of them (path and content), in path order.
+
+    Returns:
+        ``(digest, {path: sha256})``; the digest changes when any file is added, removed, renamed or edited.
+    """
+    each = {rel: hashlib.sha256(safe_path(root, rel).read_bytes()).hexdigest() for rel in sorted(paths)}
+    whole = hashlib.sha256("".join(f"{rel}\0{sha}\n" for rel, sha in each.items()).encode()).hexdigest()
+    return whole, each

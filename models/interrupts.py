@@ -23,6 +23,14 @@ class DeployApprovalRequest(BaseModel):
     tests: dict[str, Any]
     missing_secrets: list[str] = Field(default_factory=list)
     """Secrets the design requires that are not stored (names): the deploy refuses until they are set."""
+    attested: str = ""
+    """What the signed verification attests, in words (commit, tree, tests, contract, expiry, warnings)."""
+    attestation: dict[str, Any] = Field(default_factory=dict)
+    """The same as data (``Attestation.claims()``)."""
+    phases: list[str] = Field(default_factory=list)
+    """The phase timeline, one line per round (``PLAN 1 passed: ...``)."""
+    budget: dict[str, Any] | None = None
+    """The project's budget: spent and left."""
 
 
 class DeployDecision(BaseModel):
@@ -44,11 +52,13 @@ class DeployDecision(BaseModel):
 
 
 class GuidanceRequest(BaseModel):
-    """Asked when the Developer/Tester loop reached its bound without passing tests."""
+    """Asked when a phase of the engineering contract reached its round limit without passing its gate."""
 
     kind: Literal["engineering_guidance"] = "engineering_guidance"
     question: str
     project: str
+    phase: str = ""
+    role: str = ""
     iterations: int
     last_failure: str
 
@@ -81,8 +91,34 @@ class ResourcesAnswer(BaseModel):
     reason: str = Field(min_length=1)
 
 
+class BudgetRequest(BaseModel):
+    """The project's budget ran out: extend it or stop (asked before the next model call, never mid-call)."""
+
+    kind: Literal["budget_exhausted"] = "budget_exhausted"
+    question: str
+    project: str
+    project_id: int
+    exhausted: list[str]
+    """Which items ran out: tokens, cost, calls, seconds."""
+    budget: dict[str, Any]
+    """``BudgetView.as_dict()`` when it ran out: limits, spent and left."""
+
+
+class BudgetAnswer(BaseModel):
+    """Extend (by these amounts; none given: one more default budget of each exhausted item) or stop."""
+
+    action: Literal["extend", "stop"]
+    tokens: int = Field(default=0, ge=0)
+    cost_usd: float = Field(default=0.0, ge=0)
+    calls: int = Field(default=0, ge=0)
+    seconds: float = Field(default=0.0, ge=0)
+    by: str | None = None
+    """Who answered (``Event.actor`` form); the runtime fills it in."""
+
+
 ANSWER_SCHEMAS: dict[str, type[BaseModel]] = {
     "deploy_approval": DeployDecision,
     "engineering_guidance": GuidanceAnswer,
     "waiting_for_resources": ResourcesAnswer,
+    "budget_exhausted": BudgetAnswer,
 }

@@ -8,9 +8,12 @@ from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
+from core.contract import load_for
 from graphs.context import Context
-from graphs.state import EngineeringState, OrchestratorState
+from graphs.state import EngineeringResult, EngineeringState, OrchestratorState
 from models.interrupts import (
+    BudgetAnswer,
+    BudgetRequest,
     DeployApprovalRequest,
     DeployDecision,
     GuidanceAnswer,
@@ -18,7 +21,9 @@ from models.interrupts import (
     ResourcesAnswer,
     ResourcesRequest,
 )
+from services.budgets import BudgetLimits, budget_of, set_budget
 from services.secrets import missing_secrets, secret_set_commands
+from services.verification import decode
 
 
 async def request_deploy_approval(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -39,6 +44,8 @@ async def request_deploy_approval(state: OrchestratorState, runtime: Runtime[Con
             f" First set the missing secret(s) {', '.join(missing)}: {secret_set_commands(name, missing)}"
             " (the deploy refuses without them)."
         )
+    async with runtime.context.db.session() as s:
+        budget = await budget_of(s, state["project_id"])
     request = DeployApprovalRequest(
         question=question,
         project=state["project_name"] or "",
@@ -48,25 +55,72 @@ async def request_deploy_approval(state: OrchestratorState, runtime: Runtime[Con
         url=f"http://{host}:{server['port']}{eng['health_path']}",
         tests=eng["tests"],
         missing_secrets=missing,
+        attested=decode(runtime.context.settings, eng["verification"]).describe() if eng.get("verification") else "",
+        attestation=eng.get("attestation") or {},
+        phases=[f"{t['phase']} {t['round']} {t['outcome']}: {t['why']}" for t in eng.get("timeline") or []],
+        budget={**budget.as_dict(), "summary": budget.describe()} if budget else None,
     )
     answer = interrupt(request.model_dump())
     decision = DeployDecision.model_validate(answer)
     return {"approval": decision.model_dump()}
 
 
-def ask_for_guidance(state: EngineeringState) -> dict[str, Any]:
-    """The loop hit its bound: ask a person how to proceed; their answer goes to the Developer."""
+def ask_for_guidance(state: EngineeringState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """A phase reached its round limit: ask a person; the answer goes to that phase's next round (count reset)."""
+    contract = load_for(runtime.context.settings)
+    phase = contract.phase(state.get("phase") or contract.first)
+    rounds = (state.get("phase_rounds") or {}).get(phase.name, 0)
+    why = (state.get("gate_feedback") or {}).get("why") or ""
     request = GuidanceRequest(
         question=(
-            f"{state['project_name']}: tests still fail after {state.get('iteration', 0)} rounds. "
-            "What should the Developer do?"
+            f"{state['project_name']}: the {phase.name} phase did not pass its gate ({phase.gate}) after {rounds} "
+            f"rounds. What should the {phase.role} do?"
         ),
         project=state["project_name"],
-        iterations=state.get("rounds", 0),
-        last_failure=(state.get("tests") or {}).get("output_tail", "")[-1500:],
+        phase=phase.name,
+        role=phase.role,
+        iterations=rounds,
+        last_failure=why[-1500:],
     )
     answer = GuidanceAnswer.model_validate(interrupt(request.model_dump()))
-    return {"guidance": answer.answer, "iteration": 0, "engineering_status": "working"}
+    rounds_now = {**(state.get("phase_rounds") or {}), phase.name: 0}
+    return {"guidance": answer.answer, "phase_rounds": rounds_now, "engineering_status": "working"}
+
+
+async def ask_for_budget(state: EngineeringState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """The project's budget ran out: ask to extend it or stop.
+
+    Extending sets each limit to what was spent when it ran out (the payload's figures) plus the amount given, so a
+    re-run of this node after a crash sets the same limits again instead of adding twice. Stopping ends
+    Engineering with status ``stopped`` and an Event; the project keeps its status and can be changed later.
+    """
+    ctx = runtime.context
+    view = state.get("budget_exhausted") or {}
+    pid, name = state["project_id"], state["project_name"]
+    exhausted = list(view.get("exhausted") or [])
+    request = BudgetRequest(
+        question=(
+            f"{name}: the budget ran out ({', '.join(exhausted)}): {view.get('summary', '')}. Extend it (how much?) "
+            "or stop?"
+        ),
+        project=name,
+        project_id=pid,
+        exhausted=exhausted,
+        budget=view,
+    )
+    answer = BudgetAnswer.model_validate(interrupt(request.model_dump()))
+    if answer.action == "stop":
+        result = EngineeringResult(
+            status="stopped",
+            commit=state.get("commit") or "",
+            entrypoint=(state.get("design") or {}).get("entrypoint", ""),
+            health_path=(state.get("design") or {}).get("health_path", ""),
+            tests=state.get("tests") or {},
+            timeline=state.get("timeline") or [],
+        )
+        return {"budget_exhausted": None, "phase": None, "engineering": result, "engineering_status": "stopped"}
+    await extend_from(ctx, pid, view, answer)
+    return {"budget_exhausted": None}
 
 
 def wait_for_resources(state: OrchestratorState) -> dict[str, Any]:
@@ -81,4 +135,30 @@ def wait_for_resources(state: OrchestratorState) -> dict[str, Any]:
     return {"zavhoz_status": "working", "messages": [AIMessage(content=f"Retrying resources: {answer.reason}.")]}
 
 
-__all__ = ["ask_for_guidance", "request_deploy_approval", "wait_for_resources"]
+async def extend_from(ctx: Context, pid: int, view: dict[str, Any], answer: BudgetAnswer) -> None:
+    """Set each limit to the spent figure of ``view`` plus the answer's amount, recorded with who answered.
+
+    An answer that names no amount adds one default budget of each exhausted item.
+    """
+    spent, limits = view.get("spent") or {}, view.get("limits") or {}
+    default = BudgetLimits.from_settings(ctx.settings)
+    add = {"tokens": answer.tokens, "cost_usd": answer.cost_usd, "calls": answer.calls, "seconds": answer.seconds}
+    if not any(add.values()):
+        for item in view.get("exhausted") or []:
+            add[item] = getattr(default, item)
+    new = {
+        key: max(float(limits.get(key, 0)), float(spent.get(key, 0)) + amount) if amount else float(limits.get(key, 0))
+        for key, amount in add.items()
+    }
+    async with ctx.db.session() as s:
+        await set_budget(
+            s,
+            pid,
+            BudgetLimits(
+                tokens=int(new["tokens"]), cost_usd=new["cost_usd"], calls=int(new["calls"]), seconds=new["seconds"]
+            ),
+            actor=answer.by or ctx.actor,
+        )
+
+
+__all__ = ["ask_for_budget", "ask_for_guidance", "request_deploy_approval", "wait_for_resources"]

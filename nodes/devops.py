@@ -15,8 +15,10 @@ from infra.ansible import PlaybookResult
 from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
 from models.tables import Deployment, Event, PortLease, Project, Server, utcnow
 from models.transitions import last_project_event, transition_project
-from services.deploys import local_release_problem, run_deploy
+from services.deploys import check_verification, local_release_problem, run_deploy
+from services.identities import record
 from services.secrets import SecretsError, flag_missing_secrets, missing_message, missing_secrets, service_env
+from services.verification import Attestation, VerificationRefused
 
 
 async def preflight(ctx: Context, project_id: int, info: ServerInfo | None) -> str | None:
@@ -75,6 +77,10 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
         last = await last_project_event(s, pid)
     if row is not None and _finished_here(row, last, ctx.thread_id):
         return {"deployment": _outcome(row, eng["commit"], url)}
+    try:
+        attested = await _verified(ctx, pid, eng)
+    except VerificationRefused as exc:
+        return await _unverified(ctx, pid, eng["commit"], str(exc))
     approver = (state.get("approval") or {}).get("by")
     project, server, row = await _start(ctx, pid, eng, info, key=key, url=url, approver=approver)
     result = await run_deploy(
@@ -86,9 +92,38 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
         entrypoint=eng["entrypoint"],
         health_path=eng["health_path"],
         env=env,
+        tree=attested.tree,
     )
     dep = await _record(ctx, pid, row, result, url=url)
     return {"deployment": _outcome(dep, eng["commit"], url)}
+
+
+async def _verified(ctx: Context, pid: int, eng: EngineeringResult) -> Attestation:
+    """The signed verification checked against the commit this deploy checks out (and its tree in the repository).
+
+    Raises:
+        VerificationRefused: see :func:`services.deploys.check_verification`.
+    """
+    async with ctx.db.session() as s:
+        project = await s.get(Project, pid)
+    assert project is not None
+    return await check_verification(ctx.settings, project, eng["commit"], eng.get("verification"))
+
+
+async def _unverified(ctx: Context, pid: int, commit: str, why: str) -> dict[str, Any]:
+    """Refuse the deploy: nothing ran, the project keeps its status, the refusal is on the trail (an Event)."""
+    async with ctx.db.session() as s:
+        await record(
+            s,
+            subject_type="project",
+            subject_id=pid,
+            action="deploy_refused",
+            reason=f"deploy of {commit[:10]} refused: {why}",
+            actor=ctx.actor,
+            thread_id=ctx.thread_id,
+        )
+    summary = f"refused: the signed verification does not cover this deploy: {why}"
+    return {"deployment": {"status": "failed", "summary": summary, "commit": commit, "refused": True}}
 
 
 async def _refused(ctx: Context, pid: int, problem: str) -> dict[str, Any]:
@@ -133,6 +168,7 @@ async def _start(
                 thread_id=ctx.thread_id,
                 url=url,
                 approved_by=approver,
+                verification=eng.get("verification"),
             )
             s.add(row)
             await s.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,8 +14,20 @@ from models.enums import ProjectStatus
 from models.names import validate_slug
 from models.tables import Deployment, Event, Project, Server
 from models.transitions import transition_project
+from services.budgets import BudgetLimits, budget_of, open_budget
 from services.deploys import live_deployment
 from services.secrets import missing_secrets, secret_set_commands
+
+
+class BudgetOverride(BaseModel):
+    """Limits the person asked for this project run (each one replaces the default; omit the others)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: int | None = Field(default=None, gt=0)
+    cost_usd: float | None = Field(default=None, gt=0)
+    calls: int | None = Field(default=None, gt=0)
+    seconds: float | None = Field(default=None, gt=0)
 
 
 class CreateProjectIntent(BaseModel):
@@ -25,6 +38,9 @@ class CreateProjectIntent(BaseModel):
     name: str = Field(description="lower-case slug, e.g. hello-api")
     summary: str
     requirements: list[str] = Field(default_factory=list)
+    budget: BudgetOverride | None = Field(
+        default=None, description="only when the person names a budget (tokens, cost in USD, model calls, seconds)"
+    )
 
 
 class UpdateProjectIntent(BaseModel):
@@ -126,6 +142,7 @@ async def get_project_status(db: Database, name: str) -> str:
             )
         ).all()
         live = await live_deployment(s, project.id or 0)
+        budget = await budget_of(s, project.id or 0)
     missing = await missing_secrets(db, project.id or 0)
     return json.dumps(
         {
@@ -151,14 +168,20 @@ async def get_project_status(db: Database, name: str) -> str:
                 for e in events
             ],
             "setup_required": project.setup_required,
+            "budget": {**budget.as_dict(), "summary": budget.describe()} if budget else None,
             "missing_secrets": missing,
             **({"set_missing_secrets_with": secret_set_commands(project.name, missing)} if missing else {}),
         }
     )
 
 
-async def create_project(db: Database, args: CreateProjectIntent, thread_id: str, *, actor: str) -> Project:
-    """Create the project in ``draft`` with its spec, and its first Event; ``actor`` (who asked) is on both.
+async def create_project(
+    db: Database, args: CreateProjectIntent, thread_id: str, *, actor: str, budget: BudgetLimits
+) -> Project:
+    """Create the project in ``draft`` with its spec, its budget and its first Event.
+
+    The budget is ``budget`` with the person's overrides from ``args.budget``; ``actor`` (who asked) is on the
+    project and the Event.
 
     Raises:
         InvalidProjectName: the name is not a safe slug.
@@ -172,7 +195,7 @@ async def create_project(db: Database, args: CreateProjectIntent, thread_id: str
             name=args.name,
             description=args.summary,
             status=ProjectStatus.draft,
-            spec=args.model_dump(),
+            spec=args.model_dump(exclude={"budget"}),
             thread_id=thread_id,
             requested_by=actor,
         )
@@ -189,6 +212,8 @@ async def create_project(db: Database, args: CreateProjectIntent, thread_id: str
                 actor=actor,
             )
         )
+        override = args.budget.model_dump(exclude_none=True) if args.budget else {}
+        await open_budget(s, project.id, replace(budget, **override))
     return project
 
 

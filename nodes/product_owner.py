@@ -20,6 +20,7 @@ from models.tables import Project
 from models.transitions import enter_project_status, transition_project
 from nodes import po_tools
 from prompts import po as prompts
+from services.budgets import BudgetLimits
 from services.incidents import take_unsurfaced
 from services.recovery import recover
 
@@ -44,7 +45,13 @@ async def call_po(state: OrchestratorState, runtime: Runtime[Context]) -> dict[s
     ctx = runtime.context
     system = SystemMessage(prompts.SYSTEM.format(today=datetime.now(UTC).date().isoformat()))
     messages = convert_to_openai_messages([system, *state.get("messages", [])])
-    reply = await ctx.llm.chat("po", messages, tools=po_tools.openai_tools(), thread_id=ctx.thread_id)  # type: ignore[arg-type]
+    reply = await ctx.llm.chat(
+        "po",
+        messages,  # type: ignore[arg-type]
+        tools=po_tools.openai_tools(),
+        thread_id=ctx.thread_id,
+        project_id=state.get("project_id"),  # the PO's calls count against the project in flight, if any
+    )
     calls = [{"id": c["id"], "name": c["name"], "args": c["args"]} for c in reply.tool_calls]
     return {
         "messages": [AIMessage(content=reply.content, tool_calls=calls)],
@@ -81,7 +88,7 @@ async def _run_tool(
     parsed = po_tools.TOOLS[name].model_validate(args)
     if isinstance(parsed, po_tools.CreateProjectIntent):
         project = await _draft_of_this_thread(ctx, parsed.name) or await po_tools.create_project(
-            ctx.db, parsed, ctx.thread_id, actor=ctx.actor
+            ctx.db, parsed, ctx.thread_id, actor=ctx.actor, budget=BudgetLimits.from_settings(ctx.settings)
         )
         update.update(
             project_id=project.id,

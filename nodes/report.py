@@ -21,7 +21,7 @@ def report_to_user(state: OrchestratorState) -> dict[str, Any]:
         text = f"Understood: {name} is not deployed ({approval['reason']}). It stays verified at commit "
         text += f"{eng['commit'][:10] if eng else '?'}; ask me to deploy it after all, or to change it."
     elif dep and dep["status"] == "succeeded":
-        text = f"{name} is live: {dep['url']} answers (commit {dep['commit'][:10]})."
+        text = f"{name} is live: {dep['url']} answers (commit {dep['commit'][:10]}, its signed verification checked)."
     elif dep:
         text = f"The deploy of {name} failed: {dep['summary']}. The project stays verified; ask me to change it "
         text += "(an update goes through the teams again and asks before deploying)."

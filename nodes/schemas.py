@@ -18,10 +18,18 @@ class FilePlan(BaseModel):
     purpose: str
 
 
+class Criterion(BaseModel):
+    """One acceptance criterion of a plan: observable, testable by a unit test."""
+
+    id: str = Field(pattern=r"^AC[0-9]+$")
+    text: str = Field(min_length=5)
+
+
 class Design(BaseModel):
-    """The Architect's design."""
+    """The Architect's plan (the PLAN phase's artifact)."""
 
     summary: str
+    acceptance_criteria: list[Criterion] = Field(min_length=1)
     files: list[FilePlan] = Field(min_length=1)
     entrypoint: str = "app.py"
     health_path: str = "/health"
@@ -90,31 +98,3 @@ class Design(BaseModel):
         if not value.startswith("/") or any(c.isspace() for c in value):
             raise ValueError("health_path must be a URL path starting with '/'")
         return value
-
-
-class SourceFile(BaseModel):
-    """A whole file from the Developer. The path is checked here (so a bad one is re-asked) and again on write."""
-
-    path: str
-    content: str
-
-    @field_validator("path")
-    @classmethod
-    def _inside_repository(cls, value: str) -> str:
-        path = PurePosixPath(value)
-        if not value or path.is_absolute() or ".." in path.parts or ".git" in path.parts or "\\" in value:
-            raise ValueError(f"file path {value!r} must be relative to the repository root, without '..' or '.git'")
-        return value
-
-
-class CodeChange(BaseModel):
-    """The Developer's change: complete files and a commit message."""
-
-    files: list[SourceFile] = Field(min_length=1)
-    message: str = Field(min_length=1)
-
-
-class Diagnosis(BaseModel):
-    """The Tester's reading of a failing run."""
-
-    diagnosis: str

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from sqlmodel import col, select
 
 from core.checkpoints import open_saver
+from core.contract import load_for as load_contract_for
 from core.db import Database
 from core.llm import LLM
 from core.settings import Settings
@@ -130,6 +131,10 @@ def answer_value(payload: dict[str, Any], answer: Answer, by: str | None = None)
         if answer.kind != "text":
             raise RuntimeInputError("this thread asks for guidance, not approval: answer with text (--answer TEXT)")
         raw = {"answer": answer.text}
+    elif kind == "budget_exhausted":
+        raw = {"action": "stop", "by": by} if answer.kind == "reject" else {"action": "extend", "by": by}
+        if answer.kind == "text":
+            raw.update(parse_budget_text(answer.text or ""))
     elif kind == "waiting_for_resources":
         if answer.kind == "reject":
             raise RuntimeInputError("a resource wait is retried, not rejected: answer with --approve or text")
@@ -140,6 +145,27 @@ def answer_value(payload: dict[str, Any], answer: Answer, by: str | None = None)
         return ANSWER_SCHEMAS[kind].model_validate(raw).model_dump()
     except ValidationError as exc:
         raise RuntimeInputError(f"answer does not fit a {kind} question: {exc.errors()[0]['msg']}") from exc
+
+
+def parse_budget_text(text: str) -> dict[str, Any]:
+    """``"stop"`` or ``"tokens=100000 calls=20 cost=1.5 seconds=600"`` (any of them) as a budget answer's fields.
+
+    Raises:
+        RuntimeInputError: a word that is neither ``stop`` nor ``item=number`` of a known item.
+    """
+    if text.strip().lower() in ("stop", "no"):
+        return {"action": "stop"}
+    names = {"tokens": "tokens", "cost": "cost_usd", "cost_usd": "cost_usd", "calls": "calls", "seconds": "seconds"}
+    out: dict[str, Any] = {}
+    for word in text.replace(",", " ").split():
+        key, _, number = word.partition("=")
+        if key.lower() not in names or not number:
+            raise RuntimeInputError(
+                f"{word!r}: answer a budget question with stop, or extend amounts like tokens=100000 calls=20 "
+                "cost=1.5 seconds=600 (or --approve for one more default budget)"
+            )
+        out[names[key.lower()]] = number
+    return out
 
 
 class OrchestratorRuntime:
@@ -166,6 +192,7 @@ class OrchestratorRuntime:
             control.request_drain()
 
     async def __aenter__(self) -> OrchestratorRuntime:
+        load_contract_for(self.settings)  # a broken contract stops the start, naming its file and line
         self.settings.ensure_data_dir()
         await self.db.migrate()
         await ensure_default_server(self.db, self.settings)
@@ -343,18 +370,30 @@ class OrchestratorRuntime:
 
     @staticmethod
     def _task_event(data: dict[str, Any], path: tuple[str, ...], started: dict[str, float]) -> RunEvent | None:
+        """A ``tasks`` stream item as a node event.
+
+        An engineering phase's end carries its outcome in ``text`` (``IMPL round 1 (developer): failed: ...``),
+        read from the timeline entry it appended.
+        """
         task_id = data.get("id", "")
         if "result" not in data and "error" not in data:
             started[task_id] = time.perf_counter()
             return RunEvent(kind="node_start", node=data["name"], path=path)
         if task_id not in started or data.get("interrupts"):
             return None
+        result = data.get("result")
+        timeline = result.get("timeline") if isinstance(result, dict) else None
+        text = None
+        if timeline and data["name"] == "run_phase":
+            t = timeline[-1]
+            text = f"{t['phase']} round {t['round']} ({t['role']}): {t['outcome']}: {t['why']}"
         return RunEvent(
             kind="node_end",
             node=data["name"],
             path=path,
             error=f"{type(data['error']).__name__}: {data['error']}" if data.get("error") is not None else None,
             duration_s=time.perf_counter() - started.pop(task_id),
+            text=text,
         )
 
     async def _touch(self, thread_id: str, title: str | None = None, owner: str | None = None) -> None:

@@ -24,6 +24,7 @@ ANSWER_ROLES: dict[str, AccessRole] = {
     "deploy_approval": AccessRole.approver,
     "engineering_guidance": AccessRole.approver,
     "waiting_for_resources": AccessRole.operator,
+    "budget_exhausted": AccessRole.approver,
 }
 """The role an answer to each interrupt kind needs; an unknown kind needs an approver."""
 
@@ -33,6 +34,8 @@ _ACTIONS = {
     ("deploy_approval", "feedback"): "deploy_feedback",
     ("engineering_guidance", None): "guidance_given",
     ("waiting_for_resources", None): "resources_retried",
+    ("budget_exhausted", "extend"): "budget_extension_answered",
+    ("budget_exhausted", "stop"): "budget_stopped",
 }
 
 
@@ -79,7 +82,7 @@ async def record_answer(
 ) -> None:
     """Write the answer to the trail, on the project it concerns; feedback makes ``who`` its change's requester."""
     kind = str(payload.get("kind", ""))
-    decision = value.get("decision") if kind == "deploy_approval" else None
+    decision = value.get("decision") if kind == "deploy_approval" else value.get("action")
     action = _ACTIONS.get((kind, decision), f"{kind}_answered")
     text = value.get("reason") or value.get("feedback") or value.get("answer") or ""
     async with db.session() as s:

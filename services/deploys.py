@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.settings import Settings
+from infra import workspace
 from infra.ansible import PlaybookResult, inventory_for, run_playbook
 from infra.forge.factory import make_forge
-from infra.git import GitAuth
+from infra.git import GitAuth, GitError
 from infra.venvs import uv_binary
 from models.enums import DeploymentStatus, ServerStatus
 from models.tables import Deployment, Project, Server
 from services.secrets import ServiceEnv
+from services.verification import Attestation, VerificationRefused, verify
 
 REMOTE_RELEASE_ROOT = "/srv/orchestrator"
 REMOTE_PYTHON = "/usr/bin/python3"
@@ -60,8 +64,13 @@ async def run_deploy(
     entrypoint: str,
     health_path: str,
     env: ServiceEnv | None = None,
+    tree: str = "",
 ) -> PlaybookResult:
     """Run playbooks/deploy.yml: fetch ``commit``, install, (re)start on ``port``, wait, check ``health_path``.
+
+    ``tree`` (the git tree the signed verification attests, see :func:`check_verification`) is checked on the
+    target right after the checkout: a repository that serves other content under the same commit id fails the
+    deploy before anything is installed or started.
 
     Idempotent: the same commit already running on the same port is left alone (no second copy).
 
@@ -94,6 +103,7 @@ async def run_deploy(
                 "project": project.name,
                 "repo_url": url,
                 "commit": commit,
+                "tree": tree,
                 "port": port,
                 "entrypoint": entrypoint,
                 "health_path": health_path,
@@ -109,6 +119,42 @@ async def run_deploy(
                 "install_args": install_args(settings) if local else [],
             },
         )
+
+
+async def check_verification(
+    settings: Settings, project: Project, commit: str, token: str | None, **kw: Any
+) -> Attestation:
+    """Check the signed verification against the commit about to be deployed and that commit's tree.
+
+    The tree is read from the project's repository (fetched into the orchestrator's working copy).
+
+    Args:
+        settings: the signing key and the data dir (the working copy).
+        project: the project (its name, id, clone URL and branch).
+        commit: the full sha the deploy will check out.
+        token: the verification (a JWT) from the Engineering result or the Deployment row.
+        **kw: passed to :func:`services.verification.verify` (``check_expiry=False`` for a redeploy).
+
+    Returns:
+        What the token attests (its ``tree`` goes to the playbook, which checks it again on the target).
+
+    Raises:
+        VerificationRefused: no token, a forged or expired one, another project's, another commit's (e.g. one pushed
+            after verification), or a tree that differs from the repository's; or the commit is not in it.
+    """
+    assert project.id is not None
+    root = settings.data_dir.resolve() / "workspaces" / project.name
+    try:
+        auth = (
+            make_forge(settings).git_auth()
+            if (project.clone_url or "").startswith(("https://", "http://"))
+            else GitAuth()
+        )
+        await asyncio.to_thread(workspace.prepare, root, project.clone_url or "", auth, project.default_branch)
+        tree = await asyncio.to_thread(workspace.tree_of, root, commit)
+    except GitError as exc:
+        raise VerificationRefused(f"commit {commit[:10]} is not in {project.name}'s repository: {exc}") from exc
+    return verify(settings, token, project=project.name, project_id=project.id, commit=commit, tree=tree, **kw)
 
 
 def local_release_problem(settings: Settings) -> str | None:

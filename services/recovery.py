@@ -15,13 +15,14 @@ from sqlmodel import col, select
 from core.db import Database
 from core.settings import Settings
 from infra.forge.base import Forge
-from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
-from models.tables import Deployment, Incident, Project, Server, utcnow
+from models.enums import ProjectStatus, ServerStatus
+from models.tables import Incident, Project, Server, utcnow
 from models.transitions import transition_project, transition_server
-from services.deploys import run_deploy
+from services.deploys import check_verification, live_deployment, run_deploy
 from services.incidents import resolve_incident
 from services.secrets import SecretsError, service_env
 from services.servers import check_server, provision_server
+from services.verification import VerificationRefused
 
 
 async def recover(
@@ -119,21 +120,22 @@ async def _recheck_server(
 async def _redeploy_service(
     settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str, actor: str
 ) -> tuple[bool, str]:
-    """Deploy the last good commit again (the playbook restarts a dead service, leaves a live one alone)."""
+    """Deploy the last good commit again (the playbook restarts a dead service, leaves a live one alone).
+
+    The deployment's signed verification is checked again against that commit and its tree (not its expiry: it
+    was valid when the commit was first deployed); a deployment without one is not redeployed.
+    """
     async with db.session() as s:
         project = await s.get(Project, incident.subject_id)
-        dep = (
-            await s.exec(
-                select(Deployment)
-                .where(Deployment.project_id == incident.subject_id, Deployment.status == DeploymentStatus.succeeded)
-                .order_by(col(Deployment.id).desc())
-            )
-        ).first()
+        dep = await live_deployment(s, incident.subject_id)
         server = await s.get(Server, dep.server_id) if dep else None
     if project is None or dep is None or server is None:
         return False, "no successful deployment to restore"
     try:
+        attested = await check_verification(settings, project, dep.commit_sha, dep.verification, check_expiry=False)
         env = await service_env(settings, db, incident.subject_id)
+    except VerificationRefused as exc:
+        return False, f"cannot redeploy {project.name} at {dep.commit_sha[:10]}: {exc}"
     except SecretsError as exc:
         return False, f"cannot redeploy {project.name}: {exc}"
     result = await run_deploy(
@@ -145,6 +147,7 @@ async def _redeploy_service(
         entrypoint=dep.entrypoint,
         health_path=dep.health_path,
         env=env,
+        tree=attested.tree,
     )
     if not result.ok:
         return False, f"redeploy of {dep.commit_sha[:10]} failed: {result.summary}"

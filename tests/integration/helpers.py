@@ -29,10 +29,13 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "ORCH_MODEL": settings.model,
         "ORCH_PORT_RANGE_START": str(settings.port_range_start),
         "ORCH_PORT_RANGE_END": str(settings.port_range_end),
-        "ORCH_ENGINEERING_MAX_ITERATIONS": str(settings.engineering_max_iterations),
         "ORCH_REGISTER_LOCALHOST": str(settings.register_localhost).lower(),
         "ORCH_RELEASE_ROOT": str(settings.release_root),
     }
+    if settings.contract_path:
+        env["ORCH_CONTRACT_PATH"] = str(settings.contract_path)
+    if settings.contract_mode:
+        env["ORCH_CONTRACT_MODE"] = settings.contract_mode
     if settings.replay_dir:
         env["ORCH_REPLAY_DIR"] = str(settings.replay_dir)
     if settings.api_base:
@@ -84,11 +87,128 @@ def scenario_variant(tmp: Path, name: str, extra: list[dict[str, Any]] | None = 
     raw = json.loads((REPO_ROOT / "core" / "scenarios" / "hello-api.json").read_text())
     raw["name"] = name
     if test_prelude:
-        for ex in raw["exchanges"]:
-            for f in ex["reply"].get("json", {}).get("files", []):
-                if f["path"] == "test_app.py" and "content" in f:
-                    f["content"] = test_prelude + f["content"]
+        for _, args in written_files(raw):
+            if args["path"].endswith("test_app.py"):
+                args["content"] = test_prelude + args["content"]
     raw["exchanges"] += extra or []
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / f"{name}.json").write_text(json.dumps(raw))
     return tmp
+
+
+def written_files(raw: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(exchange id, write_file arguments)`` of every file a recorded answer writes (arguments are live dicts)."""
+    return [
+        (ex["id"], call["arguments"])
+        for ex in raw["exchanges"]
+        for call in ex["reply"].get("tool_calls", [])
+        if call["name"] == "write_file"
+    ]
+
+
+def hello_file(exchange_id: str, path: str) -> str:
+    """The content a built-in hello-api exchange writes to ``path``."""
+    raw = json.loads((REPO_ROOT / "core" / "scenarios" / "hello-api.json").read_text())
+    return next(a["content"] for ex, a in written_files(raw) if ex == exchange_id and a["path"] == path)
+
+
+def finish_reply(artifact: dict[str, Any], *writes: tuple[str, str]) -> dict[str, Any]:
+    """A recorded answer that writes ``(path, content)`` files, then hands in ``artifact``."""
+    calls = [{"name": "write_file", "arguments": {"path": p, "content": c}} for p, c in writes]
+    return {"tool_calls": [*calls, {"name": "finish", "arguments": artifact}]}
+
+
+VERSION_TESTS = """import json
+import threading
+import urllib.request
+from http.server import ThreadingHTTPServer
+
+import app
+
+
+def test_version_route():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), app.Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/version", timeout=5) as resp:
+            assert json.load(resp) == {"version": app.VERSION}
+    finally:
+        server.shutdown()
+"""
+
+
+def version_change(marker: str, *, who: str = "") -> list[dict[str, Any]]:
+    """Recorded PLAN, TDD, IMPL and REVIEW answers adding ``GET /version`` to hello-api, for requests that carry
+    ``marker`` (the person's change or guidance, which every phase's prompt repeats). ``who``: an id suffix."""
+    app = hello_file("developer-review-fix", "app.py")
+    with_version = app.replace(
+        '        elif url.path == "/hello":',
+        '        elif url.path == "/version":\n            self._send(200, {"version": VERSION})\n'
+        '        elif url.path == "/hello":',
+    )
+    assert with_version != app
+    t = "tests/test_app.py"
+    plan = {
+        "summary": "hello-api with a /version route, as asked",
+        "acceptance_criteria": [
+            {"id": "AC1", "text": "GET /health answers 200 with the health document"},
+            {"id": "AC2", "text": "GET /hello?name=X answers the greeting"},
+            {"id": "AC3", "text": "Any other path answers 404"},
+            {"id": "AC4", "text": 'GET /version answers {"version": VERSION}'},
+        ],
+        "files": [{"path": "app.py", "purpose": "the service"}, {"path": "tests/test_version.py", "purpose": "AC4"}],
+        "entrypoint": "app.py",
+        "health_path": "/health",
+    }
+    covers = {
+        "AC1": [f"{t}::test_health_document"],
+        "AC2": [f"{t}::test_greeting"],
+        "AC3": [f"{t}::test_unknown_path_is_404"],
+        "AC4": ["tests/test_version.py::test_version_route"],
+    }
+    approve = {"verdict": "approve", "blocking_issues": []}
+    return [
+        {
+            "id": f"architect-version{who}",
+            "role": "architect",
+            "when": {"contains": ["Phase PLAN", marker]},
+            "reply": finish_reply(plan),
+        },
+        {
+            "id": f"tester-version{who}",
+            "role": "tester",
+            "when": {"contains": ["Phase TDD", marker]},
+            "reply": finish_reply(
+                {"covers": covers, "message": "a test for /version"}, ("tests/test_version.py", VERSION_TESTS)
+            ),
+        },
+        {
+            "id": f"developer-version{who}",
+            "role": "developer",
+            "when": {"contains": ["Phase IMPL", marker]},
+            "reply": finish_reply({"message": "GET /version"}, ("app.py", with_version)),
+        },
+        {
+            "id": f"architect-review-version{who}",
+            "role": "architect",
+            "when": {"contains": ["Phase REVIEW", marker]},
+            "reply": finish_reply(approve),
+        },
+    ]
+
+
+def contract_variant(tmp: Path, mode: str | None = None, **max_rounds: int) -> Path:
+    """A copy of the built-in contract with other round limits (``IMPL=1``) and mode; returns its path."""
+    import yaml
+
+    from core.contract import DEFAULT_CONTRACT
+
+    raw = yaml.safe_load(DEFAULT_CONTRACT.read_text())
+    for phase, limit in max_rounds.items():
+        raw["phases"][phase]["max_rounds"] = limit
+    if mode:
+        raw["mode"] = mode
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "contract.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

@@ -9,9 +9,21 @@ import pytest
 from langchain_core.messages import ToolMessage
 
 from core.settings import Settings
+from models.enums import ProjectStatus
 from models.tables import Deployment, Event, LLMCall, PortLease, Project
 from runtime.threads import OrchestratorRuntime
-from tests.integration.helpers import REQUEST, cli, rows, run_turn, scenario_variant, stop_service
+from tests.integration.helpers import (
+    REQUEST,
+    cli,
+    contract_variant,
+    finish_reply,
+    hello_file,
+    rows,
+    run_turn,
+    scenario_variant,
+    stop_service,
+    version_change,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -22,18 +34,37 @@ HAPPY_TRAIL = [
     ("provisioning", "initialized"),
     ("initialized", "designing"),
     ("designing", "designed"),
-    ("designed", "implementing"),
-    ("implementing", "implemented"),
+    ("designed", "implementing"),  # TDD: the Tester writes the tests
+    ("implementing", "implemented"),  # IMPL 1
     ("implemented", "verifying"),
-    ("verifying", "implementing"),
-    ("implementing", "implemented"),
-    ("implemented", "verifying"),
-    ("verifying", "verified"),
+    ("verifying", "implementing"),  # its tests fail
+    ("implementing", "implemented"),  # IMPL 2
+    ("implemented", "verifying"),  # green
+    ("verifying", "implementing"),  # REVIEW 1 blocks
+    ("implementing", "implemented"),  # IMPL 3
+    ("implemented", "verifying"),  # green; REVIEW 2 approves
+    ("verifying", "verified"),  # COMPLETE: signed
 ]
+PHASES = [
+    ("PLAN", "passed"),
+    ("TDD", "passed"),
+    ("IMPL", "failed"),
+    ("IMPL", "passed"),
+    ("REVIEW", "failed"),
+    ("IMPL", "passed"),
+    ("REVIEW", "passed"),
+    ("COMPLETE", "passed"),
+]
+STATUSES = {s.value for s in ProjectStatus}
 
 
 def trail(events: list[Event], thread: str) -> list[tuple[str | None, str]]:
-    return [(e.from_status, e.to_status) for e in events if e.subject_type == "project" and e.thread_id == thread]
+    """The project's status moves by ``thread`` (actions such as phase outcomes left out)."""
+    return [
+        (e.from_status, e.to_status)
+        for e in events
+        if e.subject_type == "project" and e.thread_id == thread and e.to_status in STATUSES
+    ]
 
 
 async def test_interrupt_then_resume_from_another_process_deploys(settings: Settings) -> None:
@@ -42,8 +73,13 @@ async def test_interrupt_then_resume_from_another_process_deploys(settings: Sett
     started = [(ev.path, ev.node) for ev in events if ev.kind == "node_start"]
     assert ((), "zavhoz") in started and ((), "engineering") in started
     [ask] = [ev for ev in events if ev.kind == "interrupt"]
-    assert ask.payload and ask.payload["kind"] == "deploy_approval" and ask.payload["tests"]["passed"]
-    assert ask.payload["tests"]["rounds"] == 2  # the first version failed one test, the fix passed
+    assert ask.payload and ask.payload["kind"] == "deploy_approval"
+    assert (ask.payload["tests"]["passed"], ask.payload["tests"]["failed"]) == (4, 0)
+    assert [(line.split()[0], line.split()[2].rstrip(":")) for line in ask.payload["phases"]] == PHASES
+    assert ask.payload["attestation"]["commit"] == ask.payload["commit"]
+    assert (
+        "Verified hello-api commit" in ask.payload["attested"] and ask.payload["budget"]["spent"]["calls"] == 7
+    )  # PLAN, TDD, IMPL x3, REVIEW x2
     [project] = await rows(settings, Project)
     assert project.status == "verified"
     assert trail(await rows(settings, Event), "t-main") == HAPPY_TRAIL
@@ -56,6 +92,7 @@ async def test_interrupt_then_resume_from_another_process_deploys(settings: Sett
         assert project.status == "active"
         [deployment] = await rows(settings, Deployment)
         assert deployment.status == "succeeded" and deployment.commit_sha == ask.payload["commit"]
+        assert deployment.verification and deployment.verification.count(".") == 2  # the JWT it was checked against
         assert httpx.get(deployment.url, timeout=5).json()["status"] == "ok"
         assert trail(await rows(settings, Event), "t-main")[-2:] == [("verified", "deploying"), ("deploying", "active")]
         assert len(await rows(settings, PortLease)) == 1
@@ -78,27 +115,10 @@ async def test_reject_leaves_project_verified_and_says_so(settings: Settings) ->
 
 
 async def test_feedback_sends_work_back_to_engineering(settings: Settings, tmp_path) -> None:
-    design = {
-        "summary": "hello-api with a /version route as asked",
-        "entrypoint": "app.py",
-        "health_path": "/health",
-        "files": [{"path": "app.py", "purpose": "the service"}],
-    }
     settings = settings.model_copy(
         update={
             "model": "replay/feedback",
-            "replay_dir": scenario_variant(
-                tmp_path / "rec",
-                "feedback",
-                extra=[
-                    {
-                        "id": "architect-feedback",
-                        "role": "architect",
-                        "when": {"contains": ["reviewed the last version", "add /version"]},
-                        "reply": {"json": design},
-                    }
-                ],
-            ),
+            "replay_dir": scenario_variant(tmp_path / "rec", "feedback", extra=version_change("add /version")),
         }
     )
     await run_turn(settings, REQUEST, "t-fb")
@@ -107,18 +127,36 @@ async def test_feedback_sends_work_back_to_engineering(settings: Settings, tmp_p
     async with OrchestratorRuntime(settings) as rt:
         [pending] = await rt.pending("t-fb")
     assert pending.payload["kind"] == "deploy_approval"  # back at the approval after a second Engineering pass
-    assert [c.role for c in await rows(settings, LLMCall)].count("architect") == 2
+    assert [c.role for c in await rows(settings, LLMCall)].count(
+        "architect"
+    ) == 5  # plan and 2 reviews; plan and review
     assert ("verified", "designing") in trail(await rows(settings, Event), "t-fb")
+    assert pending.payload["tests"]["passed"] == 5  # the new test for /version, locked with the others
 
 
-async def test_stuck_loop_asks_for_guidance_and_continues_with_it(settings: Settings) -> None:
-    settings = settings.model_copy(update={"engineering_max_iterations": 1})
+async def test_stuck_loop_asks_for_guidance_and_continues_with_it(settings: Settings, tmp_path) -> None:
+    guided = {
+        "id": "developer-guided",
+        "role": "developer",
+        "when": {"contains": ["Phase IMPL", "A person looked at the stuck work", "lower-case ok"]},
+        "reply": finish_reply(
+            {"message": "as the person said"}, ("app.py", hello_file("developer-review-fix", "app.py"))
+        ),
+    }
+    settings = settings.model_copy(
+        update={
+            "model": "replay/guide",
+            "replay_dir": scenario_variant(tmp_path / "rec", "guide", extra=[guided]),
+            "contract_path": contract_variant(tmp_path / "contract", IMPL=1),
+        }
+    )
     events = await run_turn(settings, REQUEST, "t-guide")
     [ask] = [ev for ev in events if ev.kind == "interrupt"]
     assert ask.payload and ask.payload["kind"] == "engineering_guidance"
-    assert "1 failed" in ask.payload["last_failure"]
+    assert (ask.payload["phase"], ask.payload["role"]) == ("IMPL", "developer")
+    assert "1 failed" in ask.payload["last_failure"] and "test_health_document" in ask.payload["last_failure"]
     [project] = await rows(settings, Project)
-    assert project.status == "verifying"
+    assert project.status == "implementing"
 
     wrong = cli(settings, "resume", "t-guide", "--approve")
     assert wrong.returncode == 2 and "--answer" in wrong.stderr
@@ -185,6 +223,9 @@ async def test_status_question_is_answered_from_the_database(settings: Settings,
     status = json.loads(str(tool_results[-1].content))
     assert status["status"] == "verified" and status["repo"] == "local/hello-api"
     assert any("verifying -> verified" in e for e in status["recent_events"])
+    assert (
+        status["budget"]["spent"]["calls"] == 8
+    )  # 7 building it, 1 PO call of this turn and "calls" in status["budget"]["summary"]
 
 
 async def test_two_processes_answering_at_once_resume_the_thread_once(settings: Settings) -> None:

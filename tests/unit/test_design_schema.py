@@ -7,7 +7,11 @@ from pydantic import ValidationError
 
 from nodes.schemas import Design
 
-BASE = {"summary": "s", "files": [{"path": "app.py", "purpose": "p"}]}
+BASE = {
+    "summary": "s",
+    "acceptance_criteria": [{"id": "AC1", "text": "it answers"}],
+    "files": [{"path": "app.py", "purpose": "p"}],
+}
 
 
 def test_dependencies_are_normalised_requirements_and_a_blank_test_command_is_the_default() -> None:

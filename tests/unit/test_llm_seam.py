@@ -20,6 +20,7 @@ MARKER = "Project: reask-demo"
 REASKED = "previous answer was not a valid"
 GOOD_DESIGN = {
     "summary": "one file",
+    "acceptance_criteria": [{"id": "AC1", "text": "it answers /health"}],
     "files": [{"path": "app.py", "purpose": "the service"}],
     "entrypoint": "app.py",
     "health_path": "/health",

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from infra.git import run_git
 from infra.workspace import PathOutsideWorkspace, listing, safe_path, write_files
 from models.names import InvalidProjectName, validate_slug
-from nodes.schemas import Design, FilePlan
+from nodes.schemas import Criterion, Design, FilePlan
 
 
 @pytest.mark.parametrize("name", ["hello-api", "a1b", "x" * 40, "api-v2-beta"])
@@ -92,7 +92,12 @@ def test_write_files_writes_good_files(root: Path) -> None:
 
 
 def design(**kw: str) -> Design:
-    return Design(summary="s", files=[FilePlan(path="app.py", purpose="p")], **kw)
+    return Design(
+        summary="s",
+        acceptance_criteria=[Criterion(id="AC1", text="it answers")],
+        files=[FilePlan(path="app.py", purpose="p")],
+        **kw,
+    )
 
 
 def test_design_defaults_are_valid() -> None:
@@ -135,8 +140,9 @@ def test_file_folder_clash_writes_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["/etc/passwd", "../x.py", "a/../../x", ".git/hooks/post-commit", ""])
-def test_developer_file_paths_outside_the_repository_are_invalid(bad):
-    from nodes.schemas import SourceFile
+def test_tool_paths_outside_the_repository_are_refused(bad):
+    from core.contract import DEFAULT_CONTRACT, load_contract
 
-    with pytest.raises(ValidationError, match="relative to the repository root"):
-        SourceFile(path=bad, content="x")
+    impl = load_contract(DEFAULT_CONTRACT).phase("IMPL")
+    reason = impl.check_tool("write_file", {"path": bad, "content": "x"})
+    assert reason is not None and bad[:3] in reason or bad == ""

@@ -22,34 +22,23 @@ from graphs.context import Context
 from graphs.state import ServerInfo
 from infra.ansible import PlaybookResult
 from infra.forge.local import LocalForge
-from infra.git import run_git
 from models.enums import DeploymentStatus, ProjectStatus
 from models.tables import Deployment, Event, PortLease, Project, Server
 from models.transitions import IllegalTransition
 from nodes import devops
-from nodes.architect import write_design
-from nodes.developer import write_code
+from nodes.engineering import run_phase
 from nodes.product_owner import provision_repository, run_po_tools
-from nodes.tester import run_tests
 from nodes.zavhoz import find_server, lease_port
 from services.leases import ensure_default_server
+from services.verification import Attestation
 
 THREAD = "t-unit"
 DESIGN = {
     "summary": "a tiny health service",
-    "files": [{"path": "app.py", "purpose": "the service"}, {"path": "test_app.py", "purpose": "its tests"}],
+    "acceptance_criteria": [{"id": "AC1", "text": "health() returns 'ok'"}],
+    "files": [{"path": "app.py", "purpose": "the service"}, {"path": "tests/test_app.py", "purpose": "its tests"}],
     "entrypoint": "app.py",
     "health_path": "/health",
-}
-CODE = {
-    "files": [
-        {"path": "app.py", "content": "def health():\n    return 'ok'\n"},
-        {
-            "path": "test_app.py",
-            "content": "from app import health\n\n\ndef test_health():\n    assert health() == 'ok'\n",
-        },
-    ],
-    "message": "Add the health service",
 }
 
 
@@ -78,8 +67,10 @@ class ScriptedLLM:
         *,
         tools: list[dict[str, Any]] | None = None,
         thread_id: str | None = None,
+        project_id: int | None = None,
     ) -> LLMReply:
-        return LLMReply(content=str(self._next(role, messages)))
+        answer = self._next(role, [dict(m) for m in messages])
+        return answer if isinstance(answer, LLMReply) else LLMReply(content=str(answer))
 
     def roles(self) -> list[str]:
         return [role for role, _ in self.asked]
@@ -130,113 +121,50 @@ def eng_state(project: Project, **extra: Any) -> dict[str, Any]:
     return {"project_id": project.id, "project_name": project.name, "spec": {"summary": "hi"}, **extra}
 
 
-# --- Architect ---------------------------------------------------------------------------------------------------
+# --- Engineering phases (run_phase) -------------------------------------------------------------------------------
 
 
-async def test_write_design_designs_and_a_rerun_moves_nothing_twice(settings: Settings, db: Database) -> None:
-    project = await make_project(db, ProjectStatus.initialized)
-    llm = ScriptedLLM(architect=[DESIGN, DESIGN])
+def finish(artifact: dict[str, Any], *calls: tuple[str, dict[str, Any]]) -> LLMReply:
+    """A model answer that makes ``calls`` and then hands in ``artifact``."""
+    made = [{"id": f"c{i}", "name": name, "args": args} for i, (name, args) in enumerate(calls)]
+    return LLMReply(content="", tool_calls=[*made, {"id": "cf", "name": "finish", "args": artifact}])
+
+
+async def test_plan_phase_plans_and_a_rerun_moves_nothing_twice(settings: Settings, db: Database) -> None:
+    project = await with_repo(settings, db, ProjectStatus.initialized)
+    llm = ScriptedLLM(architect=[finish(DESIGN), finish(DESIGN)])
     rt = runtime(settings, db, llm)
 
-    out = await write_design(eng_state(project, feedback="make it fast"), rt)  # type: ignore[arg-type]
-    assert out["design"]["entrypoint"] == "app.py" and out["iteration"] == 0 and out["failure"] is None
+    out = await run_phase(eng_state(project, feedback="make it fast"), rt)  # type: ignore[arg-type]
+    assert out["phase"] == "TDD" and out["design"]["entrypoint"] == "app.py" and out["gate_feedback"] is None
+    assert out["phase_rounds"] == {"PLAN": 1} and out["timeline"][-1]["outcome"] == "passed"
     assert "make it fast" in llm.asked[0][1][-1]["content"]
-    again = await write_design(eng_state(project, feedback="make it fast"), rt)  # type: ignore[arg-type]
-    assert again == out
+    again = await run_phase(eng_state(project, feedback="make it fast"), rt)  # type: ignore[arg-type]
+    assert again["phase"] == out["phase"] and again["design"] == out["design"]
     assert project.id is not None
-    assert await status_and_trail(db, project.id) == (
-        "designed",
-        [("initialized", "designing"), ("designing", "designed")],
-    )
+    status, trail = await status_and_trail(db, project.id)
+    assert status == "designed"
+    moves = [t for t in trail if t[0] is not None]
+    assert moves == [("initialized", "designing"), ("designing", "designed")]
 
 
-async def test_write_design_refuses_a_project_another_thread_designed(settings: Settings, db: Database) -> None:
+async def test_plan_phase_refuses_a_project_another_thread_designed(settings: Settings, db: Database) -> None:
     project = await make_project(db, ProjectStatus.designed, thread_id="t-other")
-    llm = ScriptedLLM(architect=[DESIGN])
+    llm = ScriptedLLM(architect=[finish(DESIGN)])
     with pytest.raises(IllegalTransition, match="'designed' to 'designing'"):
-        await write_design(eng_state(project), runtime(settings, db, llm))  # type: ignore[arg-type]
+        await run_phase(eng_state(project), runtime(settings, db, llm))  # type: ignore[arg-type]
     assert llm.asked == []  # refused before asking the model
 
 
-# --- Developer ---------------------------------------------------------------------------------------------------
-
-
-async def test_write_code_commits_and_pushes_and_a_rerun_commits_nothing_new(settings: Settings, db: Database) -> None:
-    project = await with_repo(settings, db, ProjectStatus.designed)
-    assert project.id is not None
-    llm = ScriptedLLM(developer=[CODE, CODE])
-    rt = runtime(settings, db, llm)
-    state = eng_state(project, design=DESIGN, iteration=0, rounds=0)
-    bare = str(settings.data_dir / "forge" / "hello-api.git")
-
-    out = await write_code(state, rt)  # type: ignore[arg-type]
-    assert out["commit"] == run_git("--git-dir", bare, "rev-parse", "main")
-    assert (out["iteration"], out["rounds"]) == (1, 1)
-    assert run_git("--git-dir", bare, "show", "main:app.py") == CODE["files"][0]["content"].strip()
-    again = await write_code(state, rt)  # type: ignore[arg-type]
-    assert again == out
-    assert run_git("--git-dir", bare, "rev-list", "--count", "main") == "2"  # the initial commit and this one
-    assert await status_and_trail(db, project.id) == (
-        "implemented",
-        [("designed", "implementing"), ("implementing", "implemented")],
-    )
-
-
-async def test_write_code_fixing_a_failure_starts_from_verifying(settings: Settings, db: Database) -> None:
-    project = await with_repo(settings, db, ProjectStatus.verifying)
-    assert project.id is not None
-    llm = ScriptedLLM(developer=[CODE])
-    state = eng_state(project, design=DESIGN, iteration=1, rounds=1, failure="Tests failed: test_health")
-    out = await write_code(state, runtime(settings, db, llm))  # type: ignore[arg-type]
-    assert (out["iteration"], out["rounds"]) == (2, 2)
-    assert "Tests failed: test_health" in llm.asked[0][1][-1]["content"]
-    status, trail = await status_and_trail(db, project.id)
-    assert status == "implemented" and trail == [("verifying", "implementing"), ("implementing", "implemented")]
-
-
-# --- Tester ------------------------------------------------------------------------------------------------------
-
-
-def with_test_command(settings: Settings, rc: int) -> Settings:
-    command = f"{{python}} -c \"print('ran the tests'); raise SystemExit({rc})\""
-    return settings.model_copy(update={"test_command": command})
-
-
-async def test_run_tests_passing_verifies_and_a_rerun_moves_nothing_twice(settings: Settings, db: Database) -> None:
-    project = await make_project(db, ProjectStatus.implemented)
-    assert project.id is not None
-    (settings.data_dir / "workspaces" / "hello-api").mkdir(parents=True)
-    llm = ScriptedLLM()
-    rt = runtime(with_test_command(settings, 0), db, llm)
-    state = eng_state(project, design=DESIGN, commit="a" * 40, rounds=1)
-
-    out = await run_tests(state, rt)  # type: ignore[arg-type]
-    assert out["engineering_status"] == "verified" and out["failure"] is None
-    assert out["engineering"]["commit"] == "a" * 40 and out["tests"]["passed"] is True
-    assert "ran the tests" in out["tests"]["output_tail"]
-    again = await run_tests(state, rt)  # type: ignore[arg-type]
-    assert again["engineering_status"] == "verified" and again["engineering"]["commit"] == "a" * 40
-    assert llm.asked == []  # a pass needs no diagnosis
-    assert await status_and_trail(db, project.id) == (
-        "verified",
-        [("implemented", "verifying"), ("verifying", "verified")],
-    )
-
-
-async def test_run_tests_failing_asks_for_a_diagnosis_and_stays_verifying(settings: Settings, db: Database) -> None:
-    project = await make_project(db, ProjectStatus.implemented)
-    assert project.id is not None
-    (settings.data_dir / "workspaces" / "hello-api").mkdir(parents=True)
-    llm = ScriptedLLM(tester=[{"diagnosis": "health returns the wrong word"}] * 2)
-    rt = runtime(with_test_command(settings, 1), db, llm)
-    state = eng_state(project, design=DESIGN, commit="b" * 40, rounds=1)
-
-    out = await run_tests(state, rt)  # type: ignore[arg-type]
-    assert out["tests"]["passed"] is False and out["tests"]["rc"] == 1
-    assert "health returns the wrong word" in out["failure"] and "engineering" not in out
-    await run_tests(state, rt)  # type: ignore[arg-type]
-    assert llm.roles() == ["tester", "tester"]
-    assert await status_and_trail(db, project.id) == ("verifying", [("implemented", "verifying")])
+async def test_an_invalid_plan_is_refused_at_finish_and_the_model_reads_why(settings: Settings, db: Database) -> None:
+    project = await with_repo(settings, db, ProjectStatus.initialized)
+    bad = {**DESIGN, "acceptance_criteria": []}
+    llm = ScriptedLLM(architect=[finish(bad), finish(DESIGN)])
+    out = await run_phase(eng_state(project), runtime(settings, db, llm))  # type: ignore[arg-type]
+    assert out["phase"] == "TDD"
+    second = llm.asked[1][1]
+    assert second[-1]["role"] == "tool" and "acceptance_criteria" in second[-1]["content"]
+    assert second[-1]["content"].startswith("refused: the PLAN artifact is invalid")
 
 
 # --- Zavhoz ------------------------------------------------------------------------------------------------------
@@ -358,7 +286,16 @@ def fake_playbook(ok: bool, calls: list[str]) -> Callable[..., Any]:
     return run_deploy
 
 
-async def deploy_state(settings: Settings, db: Database) -> tuple[Project, dict[str, Any]]:
+async def deploy_state(
+    settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Project, dict[str, Any]]:
+    """A verified project with a lease on localhost; its signed verification is taken as valid (the deploy node's
+    bookkeeping is under test here; the check itself is tested in tests/integration/test_contract.py)."""
+
+    async def accept(settings: Settings, project: Project, commit: str, token: str | None, **_: Any) -> Attestation:
+        return Attestation(project.name, project.id or 0, commit, "e" * 40, "h", {}, "1", "d", "strict")
+
+    monkeypatch.setattr(devops, "check_verification", accept)
     await ensure_default_server(db, settings)
     project = await make_project(db, ProjectStatus.verified)
     async with db.session() as s:
@@ -383,7 +320,7 @@ async def deploy_state(settings: Settings, db: Database) -> tuple[Project, dict[
 async def test_deploy_rerun_reports_the_recorded_outcome_and_runs_nothing(
     settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch, ok: bool
 ) -> None:
-    project, state = await deploy_state(settings, db)
+    project, state = await deploy_state(settings, db, monkeypatch)
     assert project.id is not None
     calls: list[str] = []
     monkeypatch.setattr(devops, "run_deploy", fake_playbook(ok, calls))
@@ -404,7 +341,7 @@ async def test_deploy_rerun_reports_the_recorded_outcome_and_runs_nothing(
 async def test_deploy_of_a_commit_another_thread_deployed_runs_again(
     settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project, state = await deploy_state(settings, db)
+    project, state = await deploy_state(settings, db, monkeypatch)
     assert project.id is not None
     calls: list[str] = []
     monkeypatch.setattr(devops, "run_deploy", fake_playbook(False, calls))

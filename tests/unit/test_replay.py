@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from core.db import Database
 from core.llm import LLM, ModelUnreachable
-from core.replay import BUILTIN_DIR, MISMATCH_PREFIX, ReplayMismatch, Scenario
+from core.replay import BUILTIN_DIR, MISMATCH_PREFIX, ReplayMismatch, Scenario, last_text
 from core.settings import Settings
 from models.tables import LLMCall
 from nodes.po_tools import CreateProjectIntent, openai_tools
@@ -51,9 +51,23 @@ def test_role_is_part_of_the_match() -> None:
 
 def test_developer_fix_after_failed_tests() -> None:
     scenario = Scenario.load(HELLO)
-    first = scenario.find("developer", user("Project: hello-api\nWrite the code."))
-    fix = scenario.find("developer", user("Project: hello-api\nTests failed: test_health_document"))
-    assert (first.id, fix.id) == ("developer-first-version", "developer-fix")
+    first = scenario.find("developer", user("Phase IMPL of project hello-api.\nWrite the code."))
+    fix = scenario.find(
+        "developer", user("Phase IMPL of project hello-api.\nThe tests_green gate refused your last round")
+    )
+    review = scenario.find("developer", user("Phase IMPL of project hello-api.\nThe review found blocking issues"))
+    assert (first.id, fix.id, review.id) == ("developer-first-version", "developer-fix", "developer-review-fix")
+
+
+def test_the_tool_results_of_one_answer_are_the_question_together() -> None:
+    messages = [
+        {"role": "user", "content": "Phase IMPL"},
+        {"role": "assistant", "content": None, "tool_calls": []},
+        {"role": "tool", "tool_call_id": "a", "content": "refused: tests/** is locked"},
+        {"role": "tool", "tool_call_id": "b", "content": "refused: a call of this answer was refused"},
+    ]
+    text = last_text(messages)
+    assert "tests/** is locked" in text and "a call of this answer" in text and "Phase IMPL" not in text
 
 
 def test_mismatch_is_loud() -> None:

@@ -183,7 +183,11 @@ def test_env_file_quotes_for_sh_and_digest_hides_values(settings: Settings) -> N
 
 
 def test_design_declares_secret_names_and_defaults_to_none() -> None:
-    base: dict[str, Any] = {"summary": "s", "files": [{"path": "app.py", "purpose": "p"}]}
+    base: dict[str, Any] = {
+        "summary": "s",
+        "acceptance_criteria": [{"id": "AC1", "text": "it answers"}],
+        "files": [{"path": "app.py", "purpose": "p"}],
+    }
     assert Design.model_validate(base).secrets == []
     design = Design.model_validate({**base, "secrets": ["DATABASE_URL", "API_TOKEN", "PORT", "API_TOKEN"]})
     assert design.secrets == ["API_TOKEN", "DATABASE_URL"], "sorted, unique, PORT comes from the deploy"
@@ -209,7 +213,7 @@ async def test_zavhoz_flags_missing_secrets_by_name(settings: Settings, db: Data
 async def test_approval_lists_missing_secrets_and_the_deploy_refuses_then_deploys(
     settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project, state = await deploy_state(settings, db)
+    project, state = await deploy_state(settings, db, monkeypatch)
     assert project.id is not None
     async with db.session() as s:
         row = await s.get(Project, project.id)
