@@ -73,6 +73,7 @@ def run_with_runtime(
     ``existing``: the command only reads or answers what is there (resume, listings): a data dir that does not
     exist is a mistyped ``--data-dir`` or ``ORCH_DATA_DIR``, refused with exit 2 instead of created empty.
     """
+    from core.contract import ContractError
     from core.llm import InvalidModelOutput, ModelUnreachable
     from runtime.threads import OrchestratorRuntime, RuntimeInputError
 
@@ -96,6 +97,9 @@ def run_with_runtime(
 
     try:
         code = asyncio.run(go())
+    except ContractError as exc:
+        err.print(f"[red]contract error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
     except RuntimeInputError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc

@@ -31,6 +31,10 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "ORCH_PORT_RANGE_END": str(settings.port_range_end),
         "ORCH_REGISTER_LOCALHOST": str(settings.register_localhost).lower(),
         "ORCH_RELEASE_ROOT": str(settings.release_root),
+        "ORCH_BUDGET_TOKENS": str(settings.budget_tokens),
+        "ORCH_BUDGET_COST_USD": str(settings.budget_cost_usd),
+        "ORCH_BUDGET_CALLS": str(settings.budget_calls),
+        "ORCH_BUDGET_SECONDS": str(settings.budget_seconds),
     }
     if settings.contract_path:
         env["ORCH_CONTRACT_PATH"] = str(settings.contract_path)
