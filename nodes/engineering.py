@@ -37,6 +37,12 @@ from services.verification import Attestation, sign
 
 WORKING_STATUS = {"PLAN": P.designing, "TDD": P.implementing, "IMPL": P.implementing, "REVIEW": P.verifying}
 """The project status while a phase works (phases the code does not know keep the project where it is)."""
+REACHED = {"TDD": {P.implementing}, "IMPL": {P.implemented, P.verifying}, "REVIEW": {P.implementing}}
+"""Statuses found at a phase's start that mean nothing moves (a re-run, or a later round).
+
+Only a round's outcome moves the project: IMPL's green -> implemented -> verifying, a failed REVIEW -> implementing,
+COMPLETE -> verified.
+"""
 
 
 async def run_phase(state: EngineeringState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -83,12 +89,6 @@ async def run_phase(state: EngineeringState, runtime: Runtime[Context]) -> dict[
     if "write_file" in phase.tools and rnd.artifact is not None:
         message = str(rnd.artifact.get("message") or f"{phase.name}: {project.name}")[:200]
         commit = await asyncio.to_thread(workspace.commit_and_push, root, message, git_auth, project.default_branch)
-    if phase.name == "IMPL" and commit and rnd.artifact is not None:
-        async with ctx.db.session() as s:
-            current = await s.get(Project, pid)
-        if current is not None and current.status != P.verifying:  # a re-run mid-gate is there already
-            await _move(ctx, pid, P.implemented, f"commit {commit[:10]}: IMPL round")
-        await _move(ctx, pid, P.verifying, f"testing {commit[:10]}")
     gate = await _gate(ctx, contract, phase, state, rnd, root, commit, pid)
     return await _decide(ctx, contract, phase, state, rnd, gate, commit)
 
@@ -156,10 +156,11 @@ async def _decide(
         )
     if phase.name == "PLAN" and goes_on:
         await _planned(ctx, pid, gate.update.get("design") or {})
+    elif phase.name == "IMPL" and goes_on:  # green: implemented and verifying (a re-run finds it there already)
+        await _move(ctx, pid, P.implemented, f"commit {(commit or '')[:10]}: {why[:120]}", unless={P.verifying})
+        await _move(ctx, pid, P.verifying, f"tests pass at {(commit or '')[:10]}")
     elif not goes_on and nxt == "IMPL" and phase.name != "IMPL":
         await _move(ctx, pid, P.implementing, f"back to IMPL: {phase.name} gate {phase.gate} failed")
-    elif not goes_on and phase.name == "IMPL":
-        await _move(ctx, pid, P.implementing, f"tests fail at {(commit or '')[:10]}")
     update: dict[str, Any] = {
         **gate.update,
         "phase": nxt,
@@ -256,7 +257,7 @@ async def _complete(
 
 
 async def _enter(ctx: Context, pid: int, phase: Phase, state: EngineeringState) -> None:
-    """Move to the phase's working status (PLAN re-entrant by :func:`enter_project_status`, others by _move)."""
+    """Move to the phase's working status, unless a re-run or a later round finds it there (or past it)."""
     working = WORKING_STATUS.get(phase.name)
     if working is None:
         return
@@ -272,19 +273,15 @@ async def _enter(ctx: Context, pid: int, phase: Phase, state: EngineeringState) 
                 actor=ctx.actor,
             )
         return
-    async with ctx.db.session() as s:
-        current = await s.get(Project, pid)
-    if phase.name == "IMPL" and current is not None and current.status == P.implemented:
-        return  # a re-run after the round's commit: the round moves on to verifying from here
-    await _move(ctx, pid, working, f"{phase.role} working in {phase.name}")
+    await _move(ctx, pid, working, f"{phase.role} working in {phase.name}", unless=REACHED.get(phase.name, set()))
 
 
-async def _move(ctx: Context, pid: int, to: P, reason: str) -> None:
-    """Move the project to ``to`` unless it is there already (a re-run); a move the table forbids still raises."""
+async def _move(ctx: Context, pid: int, to: P, reason: str, unless: set[P] | frozenset[P] = frozenset()) -> None:
+    """Move the project to ``to`` unless it is there already or in ``unless`` (a re-run); forbidden moves raise."""
     async with ctx.db.session() as s:
         current = await s.get(Project, pid)
         assert current is not None
-        if P(current.status) == to:
+        if P(current.status) == to or P(current.status) in unless:
             return
         await transition_project(s, pid, to, reason=reason, thread_id=ctx.thread_id, actor=ctx.actor)
 
@@ -335,6 +332,8 @@ def _messages(contract: Contract, phase: Phase, state: EngineeringState, root: A
         feedback += prompts.GATE_FAILED.format(
             gate=gate["gate"], round=(state.get("phase_rounds") or {}).get(phase.name, 0), why=gate["why"]
         )
+    elif gate:
+        feedback += prompts.SENT_BACK.format(phase=gate["phase"], gate=gate["gate"], why=gate["why"])
     if state.get("guidance"):
         feedback += prompts.GUIDANCE.format(guidance=state["guidance"])
     system = (

@@ -69,6 +69,11 @@ The {gate} gate refused your last round ({round}):
 {why}
 """
 
+SENT_BACK = """
+The {phase} phase sent the work back here: its {gate} gate refused:
+{why}
+"""
+
 REVIEW_BLOCKING = """
 The review found blocking issues; fix each of them (the tests must still pass):
 {issues}

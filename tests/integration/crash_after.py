@@ -18,9 +18,7 @@ NODE_MODULES = {
     "provision_repository": "graphs.product_owner",
     "deploy_project": "graphs.product_owner",
     "lease_port": "graphs.zavhoz",
-    "write_design": "graphs.engineering",
-    "write_code": "graphs.engineering",
-    "run_tests": "graphs.engineering",
+    "run_phase": "graphs.engineering",
 }
 
 

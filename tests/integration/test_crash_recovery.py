@@ -114,13 +114,14 @@ def killed_after(settings: Settings, node: str, *args: str) -> subprocess.Comple
 
 
 # (node[:its call number in that process] to die right after, the status its effects left). Each process re-runs
-# the node the previous one died after, then dies at the next boundary. The Developer's first version fails one
-# test and the fix passes, so ``run_tests:2`` is the passing run (and the failing one and the fix happen before it).
+# the node the previous one died after, then dies at the next boundary. ``run_phase`` works one phase round per
+# call: PLAN, TDD, IMPL (fails), IMPL (green), REVIEW (blocks), IMPL (green), REVIEW (approves), COMPLETE.
 BOUNDARIES = [
     ("run_po_tools", "draft"),  # the project row exists; the re-run must not say "already exists"
     ("provision_repository", "initialized"),  # the repository exists; the re-run must not make a second one
-    ("write_code", "implemented"),  # the failing first version is committed and pushed
-    ("run_tests:2", "verified"),
+    ("run_phase:2", "implementing"),  # PLAN, then TDD: the tests are committed and locked
+    ("run_phase:3", "verifying"),  # TDD again, the failing first version, the green fix
+    ("run_phase:5", "verified"),  # the fix again, the blocking review, its fix, the approval, the signature
 ]
 
 
@@ -148,8 +149,8 @@ async def test_kill_9_at_node_boundaries_then_resume(settings: Settings) -> None
         forge = settings.data_dir / "forge"
         assert list(json.loads((forge / "registry.json").read_text())) == ["hello-api"]
         assert [p.name for p in forge.glob("*.git")] == ["hello-api.git"]
-        # the initial commit, the first version and the fix: re-runs with the same files committed nothing new
-        assert run_git("--git-dir", str(forge / "hello-api.git"), "rev-list", "--count", "main") == "3"
+        # the initial commit, the tests, three versions: re-runs with the same files committed nothing new
+        assert run_git("--git-dir", str(forge / "hello-api.git"), "rev-list", "--count", "main") == "5"
         [lease] = await rows(settings, PortLease)
         assert (lease.project_id, lease.port) == (project.id, project.port)
         [deployment] = await rows(settings, Deployment)
@@ -186,7 +187,7 @@ async def test_sigterm_drains_after_the_running_step_and_resume_finishes(setting
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "stopped between steps" in out
-    assert "✓ engineering › run_tests" in out  # the running Tester finished its step before the stop
+    assert "✓ engineering › run_phase" in out  # the running phase finished its round before the stop
 
     listed = json.loads(cli(settings, "threads", "--json").stdout)
     assert listed[0]["stopped_mid_run"] is True

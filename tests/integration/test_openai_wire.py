@@ -65,7 +65,7 @@ async def test_main_job_over_http_until_deploy_approval(settings: Settings, serv
     payload = interrupts[0].payload or {}
     assert payload["kind"] == "deploy_approval"
     assert payload["project"] == "hello-api"
-    assert payload["tests"]["passed"] is True
+    assert (payload["tests"]["passed"], payload["tests"]["failed"]) == (4, 0)
     assert not any(ev.error for ev in events)
 
     # Every request went through the wire with the configured key, to the configured base, non-streaming.
@@ -79,15 +79,17 @@ async def test_main_job_over_http_until_deploy_approval(settings: Settings, serv
     assert "hello-api" in last_text(po[0]["messages"])
 
     architect = server.requests_of("architect")
-    assert len(architect) == 2  # the scripted invalid answer, then the re-ask
-    assert "Your previous answer was not a valid" not in last_text(architect[0]["messages"])
-    assert "Your previous answer was not a valid" in last_text(architect[1]["messages"])
+    assert len(architect) == 4  # the scripted answer without a tool call, the plan after the nudge, two reviews
+    assert "Act through the tools only" not in last_text(architect[0]["messages"])
+    assert "Act through the tools only" in last_text(architect[1]["messages"])
     assert architect[1]["messages"][-2] == {"role": "assistant", "content": "this is not json"}
+    assert all(any(t["function"]["name"] == "finish" for t in r["tools"]) for r in architect)
 
     developer = server.requests_of("developer")
-    assert len(developer) == 2  # first version fails a test, the fix passes
-    assert "Tests failed" not in last_text(developer[0]["messages"])
-    assert "Tests failed" in last_text(developer[1]["messages"])
+    assert len(developer) == 3  # the first version fails a test, the fix passes, the review's fix
+    assert "gate refused your last round" not in last_text(developer[0]["messages"])
+    assert "gate refused your last round" in last_text(developer[1]["messages"])
+    assert "review found blocking issues" in last_text(developer[2]["messages"])
     assert len(server.requests_of("tester")) == 1
     assert server.roles()[:3] == ["po", "architect", "architect"]
 

@@ -26,13 +26,13 @@ def leaky_scenario(folder: Path) -> Path:
     raw = json.loads((REPO_ROOT / "core" / "scenarios" / "hello-api.json").read_text())
     raw["name"] = "leaky"
     for exchange in raw["exchanges"]:
-        reply = exchange["reply"].get("json") or {}
-        if exchange.get("role") == "architect":
-            reply["secrets"] = ["API_TOKEN"]
-        for f in reply.get("files", []):
-            if f["path"] == "app.py" and "content" in f:
-                assert f["content"].endswith('if __name__ == "__main__":\n    main()\n')
-                f["content"] = f["content"].removesuffix("    main()\n") + LEAK
+        for call in exchange["reply"].get("tool_calls", []):
+            args = call["arguments"]
+            if exchange["role"] == "architect" and call["name"] == "finish" and "acceptance_criteria" in args:
+                args["secrets"] = ["API_TOKEN"]
+            if call["name"] == "write_file" and args["path"] == "app.py":
+                assert args["content"].endswith('if __name__ == "__main__":\n    main()\n')
+                args["content"] = args["content"].removesuffix("    main()\n") + LEAK
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "leaky.json").write_text(json.dumps(raw))
     return folder

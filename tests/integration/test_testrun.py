@@ -194,5 +194,6 @@ async def test_unconfined_runs_say_so(settings: Settings, project: Path) -> None
 async def test_the_designs_test_command_runs_with_the_projects_own_tools(settings: Settings, project: Path) -> None:
     write(project, {"test_x.py": "import sys\n\ndef test_x():\n    print('PREFIX', sys.prefix)\n"})
     run = await run_tests(project, settings, "pytest -q -s")
-    assert run.passed and run.command == "pytest -q -s", run.output
+    assert run.passed and run.command == "pytest -q -s -rA", run.output  # -rA: a line per test for the gates
+    assert run.outcomes == {"test_x.py::test_x": "PASSED"}
     assert "PREFIX " + str(settings.sandbox_dir / "venvs") in run.output, "pytest came from the project's venv"

@@ -11,16 +11,10 @@ from core.db import Database
 from core.settings import Settings
 from models.enums import ProjectStatus
 from models.tables import Deployment, Event, PortLease, Project
-from tests.integration.helpers import REQUEST, cli, rows, run_turn, scenario_variant, stop_service
+from tests.integration.helpers import REQUEST, cli, rows, run_turn, scenario_variant, stop_service, version_change
 
 UPDATE = "Please add a /version endpoint to hello-api."
 CHANGE = "add a /version endpoint that answers the version"
-DESIGN = {
-    "summary": "hello-api with a /version route, as asked",
-    "entrypoint": "app.py",
-    "health_path": "/health",
-    "files": [{"path": "app.py", "purpose": "the service"}, {"path": "test_app.py", "purpose": "its tests"}],
-}
 EXTRA = [
     {
         "id": "po-update",
@@ -31,12 +25,7 @@ EXTRA = [
             "tool_calls": [{"name": "update_project_intent", "arguments": {"name": "hello-api", "change": CHANGE}}],
         },
     },
-    {
-        "id": "architect-update",
-        "role": "architect",
-        "when": {"contains": ["reviewed the last version", CHANGE]},
-        "reply": {"json": DESIGN},
-    },
+    *version_change(CHANGE),
 ]
 
 
@@ -70,6 +59,8 @@ async def test_updating_a_live_project_redeploys_it_on_the_same_port(settings: S
         assert deployments[1].commit_sha == approval.payload["commit"] and deployments[1].port == first.port
         assert len(await rows(settings, PortLease)) == 1
         assert httpx.get(deployments[1].url or "", timeout=5).status_code == 200
+        version = deployments[1].url.replace("/health", "/version") if deployments[1].url else ""
+        assert httpx.get(version, timeout=5).json() == {"version": "1.0.0"}  # the change is what was deployed
         moves = [(e.from_status, e.to_status) for e in await rows(settings, Event) if e.subject_type == "project"]
         at = moves.index(("active", "maintenance"))
         assert moves[at + 1] == ("maintenance", "designing") and moves[-1] == ("deploying", "active")
