@@ -77,7 +77,14 @@ def chat(
             if _prompt("retry now? yes / empty to leave it waiting").lower() not in ("y", "yes"):
                 return []
             return await _render(rt.resume(thread_id, Answer("approve"), iid, actor=cli_identity()), renderer)
-        text = _prompt("guidance for the Developer")
+        if payload.get("kind") == "budget_exhausted":
+            choice = _prompt("extend (one more default budget) / stop / amounts like calls=20 cost=1.5")
+            if not choice:
+                console.print("[yellow]left pending[/yellow]")
+                return []
+            answer = {"extend": Answer("approve"), "stop": Answer("reject", "stop")}.get(choice, Answer("text", choice))
+            return await _render(rt.resume(thread_id, answer, iid, actor=cli_identity()), renderer)
+        text = _prompt(f"guidance for the {payload.get('role') or 'Developer'}")
         return (
             await _render(rt.resume(thread_id, Answer("text", text), iid, actor=cli_identity()), renderer)
             if text
@@ -93,6 +100,7 @@ def answer_hint(thread_id: str, payload: dict[str, Any]) -> str:
         "deploy_approval": "--approve | --reject REASON | --answer FEEDBACK",
         "engineering_guidance": '--answer "what the Developer should do"',
         "waiting_for_resources": "--approve (retry now; the sync retries by itself once a server is ready)",
+        "budget_exhausted": '--approve (one more default budget) | --answer "calls=20 cost=1.5" | --reject (stop)',
     }.get(str(payload.get("kind")), "--answer TEXT")
     return f"Answer later with: orchestrator resume {thread_id} {how}"
 
