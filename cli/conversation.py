@@ -82,8 +82,8 @@ def chat(
             if not choice:
                 console.print("[yellow]left pending[/yellow]")
                 return []
-            answer = {"extend": Answer("approve"), "stop": Answer("reject", "stop")}.get(choice, Answer("text", choice))
-            return await _render(rt.resume(thread_id, answer, iid, actor=cli_identity()), renderer)
+            given = {"extend": Answer("approve"), "stop": Answer("reject", "stop")}.get(choice, Answer("text", choice))
+            return await _render(rt.resume(thread_id, given, iid, actor=cli_identity()), renderer)
         text = _prompt(f"guidance for the {payload.get('role') or 'Developer'}")
         return (
             await _render(rt.resume(thread_id, Answer("text", text), iid, actor=cli_identity()), renderer)

@@ -132,17 +132,7 @@ async def _decide(
     goes_on = gate.passed or waived
     outcome = "passed" if gate.passed else "waived" if waived else "failed"
     why = gate.why.splitlines()[0][:300] if gate.why else ""
-    entry: dict[str, Any] = {
-        "phase": phase.name,
-        "role": phase.role,
-        "round": rounds[phase.name],
-        "outcome": outcome,
-        "gate": phase.gate,
-        "why": why,
-        "commit": commit,
-        "refused": len(rnd.refused),
-        "at": utcnow().isoformat(),
-    }
+    entry = _entry(phase, rounds[phase.name], outcome, why, commit, len(rnd.refused))
     nxt = phase.next if goes_on else phase.on_fail
     async with ctx.db.session() as s:
         await record(
@@ -214,27 +204,9 @@ async def _complete(
         warnings=tuple(state.get("warnings") or ()),
     )
     token = sign(ctx.settings, attestation)
-    async with ctx.db.session() as s:
-        await transition_project(
-            s,
-            pid,
-            P.verified,
-            reason=f"verified and signed at {commit[:10]} (tree {tree[:10]})",
-            thread_id=ctx.thread_id,
-            actor=ctx.actor,
-        )
+    await _move(ctx, pid, P.verified, f"verified and signed at {commit[:10]} (tree {tree[:10]})")
     design = state["design"]
-    entry = {
-        "phase": phase.name,
-        "role": phase.role,
-        "round": 1,
-        "outcome": "passed",
-        "gate": phase.gate,
-        "why": f"signed: commit {commit[:10]}, tree {tree[:10]}",
-        "commit": commit,
-        "refused": 0,
-        "at": utcnow().isoformat(),
-    }
+    entry = _entry(phase, 1, "passed", f"signed: commit {commit[:10]}, tree {tree[:10]}", commit, 0)
     timeline = [*(state.get("timeline") or []), entry]
     claims = attestation.claims()
     result = EngineeringResult(
@@ -253,6 +225,21 @@ async def _complete(
         "verification": token,
         "engineering": result,
         "engineering_status": "verified",
+    }
+
+
+def _entry(phase: Phase, rnd: int, outcome: str, why: str, commit: str | None, refused: int) -> dict[str, Any]:
+    """One timeline entry: ``{"phase", "role", "round", "outcome", "gate", "why", "commit", "refused", "at"}``."""
+    return {
+        "phase": phase.name,
+        "role": phase.role,
+        "round": rnd,
+        "outcome": outcome,
+        "gate": phase.gate,
+        "why": why,
+        "commit": commit,
+        "refused": refused,
+        "at": utcnow().isoformat(),
     }
 
 

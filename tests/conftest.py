@@ -6,11 +6,12 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from core.db import Database
 from core.settings import Settings
 from tests.fixtures.postgres import PostgresServer
 
@@ -64,6 +65,16 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
         )
     finally:
         shutil.rmtree(releases, ignore_errors=True)
+
+
+@pytest.fixture()
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    """A fresh database file with every table (a real SQLite file, WAL), disposed after the test."""
+    settings.ensure_data_dir()
+    database = Database(settings.db_url)
+    await database.migrate()
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture(scope="session")

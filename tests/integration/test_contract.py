@@ -7,7 +7,6 @@ sandbox); only the model's answers are scripted, as tool calls, so each case say
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +27,6 @@ from tests.integration.helpers import contract_variant
 from tests.unit.test_nodes import ScriptedLLM, runtime, with_repo
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture()
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    """A fresh database file with every table."""
-    settings.ensure_data_dir()
-    database = Database(settings.db_url)
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 PLAN = {
