@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -20,10 +21,12 @@ from sqlmodel import col
 
 from core.db import Database
 from core.settings import Role, Settings
+from core.text_tool_calls import calls_in_text
 from models.tables import Budget, LLMCall
 from prompts.common import JSON_INSTRUCTION, REASK
 
 T = TypeVar("T", bound=BaseModel)
+log = logging.getLogger(__name__)
 _litellm: Any = None
 
 
@@ -114,7 +117,14 @@ class LLM:
             {"id": c.id, "name": c.function.name, "args": _tool_args(c.function.arguments)}
             for c in (msg.tool_calls or [])
         ]
-        return LLMReply(content=msg.content or "", tool_calls=calls)
+        content = msg.content or ""
+        if tools and not calls and content:  # a call written as text (see core/text_tool_calls.py)
+            names = {t["function"]["name"] for t in tools if isinstance(t.get("function"), dict)}
+            found, content = calls_in_text(content, names)
+            calls = [{"id": f"text_call_{uuid.uuid4().hex[:12]}", **c} for c in found]
+            if calls:
+                log.info("%s's reply wrote %d tool call(s) as text; taken as tool calls", role, len(calls))
+        return LLMReply(content=content, tool_calls=calls)
 
     async def structured(
         self,

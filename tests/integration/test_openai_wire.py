@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from core.llm import ModelUnreachable
 from core.replay import BUILTIN_DIR, Scenario, last_text
 from core.settings import ROLES, Settings
-from models.tables import LLMCall, Project
+from models.tables import LLMCall, Project, ToolCall
 from runtime.threads import OrchestratorRuntime, RunEvent
 from services.identities import cli_identity
 from tests.fixtures.openai_server import USAGE, OpenAIServer
@@ -138,3 +138,20 @@ async def test_server_error_is_model_unreachable_after_bounded_retries(
     assert await rows(cfg, Project) == []
     [call] = await rows(cfg, LLMCall)
     assert call.role == "po" and not call.ok
+
+
+@pytest.mark.parametrize("style", ["hermes", "llama"])
+async def test_tool_calls_written_as_text_still_drive_the_main_job(
+    settings: Settings, server: OpenAIServer, style: str
+) -> None:
+    """Qwen 2.5 on Ollama writes ``<tool_call>`` blocks, Llama 3.1 bare JSON: every role's calls arrive as text."""
+    cfg = wire_settings(settings, server)
+    server.deliver_calls_as_text(*ROLES, style=style)
+    events = await run_turn(cfg)
+    [ask] = [ev for ev in events if ev.kind == "interrupt"]
+    assert ask.payload is not None and ask.payload["kind"] == "deploy_approval", [ev.error for ev in events]
+    assert ask.payload["tests"]["passed"] == 4
+    said = [ev.text or "" for ev in events if ev.kind == "message"]
+    assert not any("<tool_call>" in text or '"parameters"' in text for text in said)  # never shown as words
+    done = [(c.phase, c.tool, c.outcome) for c in await rows(cfg, ToolCall)]  # the text became real tool calls
+    assert ("TDD", "write_file", "allowed") in done and ("IMPL", "write_file", "allowed") in done
