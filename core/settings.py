@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     llm_reasks: int = 2
     """How many times an invalid structured answer is re-asked before failing."""
     llm_timeout_s: float = 120.0
+    po_max_tool_rounds: int = 6
+    """Tool rounds the PO may take in one turn before the turn ends with a message saying so."""
 
     secrets_key: SecretStr | None = None
     """Fernet key(s) for project secrets, comma-separated: the first encrypts, all decrypt (rotation). Unset: a key

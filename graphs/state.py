@@ -52,6 +52,8 @@ class OrchestratorState(TypedDict, total=False):
     """Set by the tool step when ``update_project_intent`` asked Engineering to change an existing project."""
     deploy_again: bool
     """Set by the tool step when ``deploy_project_intent`` asks to deploy this thread's verified commit after all."""
+    po_tool_rounds: int
+    """Tool rounds of the PO in this turn (reset when a turn starts); bounded by ``po_max_tool_rounds``."""
     server_info: ServerInfo | None
     """Written by the Zavhoz branch only."""
     zavhoz_status: str

@@ -26,23 +26,37 @@ from services.recovery import recover
 
 
 async def surface_incidents(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Before the PO answers, tell the person what went wrong (or recovered) since they last spoke."""
+    """Before the PO answers, tell the person what went wrong (or recovered) since they last spoke.
+
+    The first node of every turn, so the turn's count of PO tool rounds starts at zero here.
+    """
     async with runtime.context.db.session() as s:
         incidents = await take_unsurfaced(s)
     if not incidents:
-        return {}
+        return {"po_tool_rounds": 0}
     lines = [
         f"- #{i.id} [{i.severity}] {i.message} (since {i.opened_at:%Y-%m-%d %H:%M} UTC"
         + (", resolved since)" if i.resolved_at else ")")
         for i in incidents
     ]
     text = "Since we last spoke:\n" + "\n".join(lines) + "\nAsk me to fix one by its number."
-    return {"messages": [AIMessage(content=text)]}
+    return {"messages": [AIMessage(content=text)], "po_tool_rounds": 0}
 
 
 async def call_po(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Ask the PO model for its next move given the conversation; it may call tools."""
+    """Ask the PO model for its next move given the conversation; it may call tools.
+
+    A turn has at most ``po_max_tool_rounds`` tool rounds (a model that calls a tool that does not exist, or the same
+    one, over and over): after that the turn ends with words saying so, without another model call.
+    """
     ctx = runtime.context
+    rounds = state.get("po_tool_rounds", 0)
+    if rounds >= ctx.settings.po_max_tool_rounds:
+        text = (
+            f"I stopped after {rounds} tool calls without an answer for you (the last one: "
+            f"{_last_tool_result(state)}). Nothing else was started; please say again what you need."
+        )
+        return {"messages": [AIMessage(content=text)], "new_project": False, "change": None, "deploy_again": False}
     system = SystemMessage(prompts.SYSTEM.format(today=datetime.now(UTC).date().isoformat()))
     messages = convert_to_openai_messages([system, *state.get("messages", [])])
     reply = await ctx.llm.chat(
@@ -77,7 +91,13 @@ async def run_po_tools(state: OrchestratorState, runtime: Runtime[Context]) -> d
         except (ValidationError, ValueError) as exc:
             result = json.dumps({"error": str(exc)})
         out.append(ToolMessage(content=result, tool_call_id=call["id"], name=call["name"]))
-    return {"messages": out, **update}
+    return {"messages": out, "po_tool_rounds": state.get("po_tool_rounds", 0) + 1, **update}
+
+
+def _last_tool_result(state: OrchestratorState) -> str:
+    """The last tool result of the conversation, shortened, for the person."""
+    last = next((m for m in reversed(state.get("messages", [])) if isinstance(m, ToolMessage)), None)
+    return f"{last.name}: {str(last.content)[:200]}" if last is not None else "none"
 
 
 async def _run_tool(

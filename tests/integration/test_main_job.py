@@ -246,3 +246,20 @@ async def test_two_processes_answering_at_once_resume_the_thread_once(settings: 
         state = await rt.graph.aget_state({"configurable": {"thread_id": "t-race"}})
     reports = [m for m in state.values["messages"] if "is not deployed (race)" in str(m.content)]
     assert len(reports) == 1
+
+
+async def test_a_po_that_keeps_calling_a_missing_tool_is_stopped_within_the_turn(settings: Settings, tmp_path) -> None:
+    again = {"tool_calls": [{"name": "make_it_so", "arguments": {}}]}
+    loop = [
+        {"id": "po-loop", "role": "po", "when": {"contains": ["loop forever"]}, "reply": again},
+        {"id": "po-loop-again", "role": "po", "when": {"contains": ["unknown tool 'make_it_so'"]}, "reply": again},
+    ]
+    settings = settings.model_copy(
+        update={"model": "replay/loop", "replay_dir": scenario_variant(tmp_path / "rec", "loop", extra=loop)}
+    )
+    events = await run_turn(settings, "please loop forever", "t-loop")
+    [last] = [ev.text for ev in events if ev.kind == "message"]
+    assert last and "I stopped after 6 tool calls" in last and "make_it_so" in last
+    assert [c.role for c in await rows(settings, LLMCall)] == ["po"] * 6
+    events = await run_turn(settings, "please loop forever", "t-loop")  # the next turn starts counting again
+    assert [c.role for c in await rows(settings, LLMCall)] == ["po"] * 12
