@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
-from langchain_core.messages import AIMessage, SystemMessage, ToolMessage, convert_to_openai_messages
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage, convert_to_openai_messages
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 from sqlmodel import select
 
+from core.llm import LLMReply
 from graphs.context import Context
 from graphs.state import OrchestratorState
 from infra.forge.base import ensure_repo
@@ -58,14 +60,24 @@ async def call_po(state: OrchestratorState, runtime: Runtime[Context]) -> dict[s
         )
         return {"messages": [AIMessage(content=text)], "new_project": False, "change": None, "deploy_again": False}
     system = SystemMessage(prompts.SYSTEM.format(today=datetime.now(UTC).date().isoformat()))
-    messages = convert_to_openai_messages([system, *state.get("messages", [])])
-    reply = await ctx.llm.chat(
-        "po",
-        messages,  # type: ignore[arg-type]
-        tools=po_tools.openai_tools(),
-        thread_id=ctx.thread_id,
-        project_id=state.get("project_id"),  # the PO's calls count against the project in flight, if any
-    )
+    messages: list[dict[str, Any]] = convert_to_openai_messages([system, *state.get("messages", [])])  # type: ignore[assignment]
+
+    async def ask(convo: list[dict[str, Any]]) -> LLMReply:
+        return await ctx.llm.chat(
+            "po",
+            convo,
+            tools=po_tools.openai_tools(),
+            thread_id=ctx.thread_id,
+            project_id=state.get("project_id"),  # the PO's calls count against the project in flight, if any
+        )
+
+    reply = await ask(messages)
+    claim = unbacked_claim(reply, state)
+    if claim:  # said it acted, called nothing: asked once more, then the person is told nothing was started
+        reask = {"role": "user", "content": prompts.UNBACKED_CLAIM.format(claim=claim)}
+        reply = await ask([*messages, {"role": "assistant", "content": reply.content}, reask])
+        if unbacked_claim(reply, state):
+            reply = LLMReply(content=prompts.NOTHING_STARTED.format(said=reply.content.strip()))
     calls = [{"id": c["id"], "name": c["name"], "args": c["args"]} for c in reply.tool_calls]
     return {
         "messages": [AIMessage(content=reply.content, tool_calls=calls)],
@@ -92,6 +104,35 @@ async def run_po_tools(state: OrchestratorState, runtime: Runtime[Context]) -> d
             result = json.dumps({"error": str(exc)})
         out.append(ToolMessage(content=result, tool_call_id=call["id"], name=call["name"]))
     return {"messages": out, "po_tool_rounds": state.get("po_tool_rounds", 0) + 1, **update}
+
+
+_CLAIMS = re.compile(
+    r"\b(I(?:'ve| have)? (?:just |now |already )?(?:created|started|set up|launched|kicked off|updated|deployed|fixed)"
+    r"|the teams? (?:are|is) (?:now )?(?:working|building|on it)"
+    r"|(?:has|have) been (?:created|started|deployed|set up|updated))\b",
+    re.IGNORECASE,
+)
+ACTING_TOOLS = {"create_project_intent", "update_project_intent", "deploy_project_intent", "fix_incident"}
+"""The tools that make something happen; a claim of action needs one of them called in the turn."""
+
+
+def unbacked_claim(reply: LLMReply, state: OrchestratorState) -> str | None:
+    """The words of ``reply`` that claim an action no tool of this turn performed, or None.
+
+    A reply with tool calls claims nothing yet (the calls run next); otherwise one of :data:`ACTING_TOOLS` must have
+    run since the person's last message for "I've created ..." or "the teams are working" to be true.
+    """
+    if reply.tool_calls:
+        return None
+    found = _CLAIMS.search(reply.content or "")
+    if found is None:
+        return None
+    for message in reversed(state.get("messages", [])):
+        if isinstance(message, HumanMessage):
+            break
+        if isinstance(message, ToolMessage) and message.name in ACTING_TOOLS and '"error"' not in str(message.content):
+            return None
+    return found.group(0)
 
 
 def _last_tool_result(state: OrchestratorState) -> str:

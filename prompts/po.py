@@ -15,3 +15,10 @@ Classify each request:
 Never invent project facts: the tools are the only source of truth. Be brief.
 
 Today is {today}."""
+
+UNBACKED_CLAIM = """You wrote "{claim}", but you called no tool, so nothing happened: no project was created, started,
+changed or deployed. If the person asked for that, call the tool now. Otherwise answer again without claiming it."""
+
+NOTHING_STARTED = """{said}
+
+(Nothing was started: no tool was called. Say again what you need and I will start it.)"""

@@ -263,3 +263,19 @@ async def test_a_po_that_keeps_calling_a_missing_tool_is_stopped_within_the_turn
     assert [c.role for c in await rows(settings, LLMCall)] == ["po"] * 6
     events = await run_turn(settings, "please loop forever", "t-loop")  # the next turn starts counting again
     assert [c.role for c in await rows(settings, LLMCall)] == ["po"] * 12
+
+
+async def test_a_po_that_claims_what_it_did_not_do_is_asked_again_then_corrected(settings: Settings, tmp_path) -> None:
+    lie = {"content": "I've created hello-api and the teams are working on it."}
+    lies = [
+        {"id": "po-lie", "role": "po", "when": {"contains": ["make me hello-api"]}, "reply": lie},
+        {"id": "po-lie-again", "role": "po", "when": {"contains": ["you called no tool"]}, "reply": lie},
+    ]
+    settings = settings.model_copy(
+        update={"model": "replay/lie", "replay_dir": scenario_variant(tmp_path / "rec", "lie", extra=lies)}
+    )
+    events = await run_turn(settings, "make me hello-api", "t-lie")
+    [said] = [ev.text for ev in events if ev.kind == "message"]
+    assert said and said.startswith("I've created hello-api") and "Nothing was started: no tool was called" in said
+    assert [c.role for c in await rows(settings, LLMCall)] == ["po", "po"]  # the claim was questioned once
+    assert await rows(settings, Project) == []
