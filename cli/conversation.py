@@ -98,7 +98,7 @@ def answer_hint(thread_id: str, payload: dict[str, Any]) -> str:
     """The ``orchestrator resume`` command lines that answer this pending question."""
     how = {
         "deploy_approval": "--approve | --reject REASON | --answer FEEDBACK",
-        "engineering_guidance": '--answer "what the Developer should do"',
+        "engineering_guidance": '--answer "what to do next" (or --answer stop)',
         "waiting_for_resources": "--approve (retry now; the sync retries by itself once a server is ready)",
         "budget_exhausted": '--approve (one more default budget) | --answer "calls=20 cost=1.5" | --reject (stop)',
     }.get(str(payload.get("kind")), "--answer TEXT")

@@ -66,7 +66,10 @@ async def request_deploy_approval(state: OrchestratorState, runtime: Runtime[Con
 
 
 def ask_for_guidance(state: EngineeringState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """A phase reached its round limit: ask a person; the answer goes to that phase's next round (count reset)."""
+    """A phase reached its round limit: ask a person; the answer goes to that phase's next round (count reset).
+
+    The answer ``stop`` (or ``cancel``) ends the work instead, as stopping at a spent budget does.
+    """
     contract = load_for(runtime.context.settings)
     phase = contract.phase(state.get("phase") or contract.first)
     rounds = (state.get("phase_rounds") or {}).get(phase.name, 0)
@@ -83,6 +86,8 @@ def ask_for_guidance(state: EngineeringState, runtime: Runtime[Context]) -> dict
         last_failure=why[-1500:],
     )
     answer = GuidanceAnswer.model_validate(interrupt(request.model_dump()))
+    if answer.answer.strip().lower() in STOP_WORDS:
+        return _stopped(state)
     rounds_now = {**(state.get("phase_rounds") or {}), phase.name: 0}
     return {"guidance": answer.answer, "phase_rounds": rounds_now, "engineering_status": "working"}
 
@@ -110,17 +115,27 @@ async def ask_for_budget(state: EngineeringState, runtime: Runtime[Context]) -> 
     )
     answer = BudgetAnswer.model_validate(interrupt(request.model_dump()))
     if answer.action == "stop":
-        result = EngineeringResult(
-            status="stopped",
-            commit=state.get("commit") or "",
-            entrypoint=(state.get("design") or {}).get("entrypoint", ""),
-            health_path=(state.get("design") or {}).get("health_path", ""),
-            tests=state.get("tests") or {},
-            timeline=state.get("timeline") or [],
-        )
-        return {"budget_exhausted": None, "phase": None, "engineering": result, "engineering_status": "stopped"}
+        return _stopped(state)
     await extend_from(ctx, pid, view, answer)
     return {"budget_exhausted": None}
+
+
+STOP_WORDS = {"stop", "cancel"}
+"""Guidance that ends the work instead of directing it."""
+
+
+def _stopped(state: EngineeringState) -> dict[str, Any]:
+    """Engineering's end when a person stops it: status ``stopped``, nothing to deploy, the project where it is."""
+    design = state.get("design") or {}
+    result = EngineeringResult(
+        status="stopped",
+        commit=state.get("commit") or "",
+        entrypoint=design.get("entrypoint", ""),
+        health_path=design.get("health_path", ""),
+        tests=state.get("tests") or {},
+        timeline=state.get("timeline") or [],
+    )
+    return {"budget_exhausted": None, "phase": None, "engineering": result, "engineering_status": "stopped"}
 
 
 def wait_for_resources(state: OrchestratorState) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from langgraph.runtime import Runtime
 from pydantic import ValidationError
 from sqlmodel import select
 
-from core.llm import LLMReply
+from core.llm import INVALID_ARGUMENTS, LLMReply
 from graphs.context import Context
 from graphs.state import OrchestratorState
 from infra.forge.base import ensure_repo
@@ -146,7 +146,15 @@ async def _run_tool(
 ) -> str:
     if name not in po_tools.TOOLS:
         raise ValueError(f"unknown tool {name!r}; use one of {sorted(po_tools.TOOLS)}")
+    if INVALID_ARGUMENTS in args:
+        raise ValueError(f"the arguments of {name} are not valid JSON: {str(args[INVALID_ARGUMENTS])[:200]!r}")
     parsed = po_tools.TOOLS[name].model_validate(args)
+    starts = (po_tools.CreateProjectIntent, po_tools.UpdateProjectIntent)
+    if isinstance(parsed, starts) and update.get("project_name") not in (None, getattr(parsed, "name", None)):
+        raise ValueError(
+            f"{update['project_name']} was started by this answer already: one project per turn. Tell the person "
+            f"{parsed.name} comes next, once they ask again"
+        )
     if isinstance(parsed, po_tools.CreateProjectIntent):
         project = await _draft_of_this_thread(ctx, parsed.name) or await po_tools.create_project(
             ctx.db, parsed, ctx.thread_id, actor=ctx.actor, budget=BudgetLimits.from_settings(ctx.settings)

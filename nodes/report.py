@@ -18,8 +18,8 @@ def report_to_user(state: OrchestratorState) -> dict[str, Any]:
         text += ", but no server is ready with a free port, so it is waiting for resources. It continues by itself"
         text += " once a server is ready (or answer this thread to retry now)."
     elif eng and eng["status"] == "stopped":
-        text = f"Stopped work on {name} as you asked: its budget ran out. Nothing was deployed; ask me to change it "
-        text += "to go on (or raise its budget: orchestrator budget " + name + " --add-calls N)."
+        text = f"Stopped work on {name} as you asked. Nothing was deployed; ask me to change it to go on (if its "
+        text += "budget ran out, raise it first: orchestrator budget " + name + " --add-calls N)."
     elif approval and approval["decision"] == "reject":
         text = f"Understood: {name} is not deployed ({approval['reason']}). It stays verified at commit "
         text += f"{eng['commit'][:10] if eng else '?'}; ask me to deploy it after all, or to change it."

@@ -279,3 +279,44 @@ async def test_a_po_that_claims_what_it_did_not_do_is_asked_again_then_corrected
     assert said and said.startswith("I've created hello-api") and "Nothing was started: no tool was called" in said
     assert [c.role for c in await rows(settings, LLMCall)] == ["po", "po"]  # the claim was questioned once
     assert await rows(settings, Project) == []
+
+
+async def test_two_projects_in_one_message_start_one_and_leave_no_draft(settings: Settings, tmp_path) -> None:
+    both = {
+        "id": "po-two",
+        "role": "po",
+        "when": {"contains": ["two services"]},
+        "reply": {
+            "tool_calls": [
+                {
+                    "name": "create_project_intent",
+                    "arguments": {"name": "hello-api", "summary": "a small HTTP service"},
+                },
+                {"name": "create_project_intent", "arguments": {"name": "bye-api", "summary": "another one"}},
+            ]
+        },
+    }
+    settings = settings.model_copy(
+        update={"model": "replay/two", "replay_dir": scenario_variant(tmp_path / "rec", "two", extra=[both])}
+    )
+    events = await run_turn(settings, "I need two services: hello-api and bye-api.", "t-two")
+    assert [ev.payload["kind"] for ev in events if ev.kind == "interrupt" and ev.payload] == ["deploy_approval"]
+    assert [(p.name, p.status) for p in await rows(settings, Project)] == [("hello-api", "verified")]
+    async with OrchestratorRuntime(settings) as rt:
+        state = await rt.graph.aget_state({"configurable": {"thread_id": "t-two"}})
+    refused = [
+        m for m in state.values["messages"] if isinstance(m, ToolMessage) and "one project per turn" in m.content
+    ]
+    assert len(refused) == 1 and "bye-api comes next" in str(refused[0].content)
+
+
+async def test_guidance_can_stop_the_work(settings: Settings, tmp_path) -> None:
+    settings = settings.model_copy(update={"contract_path": contract_variant(tmp_path / "contract", IMPL=1)})
+    events = await run_turn(settings, REQUEST, "t-halt")
+    assert [ev.payload["kind"] for ev in events if ev.kind == "interrupt" and ev.payload] == ["engineering_guidance"]
+    done = cli(settings, "resume", "t-halt", "--answer", "stop")
+    assert done.returncode == 0, done.stderr
+    assert "Stopped work on hello-api as you asked" in " ".join(done.stdout.split())
+    async with OrchestratorRuntime(settings) as rt:
+        assert await rt.pending("t-halt") == []
+    assert await rows(settings, Deployment) == []
