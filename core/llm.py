@@ -40,10 +40,20 @@ class InvalidModelOutput(RuntimeError):
 
 @dataclass
 class LLMReply:
-    """A model's answer: text and/or tool calls ``[{"id", "name", "args"}]``."""
+    """A model's answer: text and/or tool calls ``[{"id", "name", "args"}]``.
+
+    ``finish_reason`` is the provider's (``stop``, ``tool_calls``, ``length``...): ``length`` means the answer was cut
+    off at ``max_tokens`` and its tool calls may be incomplete.
+    """
 
     content: str
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    @property
+    def cut_off(self) -> bool:
+        """Whether the answer stopped at the token limit (OpenAI's ``finish_reason: length``)."""
+        return self.finish_reason == "length"
 
 
 def load_litellm() -> Any:
@@ -84,6 +94,10 @@ class LLM:
                 kw["api_base"] = self.settings.api_base
             if self.settings.api_key:
                 kw["api_key"] = self.settings.api_key.get_secret_value()
+            if self.settings.llm_max_tokens:
+                kw["max_tokens"] = self.settings.llm_max_tokens
+            if model.startswith(("ollama/", "ollama_chat/")) and self.settings.llm_context_tokens:
+                kw["num_ctx"] = self.settings.llm_context_tokens  # Ollama's own default (2048) cuts long prompts
         return kw
 
     async def chat(
@@ -124,7 +138,8 @@ class LLM:
             calls = [{"id": f"text_call_{uuid.uuid4().hex[:12]}", **c} for c in found]
             if calls:
                 log.info("%s's reply wrote %d tool call(s) as text; taken as tool calls", role, len(calls))
-        return LLMReply(content=content, tool_calls=calls)
+        finish = getattr(resp.choices[0], "finish_reason", None)
+        return LLMReply(content=content, tool_calls=calls, finish_reason=str(finish) if finish else None)
 
     async def structured(
         self,

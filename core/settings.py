@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     llm_reasks: int = 2
     """How many times an invalid structured answer is re-asked before failing."""
     llm_timeout_s: float = 120.0
+    llm_max_tokens: int | None = 8192
+    """Longest answer asked of a model (``max_tokens``); an answer cut off there is re-asked in smaller pieces."""
+    llm_context_tokens: int | None = 32768
+    """Context window asked of Ollama models (``num_ctx``; Ollama's own default of 2048 cuts long prompts)."""
     po_max_tool_rounds: int = 6
     """Tool rounds the PO may take in one turn before the turn ends with a message saying so."""
 

@@ -181,6 +181,10 @@ async def run_round(box: Toolbox, messages: list[dict[str, Any]]) -> Round:
             project_id=box.project_id,
         )
         out.steps += 1
+        if reply.cut_off:  # its last tool call is likely incomplete: none of it runs, the model is told why
+            cut = {"role": "assistant", "content": reply.content or "(cut off)"}
+            convo += [cut, {"role": "user", "content": prompts.CUT_OFF}]
+            continue
         if not reply.tool_calls:
             convo += [{"role": "assistant", "content": reply.content}, {"role": "user", "content": prompts.NUDGE}]
             continue

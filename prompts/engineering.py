@@ -85,3 +85,6 @@ A person looked at the stuck work and says:
 """
 
 NUDGE = "Act through the tools only; call `finish` with the artifact when this phase's work is done."
+
+CUT_OFF = """Your last answer was cut off at the token limit, so none of it was done. Answer again in smaller pieces:
+one write_file per answer, shorter files, and call finish in an answer of its own."""

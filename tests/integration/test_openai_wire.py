@@ -155,3 +155,19 @@ async def test_tool_calls_written_as_text_still_drive_the_main_job(
     assert not any("<tool_call>" in text or '"parameters"' in text for text in said)  # never shown as words
     done = [(c.phase, c.tool, c.outcome) for c in await rows(cfg, ToolCall)]  # the text became real tool calls
     assert ("TDD", "write_file", "allowed") in done and ("IMPL", "write_file", "allowed") in done
+
+
+async def test_an_answer_cut_off_at_the_token_limit_is_asked_again_not_run(
+    settings: Settings, server: OpenAIServer
+) -> None:
+    cfg = wire_settings(settings, server)
+    server.cut_off_once("developer")
+    events = await run_turn(cfg)
+    [ask] = [ev for ev in events if ev.kind == "interrupt"]
+    assert ask.payload is not None and ask.payload["kind"] == "deploy_approval", [ev.error for ev in events]
+    developer = server.requests_of("developer")
+    assert len(developer) == 4  # the cut answer, asked again, then the two rounds after it
+    assert "cut off at the token limit" in last_text(developer[1]["messages"])
+    assert all(body["max_tokens"] == cfg.llm_max_tokens for body in server.requests)
+    written = [c for c in await rows(cfg, ToolCall) if c.phase == "IMPL" and c.tool == "write_file"]
+    assert len(written) == 3  # nothing of the cut answer ran

@@ -169,3 +169,12 @@ def test_tool_arguments_that_are_not_a_json_object_become_a_validation_error(raw
         with pytest.raises(ValidationError):
             model.model_validate(args)
     assert _tool_args('{"name": "hello-api"}') == {"name": "hello-api"} and _tool_args(None) == {}
+
+
+def test_ollama_gets_a_context_window_and_every_provider_a_max_tokens(settings: Settings) -> None:
+    llm = LLM(settings.model_copy(update={"llm_max_tokens": 2000, "llm_context_tokens": 16000}), None)
+    ollama = llm._call_kwargs("ollama_chat/qwen2.5-coder:7b", "developer")
+    assert (ollama["max_tokens"], ollama["num_ctx"]) == (2000, 16000)
+    openai = llm._call_kwargs("openai/gpt-4o-mini", "developer")
+    assert openai["max_tokens"] == 2000 and "num_ctx" not in openai
+    assert "max_tokens" not in llm._call_kwargs("replay/hello-api", "developer")  # a recording has no limit
