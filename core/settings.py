@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "ORCH_DATABASE_URL"))
     """SQLAlchemy async URL; default: ``sqlite+aiosqlite:///<data_dir>/orchestrator.db``."""
 
-    model: str = "ollama/qwen2.5-coder:7b"
+    model: str = "ollama_chat/qwen2.5-coder:7b"
     """The litellm model used by every role without its own setting."""
     model_po: str | None = None
     model_architect: str | None = None
