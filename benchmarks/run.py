@@ -116,7 +116,7 @@ def bench_main_job() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         wall, tests = asyncio.run(main_job(Path(tmp)))
     print(
-        f"main job          {wall:7.2f} s to the deploy approval; TDD and IMPL rounds (they run the tests) {tests:.2f} s "
+        f"main job          {wall:7.2f} s to the deploy approval; TDD and IMPL rounds (they test) {tests:.2f} s "
         f"({tests / wall:.0%}), orchestration overhead {wall - tests:.2f} s"
     )
 
