@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import shlex
-import stat
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +26,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from core.db import Database
+from core.keyfile import KeyFileError, create_once, read_private
 from core.settings import Settings
 from models.tables import Project, Secret, utcnow
 from services.identities import record
@@ -143,33 +141,11 @@ _GENERATE = "python -c 'from cryptography.fernet import Fernet; print(Fernet.gen
 
 
 def _read_key_file(path: Path) -> Keyring:
-    st = path.stat()
-    if not stat.S_ISREG(st.st_mode):
-        raise SecretsKeyError(f"secrets key {path} is not a regular file")
-    if st.st_mode & 0o077:
-        raise SecretsKeyError(
-            f"secrets key {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
-            f"refusing to use it. Fix it with: chmod 600 {shlex.quote(str(path))}"
-        )
-    if st.st_uid != os.getuid():
-        raise SecretsKeyError(f"secrets key {path} belongs to another user (uid {st.st_uid}); refusing to use it")
-    return _fernets(path.read_text().splitlines(), str(path))
-
-
-def _create_key_file(path: Path) -> None:
-    """Write a new key to ``path`` atomically (0600), unless another process got there first."""
-    fd, tmp = tempfile.mkstemp(prefix=".secrets-key-", dir=path.parent)  # mkstemp creates 0600
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(Fernet.generate_key().decode() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # fails if the file exists: the first creator wins, nobody reads a half-written key
-        except FileExistsError:
-            pass
-    finally:
-        os.unlink(tmp)
+        text = read_private(path, "secrets key")
+    except KeyFileError as exc:
+        raise SecretsKeyError(str(exc)) from exc
+    return _fernets(text.splitlines(), str(path))
 
 
 def load_keys(settings: Settings) -> Keyring:
@@ -184,7 +160,7 @@ def load_keys(settings: Settings) -> Keyring:
     path = key_file_path(settings)
     if not path.exists():
         settings.ensure_data_dir()
-        _create_key_file(path)
+        create_once(path, Fernet.generate_key().decode())
     return _read_key_file(path)
 
 

@@ -18,11 +18,7 @@ services/secrets.py; a key file that group or others may read, or that another u
 
 from __future__ import annotations
 
-import os
 import secrets
-import shlex
-import stat
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +26,7 @@ from typing import Any
 
 import jwt
 
+from core.keyfile import create_once, read_private
 from core.settings import Settings
 
 ISSUER = "orchestrator"
@@ -132,40 +129,12 @@ def signing_key(settings: Settings) -> bytes:
     path = settings.data_dir.resolve() / KEY_FILE_NAME
     if not path.exists():
         settings.ensure_data_dir()
-        _create_key_file(path)
+        create_once(path, secrets.token_hex(MIN_KEY_BYTES))
     return _read_key_file(path)
 
 
-def _create_key_file(path: Path) -> None:
-    """Write 32 random bytes (hex) to ``path`` atomically (0600), unless another process got there first."""
-    fd, tmp = tempfile.mkstemp(prefix=".signing-key-", dir=path.parent)  # mkstemp creates 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(MIN_KEY_BYTES) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # fails if the file exists: the first creator wins, nobody reads a half-written key
-        except FileExistsError:
-            pass
-    finally:
-        os.unlink(tmp)
-
-
 def _read_key_file(path: Path) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)  # checks and read apply to the same file, never a symlink's
-    with os.fdopen(fd) as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"signing key {path} is not a regular file")
-        if st.st_mode & 0o077:
-            raise ValueError(
-                f"signing key {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
-                f"refusing to use it. Fix it with: chmod 600 {shlex.quote(str(path))}"
-            )
-        if st.st_uid != os.getuid():
-            raise ValueError(f"signing key {path} belongs to another user (uid {st.st_uid}); refusing to use it")
-        text = f.read().strip()
+    text = read_private(path, "signing key").strip()
     try:
         key = bytes.fromhex(text)
     except ValueError:
