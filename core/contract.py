@@ -45,6 +45,8 @@ KNOWN_TOOLS = ("list_files", "read_file", "write_file", "run_tests")
 PATH_TOOLS = ("read_file", "write_file")
 """Tools that take a ``path`` argument; their rule must list ``paths``."""
 GATES = ("plan_valid", "tests_red", "tests_green", "review_clean", "signed")
+SIGNING_GATE = "signed"
+"""The gate of the system's phase: signing what was verified (no model works in it)."""
 MODES = ("strict", "permissive")
 
 JsonPath = tuple[str | int, ...]
@@ -478,6 +480,12 @@ def _cross_problems(data: dict[str, Any], lines: dict[JsonPath, int], gates: Col
                 add((*at, key), f"phases.{name}.{key}: {phase[key]!r} is not a phase (phases: {names})")
         if gates and phase["gate"] not in gates:
             add((*at, "gate"), f"phases.{name}.gate: unknown gate {phase['gate']!r} (gates: {', '.join(gates)})")
+        elif (phase["gate"] == SIGNING_GATE) != (phase["role"] == "system"):
+            add(
+                (*at, "gate"),
+                f"phases.{name}.gate: the {SIGNING_GATE!r} gate is the system's phase (role: system), and the "
+                "system's phase has that gate only",
+            )
         try:
             Draft202012Validator.check_schema(phase["artifact"])
         except SchemaError as exc:

@@ -406,3 +406,19 @@ def test_tool_specs_are_copies(contract: Contract) -> None:
     spec = contract.phase("PLAN").tool_specs()[-1]["function"]["parameters"]
     spec["required"].append("mutated")
     assert "mutated" not in contract.phase("PLAN").artifact["required"]
+
+
+def test_the_signing_gate_belongs_to_the_system_phase_only(tmp_path: Path) -> None:
+    text = DEFAULT_CONTRACT.read_text()
+    at = text.index("gate: review_clean")
+    broken = tmp_path / "c.yaml"
+    broken.write_text(text[:at] + "gate: signed" + text[at + len("gate: review_clean") :])
+    line = text[:at].count("\n") + 1
+    with pytest.raises(ContractError, match=rf"c\.yaml:{line}: .*'signed' gate is the system's phase"):
+        load_contract(broken, gates=GATES)
+
+
+def test_every_gate_the_contract_may_name_has_its_code() -> None:
+    from nodes.gates import GATES as CODED
+
+    assert set(GATES) == {*CODED, "signed"}  # "signed" is the system phase's own step (nodes/engineering.py)
