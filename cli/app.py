@@ -95,6 +95,8 @@ def run_with_runtime(
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, rt.request_drain)
             return await coro_fn(rt)
 
+    thread = ctx.params.get("thread")
+    again = f"orchestrator resume {thread}" if thread else "orchestrator resume THREAD (its id is shown above)"
     try:
         code = asyncio.run(go())
     except ContractError as exc:
@@ -105,14 +107,14 @@ def run_with_runtime(
         raise typer.Exit(2) from exc
     except (ModelUnreachable, InvalidModelOutput) as exc:
         err.print(
-            f"[red]model error:[/red] {exc}\nThe thread's checkpoint is kept; `orchestrator resume THREAD` "
+            f"[red]model error:[/red] {exc}\nThe thread's checkpoint is kept; `{again}` "
             "continues once the model answers."
         )
         raise typer.Exit(1) from exc
     except Exception as exc:  # a node failed: say so plainly; the checkpoint before that node is kept
         err.print(
             f"[red]run failed:[/red] {type(exc).__name__}: {exc}\nThe checkpoint before the failing node is kept; "
-            "`orchestrator resume THREAD` retries from there."
+            f"`{again}` retries from there."
         )
         raise typer.Exit(1) from exc
     raise typer.Exit(code)
