@@ -49,6 +49,8 @@ class LLMReply:
     content: str
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     finish_reason: str | None = None
+    call_id: int | None = None
+    """The ``llmcall`` row of this answer (None when not traced)."""
 
     @property
     def cut_off(self) -> bool:
@@ -125,7 +127,7 @@ class LLM:
         except Exception as exc:  # litellm maps every provider failure onto its own exception family
             await self._trace(role, model, thread_id, started, None, error=str(exc)[:500], project_id=project_id)
             raise ModelUnreachable(self._explain(model, exc)) from exc
-        await self._trace(role, model, thread_id, started, resp, project_id=project_id)
+        call_id = await self._trace(role, model, thread_id, started, resp, project_id=project_id)
         msg = resp.choices[0].message
         calls = [
             {"id": c.id, "name": c.function.name, "args": _tool_args(c.function.arguments)}
@@ -139,7 +141,9 @@ class LLM:
             if calls:
                 log.info("%s's reply wrote %d tool call(s) as text; taken as tool calls", role, len(calls))
         finish = getattr(resp.choices[0], "finish_reason", None)
-        return LLMReply(content=content, tool_calls=calls, finish_reason=str(finish) if finish else None)
+        return LLMReply(
+            content=content, tool_calls=calls, finish_reason=str(finish) if finish else None, call_id=call_id
+        )
 
     async def structured(
         self,
@@ -195,9 +199,10 @@ class LLM:
         resp: Any,
         error: str | None = None,
         project_id: int | None = None,
-    ) -> None:
+    ) -> int | None:
+        """Write the call's ``llmcall`` row (and charge the budget); return the row's id."""
         if self.db is None:
-            return
+            return None
         usage = getattr(resp, "usage", None)
         seconds = time.perf_counter() - started
         row = LLMCall(
@@ -224,6 +229,20 @@ class LLM:
                         spent_seconds=Budget.spent_seconds + seconds,
                     )
                 )  # type: ignore[call-overload]
+            await s.flush()
+        return row.id
+
+    async def mark_unused(self, reply: LLMReply, why: str) -> None:
+        """Record that ``reply`` was not used (cut off, no tool call, a claim without its tool).
+
+        Its ``llmcall`` row gets ``ok = false`` and ``why`` with the start of the answer, so a trace tells what the
+        model really did.
+        """
+        if self.db is None or reply.call_id is None:
+            return
+        text = f"unused: {why}; the answer began: {reply.content[:400]!r}"
+        async with self.db.session() as s:
+            await s.exec(update(LLMCall).where(col(LLMCall.id) == reply.call_id).values(ok=False, error=text[:500]))  # type: ignore[call-overload]
 
 
 def _cost(resp: Any, model: str) -> float:

@@ -182,10 +182,12 @@ async def run_round(box: Toolbox, messages: list[dict[str, Any]]) -> Round:
         )
         out.steps += 1
         if reply.cut_off:  # its last tool call is likely incomplete: none of it runs, the model is told why
+            await ctx.llm.mark_unused(reply, "cut off at the token limit")
             cut = {"role": "assistant", "content": reply.content or "(cut off)"}
             convo += [cut, {"role": "user", "content": prompts.CUT_OFF}]
             continue
         if not reply.tool_calls:
+            await ctx.llm.mark_unused(reply, "answered without a tool call")
             convo += [{"role": "assistant", "content": reply.content}, {"role": "user", "content": prompts.NUDGE}]
             continue
         convo.append(

@@ -74,6 +74,7 @@ async def call_po(state: OrchestratorState, runtime: Runtime[Context]) -> dict[s
     reply = await ask(messages)
     claim = unbacked_claim(reply, state)
     if claim:  # said it acted, called nothing: asked once more, then the person is told nothing was started
+        await ctx.llm.mark_unused(reply, f"claimed {claim!r} without calling its tool")
         reask = {"role": "user", "content": prompts.UNBACKED_CLAIM.format(claim=claim)}
         reply = await ask([*messages, {"role": "assistant", "content": reply.content}, reask])
         if unbacked_claim(reply, state):

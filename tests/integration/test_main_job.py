@@ -277,7 +277,9 @@ async def test_a_po_that_claims_what_it_did_not_do_is_asked_again_then_corrected
     events = await run_turn(settings, "make me hello-api", "t-lie")
     [said] = [ev.text for ev in events if ev.kind == "message"]
     assert said and said.startswith("I've created hello-api") and "Nothing was started: no tool was called" in said
-    assert [c.role for c in await rows(settings, LLMCall)] == ["po", "po"]  # the claim was questioned once
+    calls = await rows(settings, LLMCall)
+    assert [(c.role, c.ok) for c in calls] == [("po", False), ("po", True)]  # the claim was questioned once
+    assert 'claimed "I\'ve created" without calling its tool' in (calls[0].error or "")
     assert await rows(settings, Project) == []
 
 

@@ -83,6 +83,8 @@ async def test_main_job_over_http_until_deploy_approval(settings: Settings, serv
     assert "Act through the tools only" not in last_text(architect[0]["messages"])
     assert "Act through the tools only" in last_text(architect[1]["messages"])
     assert architect[1]["messages"][-2] == {"role": "assistant", "content": "this is not json"}
+    [unused] = [c for c in await rows(cfg, LLMCall) if not c.ok]  # the answer without a tool call was not used
+    assert unused.role == "architect" and "this is not json" in (unused.error or "")
     assert all(any(t["function"]["name"] == "finish" for t in r["tools"]) for r in architect)
 
     developer = server.requests_of("developer")
@@ -100,7 +102,7 @@ async def test_main_job_over_http_until_deploy_approval(settings: Settings, serv
         assert mine, f"no LLMCall row for {role}"
         for c in mine:
             assert c.model == f"openai/{role}"
-            assert c.ok and c.error is None
+            assert c.ok == (c.error is None) and (c.ok or c.role == "architect")  # only the scripted bad answer
             assert c.prompt_tokens == USAGE["prompt_tokens"] == 111
             assert c.completion_tokens == USAGE["completion_tokens"]
 
@@ -171,3 +173,5 @@ async def test_an_answer_cut_off_at_the_token_limit_is_asked_again_not_run(
     assert all(body["max_tokens"] == cfg.llm_max_tokens for body in server.requests)
     written = [c for c in await rows(cfg, ToolCall) if c.phase == "IMPL" and c.tool == "write_file"]
     assert len(written) == 3  # nothing of the cut answer ran
+    [unused] = [c for c in await rows(cfg, LLMCall) if not c.ok]
+    assert unused.role == "developer" and "unused: cut off at the token limit" in (unused.error or "")

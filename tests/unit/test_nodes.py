@@ -48,6 +48,7 @@ class ScriptedLLM:
     def __init__(self, **scripts: list[Any]) -> None:
         self.scripts = {role: list(answers) for role, answers in scripts.items()}
         self.asked: list[tuple[str, list[dict[str, Any]]]] = []
+        self.unused: list[str] = []
 
     def _next(self, role: str, messages: list[dict[str, Any]]) -> Any:
         self.asked.append((role, messages))
@@ -71,6 +72,9 @@ class ScriptedLLM:
     ) -> LLMReply:
         answer = self._next(role, [dict(m) for m in messages])
         return answer if isinstance(answer, LLMReply) else LLMReply(content=str(answer))
+
+    async def mark_unused(self, reply: LLMReply, why: str) -> None:
+        self.unused.append(why)
 
     def roles(self) -> list[str]:
         return [role for role, _ in self.asked]
