@@ -67,12 +67,13 @@ class Toolbox:
         self.ctx, self.contract, self.phase = ctx, contract, phase
         self.project_id, self.root, self.test_command = project_id, root, test_command
 
-    async def call(self, name: str, args: dict[str, Any], *, refused_before: list[str]) -> tuple[str, Any]:
-        """Run one tool call; return ``(outcome, result)``.
+    async def call(self, name: str, args: dict[str, Any], *, refused_before: list[str]) -> tuple[str, Any, str | None]:
+        """Run one tool call; return ``(outcome, result, reason)``.
 
         ``outcome`` is ``allowed``, ``refused``, ``warned`` (permissive: run despite the rule) or ``failed`` (allowed
         but it raised, e.g. a missing file); ``result`` is the text the model reads, or the artifact for an accepted
-        ``finish``. ``refused_before``: reasons of calls refused earlier in the same answer.
+        ``finish``; ``reason`` says why it was refused, warned or failed. ``refused_before``: reasons of calls
+        refused earlier in the same answer.
         """
         started = time.perf_counter()
         outcome, reason, result = await self._run(name, args, refused_before)
@@ -88,7 +89,7 @@ class Toolbox:
             reason=reason,
             duration_ms=(time.perf_counter() - started) * 1000,
         )
-        return outcome, result
+        return outcome, result, reason
 
     async def _run(self, name: str, args: dict[str, Any], refused_before: list[str]) -> tuple[str, str | None, Any]:
         if INVALID_ARGUMENTS in args:
@@ -99,7 +100,7 @@ class Toolbox:
         rule = self.phase.check_tool(name, args)
         outcome = "allowed"
         if rule is not None:
-            if self.contract.mode == "strict" or name not in self.phase.tools and name not in _RUNNERS:
+            if self.contract.mode == "strict" or name not in _RUNNERS:  # an unknown tool cannot run in any mode
                 return "refused", rule, f"refused: {rule}"
             outcome = "warned"
         try:
@@ -206,14 +207,14 @@ async def run_round(box: Toolbox, messages: list[dict[str, Any]]) -> Round:
         )
         refused: list[str] = []
         for call in reply.tool_calls:
-            outcome, result = await box.call(call["name"], call["args"], refused_before=refused)
+            outcome, result, reason = await box.call(call["name"], call["args"], refused_before=refused)
             if call["name"] == "finish" and outcome == "allowed":
                 out.artifact = result
                 return out
             if outcome == "refused":
-                refused.append(str(result).removeprefix("refused: "))
+                refused.append(reason or call["name"])
             elif outcome == "warned":
-                out.warnings.append(str(result).rsplit("(warning, permissive mode: ", 1)[-1].rstrip(")"))
+                out.warnings.append(reason or call["name"])
             convo.append({"role": "tool", "tool_call_id": call["id"], "content": str(result)})
         out.refused += refused
     return out
