@@ -127,8 +127,9 @@ class Deployment:
     def release_dir(self, commit: str) -> Path:
         return self.project_root / "releases" / commit
 
-    async def deploy(self, commit: str, health_timeout: int = 15) -> PlaybookResult:
+    async def deploy(self, commit: str, health_timeout: int = 15, tree: str = "") -> PlaybookResult:
         extravars = {
+            "tree": tree,
             "project": self.project,
             "repo_url": str(self.bare),
             "commit": commit,
@@ -197,6 +198,20 @@ async def test_deploy_is_idempotent_and_stop_stops(deployment: Deployment) -> No
 
     again = await deployment.stop()
     assert again.ok and "changed=0" in again.summary, again.summary
+
+
+@pytest.mark.slow
+async def test_a_checkout_whose_tree_differs_from_the_signed_one_deploys_nothing(deployment: Deployment) -> None:
+    sha = commit_app(deployment.work, GOOD_APP, "good app")
+    tree = git("rev-parse", f"{sha}^{{tree}}", cwd=deployment.work)
+    other = "0" * 40
+    refused = await deployment.deploy(sha, tree=other)
+    assert not refused.ok and f"the signed verification attests {other}" in refused.summary
+    assert tree in refused.summary and not deployment.release_dir(sha).exists()
+    assert not pids_with(str(deployment.project_root / "releases"))
+    signed = await deployment.deploy(sha, tree=tree)  # the tree it attests: deployed
+    assert signed.ok, signed.summary
+    assert httpx.get(deployment.health_url, timeout=5, trust_env=False).status_code == 200
 
 
 @pytest.mark.slow
