@@ -3,6 +3,14 @@
 litellm is imported lazily (it costs 3-4 s and would otherwise go to the network for its price list), with
 ``LITELLM_LOCAL_MODEL_COST_MAP=True`` set first. Structured answers are validated with pydantic and re-asked with the
 validation error a bounded number of times (litellm's ``response_format`` does not validate what comes back).
+
+Retries are ours (tenacity), not the SDK's (``max_retries=0``): the SDK's are invisible, one ``llmcall`` row for
+three requests. Only what a retry can fix is retried: 429, 5xx and no connection, at most ``llm_retries`` more
+attempts, with exponential backoff and jitter, waiting out a ``Retry-After`` of up to ``llm_retry_after_max_s`` (a
+longer one fails at once). A timeout is never retried (a slow model stays slow), nor an auth error, a 404 or a bad
+request. Every attempt is its own ``llmcall`` row, charged to the budget; a failed one's ``error`` starts with its
+cause and status (``rate_limited (429): ...; retried after 1.2 s``). A final failure raises :class:`ModelUnreachable`
+with the cause (:func:`classify`) and advice that fits it.
 """
 
 from __future__ import annotations
@@ -12,12 +20,16 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import update
 from sqlmodel import col
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from core.db import Database
 from core.settings import Role, Settings
@@ -31,7 +43,36 @@ _litellm: Any = None
 
 
 class ModelUnreachable(RuntimeError):
-    """The model provider could not be reached or failed; says which model and where."""
+    """The model provider could not be reached or failed; says which model, where, why, and what to do.
+
+    Args:
+        message: ``model '<model>' at <api_base> failed (<cause>)...: <the provider's words>. <advice>``.
+        cause: one of :data:`CAUSES` (see :func:`classify`).
+    """
+
+    def __init__(self, message: str, cause: str = "error") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+CAUSES = (
+    "connection",
+    "timeout",
+    "auth",
+    "not_found",
+    "rate_limited",
+    "server_error",
+    "context_window",
+    "bad_request",
+    "replay_mismatch",
+    "error",
+)
+"""Why a model call failed; ``error`` is anything else."""
+RETRYABLE = frozenset({"connection", "rate_limited", "server_error"})
+"""The causes a retry can fix: a server that is busy, failing for a moment, or not up yet."""
+RETRY_WAIT_MAX_S = 20.0
+"""Longest backoff between two attempts, in seconds (a provider's ``Retry-After`` may ask for more)."""
+_CONNECTION_WORDS = ("Connection refused", "Failed to establish a new connection", "All connection attempts failed")
 
 
 class InvalidModelOutput(RuntimeError):
@@ -87,11 +128,11 @@ class LLM:
         self.db = db
 
     def _call_kwargs(self, model: str, role: Role) -> dict[str, Any]:
-        kw: dict[str, Any] = {"model": model, "metadata": {"role": role}, "timeout": self.settings.llm_timeout_s}
+        kw: dict[str, Any] = {"model": model, "metadata": {"role": role}, "timeout": self.settings.timeout_for(role)}
         if model.startswith("replay/"):
             kw["api_base"] = str(self.settings.replay_dir) if self.settings.replay_dir else None
         else:
-            kw["max_retries"] = 2  # the SDK's retries: 5xx/429 with backoff, never a 4xx (litellm's num_retries would)
+            kw["max_retries"] = 0  # the SDK's retries are invisible: ours (_complete) give each attempt its row
             if self.settings.api_base:
                 kw["api_base"] = self.settings.api_base
             if self.settings.api_key:
@@ -113,21 +154,19 @@ class LLM:
     ) -> LLMReply:
         """Send OpenAI-format ``messages`` (and optional OpenAI ``tools``) to the role's model.
 
-        The call is traced (tokens, cost, latency) and, with ``project_id``, charged to that project's budget in the
-        same transaction (one call, its tokens, cost and latency in seconds); a failed call is charged too.
+        Each attempt is traced (tokens, cost, latency) and, with ``project_id``, charged to that project's budget in
+        the same transaction (one call, its tokens, cost and latency in seconds); a failed attempt is charged too.
+        A 429, a 5xx or no connection is retried (see the module docstring); the rows show every attempt.
 
         Raises:
-            ModelUnreachable: connection error, timeout, 5xx, auth error, or a replay mismatch (message says which).
+            ModelUnreachable: its ``cause`` says why: ``connection`` (nothing answers at the API base), ``timeout``
+                (over ``timeout_for(role)`` seconds; not retried), ``auth`` (401/403), ``not_found`` (404, unknown
+                model), ``rate_limited`` (429 after the retries, or a ``Retry-After`` over
+                ``llm_retry_after_max_s``), ``server_error`` (5xx after the retries), ``context_window`` (the prompt
+                does not fit), ``bad_request`` (another 4xx), ``replay_mismatch`` (no recorded answer), ``error``.
         """
-        litellm = load_litellm()
         model = self.settings.model_for(role)
-        started = time.perf_counter()
-        try:
-            resp = await litellm.acompletion(messages=messages, tools=tools or None, **self._call_kwargs(model, role))
-        except Exception as exc:  # litellm maps every provider failure onto its own exception family
-            await self._trace(role, model, thread_id, started, None, error=str(exc)[:500], project_id=project_id)
-            raise ModelUnreachable(self._explain(model, exc)) from exc
-        call_id = await self._trace(role, model, thread_id, started, resp, project_id=project_id)
+        resp, call_id = await self._complete(role, model, messages, tools, thread_id, project_id)
         msg = resp.choices[0].message
         calls = [
             {"id": c.id, "name": c.function.name, "args": _tool_args(c.function.arguments)}
@@ -143,6 +182,84 @@ class LLM:
         finish = getattr(resp.choices[0], "finish_reason", None)
         return LLMReply(
             content=content, tool_calls=calls, finish_reason=str(finish) if finish else None, call_id=call_id
+        )
+
+    async def _complete(
+        self,
+        role: Role,
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        thread_id: str | None,
+        project_id: int | None,
+    ) -> tuple[Any, int | None]:
+        """One logical call: attempts under the retry policy, each traced; return the response and its row id."""
+        litellm = load_litellm()
+        kwargs = self._call_kwargs(model, role)
+        attempt = _Attempt()
+
+        async def once() -> Any:
+            attempt.number, attempt.started = attempt.number + 1, time.perf_counter()
+            return await litellm.acompletion(messages=messages, tools=tools or None, **kwargs)
+
+        async def retried(state: RetryCallState) -> None:  # tenacity's before_sleep: the failed attempt's row
+            failure = classify(_exception_of(state))
+            why = failure.row(f"retried after {state.upcoming_sleep:.1f} s")
+            await self._trace(role, model, thread_id, attempt.started, None, error=why, project_id=project_id)
+
+        retries = 0 if model.startswith("replay/") else self.settings.llm_retries
+        try:
+            resp: Any = await self._retrying(retries, retried)(once)
+        except Exception as exc:  # litellm maps every provider failure onto its own exception family
+            failure = classify(exc)
+            why = failure.row(self._outcome(failure, attempt.number))
+            await self._trace(role, model, thread_id, attempt.started, None, error=why, project_id=project_id)
+            raise ModelUnreachable(self._explain(model, role, failure, attempt.number), failure.cause) from exc
+        return resp, await self._trace(role, model, thread_id, attempt.started, resp, project_id=project_id)
+
+    def _retrying(self, retries: int, before_sleep: Callable[[RetryCallState], Awaitable[None]]) -> AsyncRetrying:
+        """Tenacity's policy: ``1 + retries`` attempts of what :func:`classify` deems retryable, with backoff."""
+        backoff = wait_exponential_jitter(
+            initial=self.settings.llm_retry_wait_s, max=RETRY_WAIT_MAX_S, jitter=self.settings.llm_retry_wait_s
+        )
+
+        def wait(state: RetryCallState) -> float:  # the backoff, or longer when the provider asked for longer
+            return max(backoff(state), classify(_exception_of(state)).retry_after_s or 0.0)
+
+        return AsyncRetrying(
+            stop=stop_after_attempt(1 + retries),
+            retry=retry_if_exception(self._worth_retrying),
+            wait=wait,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+
+    def _worth_retrying(self, exc: BaseException) -> bool:
+        """Whether a retry may fix ``exc``: a retryable cause, and no ``Retry-After`` beyond what we wait out."""
+        failure = classify(exc)
+        return failure.retryable and not self._waits_too_long(failure)
+
+    def _waits_too_long(self, failure: Failure) -> bool:
+        """Whether the provider asked to wait longer than ``llm_retry_after_max_s``."""
+        return (failure.retry_after_s or 0.0) > self.settings.llm_retry_after_max_s
+
+    def _outcome(self, failure: Failure, attempts: int) -> str:
+        """The end of a final failure's row: why it was not (or no longer) retried."""
+        if failure.retryable and self._waits_too_long(failure):
+            return f"not retried: the provider asked to wait {failure.retry_after_s:g} s"
+        if failure.retryable:
+            return f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}"
+        return "not retried"
+
+    def _explain(self, model: str, role: Role, failure: Failure, attempts: int) -> str:
+        """``model '<model>' at <api_base> failed (<cause>)[ after N attempts]: <detail>. <advice>``."""
+        if failure.cause == "replay_mismatch":
+            return failure.detail
+        where = f" at {self.settings.api_base}" if self.settings.api_base else ""
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        return (
+            f"model {model!r}{where} failed ({failure.cause}){tries}: {failure.detail[:300]}. "
+            f"{advice(failure, role=role, settings=self.settings)}"
         )
 
     async def structured(
@@ -176,18 +293,6 @@ class LLM:
         raise InvalidModelOutput(
             f"the {role} model ({self.settings.model_for(role)}) did not return a valid {schema.__name__} after "
             f"{self.settings.llm_reasks + 1} tries; last error: {last_error[:500]}"
-        )
-
-    def _explain(self, model: str, exc: Exception) -> str:
-        from core.replay import MISMATCH_PREFIX
-
-        text = str(exc)
-        if MISMATCH_PREFIX in text:
-            return text[text.index(MISMATCH_PREFIX) :]
-        where = f" at {self.settings.api_base}" if self.settings.api_base else ""
-        return (
-            f"model {model!r}{where} failed: {type(exc).__name__}: {text[:300]}. "
-            "Check ORCH_MODEL / ORCH_API_BASE / ORCH_API_KEY, or run the recorded demo model (replay/hello-api)."
         )
 
     async def _trace(
@@ -251,6 +356,153 @@ def _cost(resp: Any, model: str) -> float:
         return float(load_litellm().completion_cost(completion_response=resp, model=model))
     except Exception:  # litellm raises several unrelated types for "no price known"
         return 0.0
+
+
+@dataclass
+class _Attempt:
+    """The attempt under way of one logical call: its number (1-based) and when it started (``perf_counter``)."""
+
+    number: int = 0
+    started: float = 0.0
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why one model request failed, read from its exception by :func:`classify`."""
+
+    cause: str
+    """One of :data:`CAUSES`."""
+    status: int | None
+    """The provider's HTTP status; None for a connection error or a timeout (no answer came)."""
+    retry_after_s: float | None
+    """How long the provider asked to wait (``Retry-After`` / ``retry-after-ms``), in seconds; None if it did not."""
+    detail: str
+    """The exception's class and words, on one line (``InternalServerError: OpenAIException - ...``)."""
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a later attempt may succeed (:data:`RETRYABLE`)."""
+        return self.cause in RETRYABLE
+
+    def row(self, outcome: str) -> str:
+        """The ``llmcall.error`` of this attempt: ``<cause> (<status>): <detail>; <outcome>``, at most 500 chars."""
+        tag = f"{self.cause} ({self.status})" if self.status else self.cause
+        room = max(0, 500 - len(tag) - len(outcome) - 4)
+        return f"{tag}: {self.detail[:room]}; {outcome}"
+
+
+def classify(exc: BaseException) -> Failure:
+    """Read a failed request's cause, HTTP status and asked wait from the exception litellm (or the SDK) raised.
+
+    The exception's type decides first (timeout, connection, context window), then its ``status_code``
+    (401/403 auth, 404 not found, 429 rate limited, 5xx server error, other 4xx bad request).
+    """
+    import openai
+
+    from core.replay import MISMATCH_PREFIX
+
+    name, text = type(exc).__name__, " ".join(str(exc).split())
+    text = text.removeprefix(f"litellm.{name}: ")
+    while text.startswith(f"{name}: "):
+        text = text.removeprefix(f"{name}: ")
+    detail = f"{name}: {text}"
+    raw_status = getattr(exc, "status_code", None)
+    status = raw_status if isinstance(raw_status, int) else None
+    if MISMATCH_PREFIX in text:
+        return Failure("replay_mismatch", None, None, text[text.index(MISMATCH_PREFIX) :])
+    # litellm wraps the SDK's error, which wraps httpx's: a refused connect arrives as a "500". A 4xx was an answer.
+    chain = [] if status is not None and 400 <= status < 500 else list(_chain(exc))
+    if status == 408 or any(isinstance(link, openai.APITimeoutError | TimeoutError) for link in chain):
+        return Failure("timeout", None, None, detail)
+    if any(isinstance(link, openai.APIConnectionError | ConnectionError) for link in chain) or (
+        status in (None, 503) and any(words in text for words in _CONNECTION_WORDS)
+    ):
+        return Failure("connection", None, None, detail)
+    if isinstance(exc, load_litellm().ContextWindowExceededError) or "context_length_exceeded" in text:
+        return Failure("context_window", status, None, detail)
+    cause = _CAUSE_BY_STATUS.get(status or 0) or (
+        "server_error" if (status or 0) >= 500 else "bad_request" if (status or 0) >= 400 else "error"
+    )
+    return Failure(cause, status, retry_after_s(exc), detail)
+
+
+_CAUSE_BY_STATUS = {401: "auth", 403: "auth", 404: "not_found", 429: "rate_limited"}
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from (``__cause__``, else ``__context__``), at most 10."""
+    link: BaseException | None = exc
+    for _ in range(10):
+        if link is None:
+            return
+        yield link
+        link = link.__cause__ or link.__context__
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """Seconds the provider asked to wait, from the response headers the exception carries; None if none.
+
+    Reads ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds, or an HTTP date) from litellm's
+    ``litellm_response_headers``, the exception's ``response.headers`` or its ``headers``.
+    """
+    response = getattr(exc, "response", None)
+    for headers in (
+        getattr(exc, "litellm_response_headers", None),
+        getattr(response, "headers", None),
+        getattr(exc, "headers", None),
+    ):
+        if not isinstance(headers, Mapping):
+            continue
+        lower = {str(k).lower(): str(v).strip() for k, v in headers.items()}
+        try:
+            if "retry-after-ms" in lower:
+                return max(0.0, float(lower["retry-after-ms"]) / 1000)
+            if "retry-after" in lower:
+                return max(0.0, float(lower["retry-after"]))
+        except ValueError:
+            try:
+                when = parsedate_to_datetime(lower["retry-after"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return None
+
+
+def advice(failure: Failure, *, role: Role, settings: Settings) -> str:
+    """What to do about ``failure`` of ``role``'s model, naming the settings (``ORCH_...``) that fit its cause."""
+    model, base = settings.model_for(role), settings.api_base
+    if failure.retryable and (failure.retry_after_s or 0.0) > settings.llm_retry_after_max_s:
+        return (
+            f"The provider asked to wait {failure.retry_after_s:g} s before trying again, longer than "
+            f"ORCH_LLM_RETRY_AFTER_MAX_S ({settings.llm_retry_after_max_s:g} s): try again then, or lower the load."
+        )
+    hints = {
+        "connection": f"Nothing answered at {base or 'the provider default address'}: is the server running there "
+        "(for Ollama: `ollama serve`)? Or point ORCH_API_BASE at it.",
+        "timeout": f"The model took longer than {settings.timeout_for(role):g} s: raise ORCH_LLM_TIMEOUT_S or "
+        f"ORCH_LLM_TIMEOUT_S_{role.upper()}, or use a smaller model.",
+        "auth": "The provider refused the key: check ORCH_API_KEY.",
+        "not_found": f"The provider does not know the model: check ORCH_MODEL / ORCH_MODEL_{role.upper()}; for Ollama "
+        f"`ollama pull {model.split('/', 1)[-1]}`.",
+        "rate_limited": "The provider keeps refusing (rate limit) after every retry: wait, or lower the load "
+        "(ORCH_LLM_RETRIES sets the retries).",
+        "server_error": "The provider kept failing after every retry: try again later, or check its logs.",
+        "context_window": "The prompt does not fit: raise ORCH_LLM_CONTEXT_TOKENS (Ollama num_ctx) or use a model "
+        "with a larger context.",
+        "bad_request": f"The provider refused the request: check that {model!r} supports chat with tools, and "
+        "ORCH_LLM_MAX_TOKENS.",
+    }
+    return hints.get(
+        failure.cause,
+        "Check ORCH_MODEL / ORCH_API_BASE / ORCH_API_KEY, or run the recorded demo model (replay/hello-api).",
+    )
+
+
+def _exception_of(state: RetryCallState) -> BaseException:
+    """The exception of tenacity's last attempt (the retry policy only waits after a failed one)."""
+    exc = state.outcome.exception() if state.outcome else None
+    assert exc is not None, "tenacity waits only after a failed attempt"
+    return exc
 
 
 INVALID_ARGUMENTS = "__invalid_arguments__"

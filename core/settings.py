@@ -44,6 +44,21 @@ class Settings(BaseSettings):
     llm_reasks: int = 2
     """How many times an invalid structured answer is re-asked before failing."""
     llm_timeout_s: float = 120.0
+    """Seconds one model request may take (each attempt); a timeout is never retried (a slow model stays slow)."""
+    llm_timeout_s_po: float | None = None
+    """The PO's own ``llm_timeout_s`` (likewise ``_architect``, ``_developer``, ``_tester``); None: the default."""
+    llm_timeout_s_architect: float | None = None
+    llm_timeout_s_developer: float | None = None
+    llm_timeout_s_tester: float | None = None
+    llm_retries: int = 2
+    """Extra attempts of a model request refused with 429, a 5xx or no connection (each attempt its own ``llmcall``
+    row); never for a timeout, an auth error, a 404 or a bad request, which a retry cannot fix."""
+    llm_retry_wait_s: float = 0.5
+    """Base of the backoff between attempts, in seconds: about ``base * 2**n`` plus up to ``base`` of jitter, at
+    most 20 s (a provider's ``Retry-After`` is waited out if longer)."""
+    llm_retry_after_max_s: float = 30.0
+    """Longest ``Retry-After`` (seconds) waited out; a provider asking for longer fails the call at once, saying how
+    long it asked to wait."""
     llm_max_tokens: int | None = 8192
     """Longest answer asked of a model (``max_tokens``); an answer cut off there is re-asked in smaller pieces."""
     llm_context_tokens: int | None = 32768
@@ -173,12 +188,23 @@ class Settings(BaseSettings):
             )
         if self.llm_reasks < 0:
             raise ValueError("ORCH_LLM_REASKS must be >= 0")
+        for name in ("llm_retries", "llm_retry_wait_s", "llm_retry_after_max_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ORCH_{name.upper()} must be >= 0")
+        for name in ("llm_timeout_s", *(f"llm_timeout_s_{role}" for role in ROLES)):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"ORCH_{name.upper()} must be > 0 seconds")
         return self
 
     def model_for(self, role: Role) -> str:
         """Return the litellm model name for ``role``: its own setting, else ``model``."""
         own: str | None = getattr(self, f"model_{role}")
         return own or self.model
+
+    def timeout_for(self, role: Role) -> float:
+        """Return the seconds one model request of ``role`` may take: its own setting, else ``llm_timeout_s``."""
+        own: float | None = getattr(self, f"llm_timeout_s_{role}")
+        return own if own is not None else self.llm_timeout_s
 
     @property
     def db_url(self) -> str:

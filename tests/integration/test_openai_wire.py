@@ -1,18 +1,21 @@
 """The provider path over real HTTP: litellm's ``openai/<model>`` -> the openai SDK -> a local OpenAI-format server.
 
 The replay provider proves the graph; these tests prove the seam sends what settings say (model per role, api_base,
-api_key), re-asks an invalid structured answer, records the provider's token usage, and fails clearly.
+api_key), re-asks an invalid structured answer, records the provider's token usage, retries only what a retry can fix
+(429, 5xx, no connection) with every attempt its own ``llmcall`` row, and fails with the cause and fitting advice.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
-from core.llm import ModelUnreachable
+from core.db import Database
+from core.llm import LLM, ModelUnreachable
 from core.replay import BUILTIN_DIR, Scenario, last_text
 from core.settings import ROLES, Settings
 from models.tables import LLMCall, Project, ToolCall
@@ -43,6 +46,21 @@ def wire_settings(settings: Settings, server: OpenAIServer, api_key: str = API_K
             "api_key": SecretStr(api_key),
         }
     )
+
+
+def quick_retries(settings: Settings, **update: Any) -> Settings:
+    """Two retries with a 10 ms backoff base, so a test of retries takes no time waiting."""
+    return settings.model_copy(update={"llm_retries": 2, "llm_retry_wait_s": 0.01, **update})
+
+
+async def po_calls(settings: Settings) -> list[LLMCall]:
+    return sorted((c for c in await rows(settings, LLMCall) if c.role == "po"), key=lambda c: c.id or 0)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def run_turn(settings: Settings) -> list[RunEvent]:
@@ -115,31 +133,116 @@ async def test_main_job_over_http_until_deploy_approval(settings: Settings, serv
 async def test_wrong_api_key_is_model_unreachable(settings: Settings, server: OpenAIServer) -> None:
     cfg = wire_settings(settings, server, api_key="sk-wrong")
 
-    with pytest.raises(ModelUnreachable, match=r"'openai/po'.*AuthenticationError"):
+    with pytest.raises(ModelUnreachable, match=r"'openai/po'.*failed \(auth\): AuthenticationError") as err:
         await run_turn(cfg)
 
     # A 401 is not retried: retrying cannot fix a bad key.
+    assert err.value.cause == "auth" and "ORCH_API_KEY" in str(err.value)
     assert server.roles() == ["po"]
     assert all(h["authorization"] == "Bearer sk-wrong" for _, _, h in server.log)
     assert await rows(cfg, Project) == []
     [call] = await rows(cfg, LLMCall)
-    assert call.role == "po" and not call.ok and call.error
+    assert call.role == "po" and not call.ok and (call.error or "").startswith("auth (401): AuthenticationError")
+    assert "not retried" in (call.error or "")
 
 
 async def test_server_error_is_model_unreachable_after_bounded_retries(
     settings: Settings, server: OpenAIServer
 ) -> None:
-    cfg = wire_settings(settings, server)
+    cfg = quick_retries(wire_settings(settings, server))
     server.fail_with(500)
 
-    with pytest.raises(ModelUnreachable, match=r"'openai/po'.*InternalServerError"):
+    with pytest.raises(
+        ModelUnreachable, match=r"'openai/po'.*failed \(server_error\) after 3 attempts: InternalServerError"
+    ) as err:
         await run_turn(cfg)
 
-    # The SDK's max_retries=2 (core/llm.py): one request and two retries with backoff, no more.
+    # Our retries (llm_retries=2, core/llm.py): one request and two more with backoff, each its own row.
+    assert err.value.cause == "server_error"
     assert server.roles() == ["po"] * 3
     assert await rows(cfg, Project) == []
-    [call] = await rows(cfg, LLMCall)
-    assert call.role == "po" and not call.ok
+    calls = await po_calls(cfg)
+    assert len(calls) == 3 and not any(c.ok for c in calls)
+    assert all((c.error or "").startswith("server_error (500): InternalServerError") for c in calls)
+    assert ["retried after" in (c.error or "") for c in calls] == [True, True, False]
+    assert (calls[-1].error or "").endswith("gave up after 3 attempts")
+
+
+async def test_a_rate_limit_is_waited_out_and_every_attempt_recorded(
+    settings: Settings, db: Database, server: OpenAIServer
+) -> None:
+    cfg = quick_retries(wire_settings(settings, server))
+    server.fail_with(429, count=1, retry_after=1)
+
+    reply = await LLM(cfg, db).chat("po", [{"role": "user", "content": ASK}], thread_id=THREAD)
+
+    assert [c["name"] for c in reply.tool_calls] == ["create_project_intent"]  # the call went on after the 429
+    assert server.roles() == ["po", "po"]
+    first, second = await po_calls(cfg)
+    assert not first.ok and (first.error or "").startswith("rate_limited (429): RateLimitError")
+    assert "; retried after 1.0 s" in (first.error or "")  # the provider's Retry-After, not the 10 ms backoff
+    assert second.ok and second.error is None and second.id == reply.call_id
+    assert (first.prompt_tokens, second.prompt_tokens) == (0, USAGE["prompt_tokens"])
+
+
+async def test_a_rate_limit_asking_for_a_long_wait_fails_at_once(settings: Settings, server: OpenAIServer) -> None:
+    cfg = quick_retries(wire_settings(settings, server))
+    server.fail_with(429, retry_after=3600)
+
+    with pytest.raises(ModelUnreachable, match=r"'openai/po'.*failed \(rate_limited\): RateLimitError") as err:
+        await run_turn(cfg)
+
+    assert err.value.cause == "rate_limited"
+    assert "wait 3600 s" in str(err.value) and "ORCH_LLM_RETRY_AFTER_MAX_S (30 s)" in str(err.value)
+    assert server.roles() == ["po"]
+    [call] = await po_calls(cfg)
+    assert (call.error or "").endswith("not retried: the provider asked to wait 3600 s")
+
+
+async def test_a_slow_model_times_out_once_with_the_timeout_to_raise(settings: Settings, server: OpenAIServer) -> None:
+    cfg = quick_retries(wire_settings(settings, server), llm_timeout_s_po=0.5)
+    server.delay(3.0, count=1)
+
+    with pytest.raises(ModelUnreachable, match=r"'openai/po'.*failed \(timeout\): Timeout") as err:
+        await run_turn(cfg)
+
+    # A timeout is not retried: the same model would be as slow again.
+    assert err.value.cause == "timeout"
+    assert "longer than 0.5 s" in str(err.value) and "ORCH_LLM_TIMEOUT_S_PO" in str(err.value)
+    assert server.roles() == ["po"]
+    [call] = await po_calls(cfg)
+    assert not call.ok and (call.error or "").startswith("timeout: Timeout") and call.latency_ms < 3000
+
+
+async def test_nothing_listening_is_a_connection_failure_naming_the_api_base(
+    settings: Settings, server: OpenAIServer
+) -> None:
+    api_base = f"http://127.0.0.1:{closed_port()}/v1"
+    cfg = quick_retries(wire_settings(settings, server), api_base=api_base)
+
+    with pytest.raises(ModelUnreachable, match=r"'openai/po' at .* failed \(connection\) after 3 attempts") as err:
+        await run_turn(cfg)
+
+    assert err.value.cause == "connection"
+    assert f"Nothing answered at {api_base}" in str(err.value) and "ollama serve" in str(err.value)
+    assert server.requests == []
+    calls = await po_calls(cfg)
+    assert [(c.ok, (c.error or "").split(":", 1)[0]) for c in calls] == [(False, "connection")] * 3
+    assert (calls[-1].error or "").endswith("gave up after 3 attempts")
+
+
+async def test_an_unknown_model_is_not_found_and_not_retried(settings: Settings, server: OpenAIServer) -> None:
+    cfg = quick_retries(wire_settings(settings, server))
+    server.fail_with(404)
+
+    with pytest.raises(ModelUnreachable, match=r"'openai/po'.*failed \(not_found\): NotFoundError") as err:
+        await run_turn(cfg)
+
+    assert err.value.cause == "not_found"
+    assert "ORCH_MODEL_PO" in str(err.value) and "`ollama pull po`" in str(err.value)
+    assert server.roles() == ["po"]
+    [call] = await po_calls(cfg)
+    assert (call.error or "").startswith("not_found (404): NotFoundError")
 
 
 @pytest.mark.parametrize("style", ["hermes", "llama"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -137,15 +138,115 @@ def closed_port() -> int:
 
 async def test_unreachable_provider_is_explained(settings: Settings, db: Database) -> None:
     api_base = f"http://127.0.0.1:{closed_port()}/v1"
-    cfg = Settings(data_dir=settings.data_dir, model="openai/x", api_base=api_base, api_key="k-not-a-secret")
+    cfg = Settings(
+        data_dir=settings.data_dir,
+        model="openai/x",
+        api_base=api_base,
+        api_key="k-not-a-secret",
+        llm_retries=1,
+        llm_retry_wait_s=0.01,
+    )
     with pytest.raises(ModelUnreachable) as err:
         await LLM(cfg, db).chat("po", [{"role": "user", "content": "hi"}], thread_id="t-down")
     message = str(err.value)
-    assert "'openai/x'" in message and api_base in message and "ORCH_MODEL" in message
+    assert message.startswith(f"model 'openai/x' at {api_base} failed (connection) after 2 attempts: ")
+    assert err.value.cause == "connection" and "ORCH_API_BASE" in message
     assert "k-not-a-secret" not in message
     rows = await calls(db)
-    assert [(r.role, r.model, r.ok, r.thread_id) for r in rows] == [("po", "openai/x", False, "t-down")]
-    assert rows[0].error
+    assert [(r.role, r.model, r.ok, r.thread_id) for r in rows] == [("po", "openai/x", False, "t-down")] * 2
+    assert all("k-not-a-secret" not in (r.error or "") for r in rows)
+    assert "retried after" in (rows[0].error or "") and "gave up after 2 attempts" in (rows[1].error or "")
+
+
+def test_timeout_for_role_override_beats_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = Settings(llm_timeout_s=60, llm_timeout_s_developer=600)
+    assert [cfg.timeout_for(r) for r in ("po", "architect", "developer", "tester")] == [60, 60, 600, 60]
+    monkeypatch.setenv("ORCH_LLM_TIMEOUT_S_TESTER", "300")
+    assert (Settings().timeout_for("tester"), Settings().timeout_for("po")) == (300, 120)
+    llm = LLM(cfg, None)
+    assert llm._call_kwargs("openai/gpt-4o-mini", "developer")["timeout"] == 600
+    assert llm._call_kwargs("openai/gpt-4o-mini", "po")["max_retries"] == 0  # our retries, not the SDK's
+
+
+@pytest.mark.parametrize(
+    "name, value", [("ORCH_LLM_RETRIES", "-1"), ("ORCH_LLM_RETRY_AFTER_MAX_S", "-5"), ("ORCH_LLM_TIMEOUT_S_PO", "0")]
+)
+def test_negative_retry_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=name):
+        Settings()
+
+
+def provider_errors() -> list[tuple[BaseException, str, int | None]]:
+    """Exceptions as litellm raises them for an ``openai/x`` model, with their expected cause and status."""
+    import httpx
+    import litellm
+
+    def answer(status: int, **headers: str) -> httpx.Response:
+        return httpx.Response(status, headers=headers, request=httpx.Request("POST", "http://127.0.0.1/v1"))
+
+    who = {"llm_provider": "openai", "model": "x"}
+    return [
+        (litellm.RateLimitError("slow down", response=answer(429), **who), "rate_limited", 429),
+        (litellm.InternalServerError("boom", response=answer(500), **who), "server_error", 500),
+        (litellm.ServiceUnavailableError("busy", response=answer(503), **who), "server_error", 503),
+        (litellm.APIError(502, "bad gateway", **who), "server_error", 502),
+        (litellm.APIConnectionError("refused", **who), "connection", None),
+        (litellm.Timeout("too slow", **who), "timeout", None),
+        (litellm.AuthenticationError("bad key", **who), "auth", 401),
+        (litellm.PermissionDeniedError("no", response=answer(403), **who), "auth", 403),
+        (litellm.NotFoundError("no such model", **who), "not_found", 404),
+        (litellm.ContextWindowExceededError("too long", **who), "context_window", 400),
+        (litellm.BadRequestError("bad", **who), "bad_request", 400),
+        (ValueError("something else"), "error", None),
+    ]
+
+
+def test_provider_errors_are_classified_by_cause(settings: Settings) -> None:
+    from core.llm import RETRYABLE, advice, classify
+
+    for exc, cause, status in provider_errors():
+        failure = classify(exc)
+        assert (failure.cause, failure.status) == (cause, status), exc
+        assert failure.retryable == (cause in RETRYABLE) and failure.detail.startswith(type(exc).__name__)
+        assert advice(failure, role="po", settings=settings)
+
+
+def test_retry_after_is_read_from_the_headers() -> None:
+    from email.utils import format_datetime
+
+    import httpx
+    import litellm
+
+    from core.llm import classify, retry_after_s
+
+    def limited(**headers: str) -> BaseException:
+        response = httpx.Response(429, headers=headers, request=httpx.Request("POST", "http://127.0.0.1/v1"))
+        return litellm.RateLimitError("slow down", llm_provider="openai", model="x", response=response)
+
+    assert classify(limited(**{"Retry-After": "7"})).retry_after_s == 7.0
+    assert retry_after_s(limited(**{"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    assert 100 < (retry_after_s(limited(**{"Retry-After": later})) or 0) <= 120
+    assert retry_after_s(limited()) is None and retry_after_s(limited(**{"Retry-After": "soon"})) is None
+
+
+def test_advice_fits_the_cause(settings: Settings) -> None:
+    from core.llm import Failure, advice
+
+    cfg = settings.model_copy(update={"model": "ollama_chat/qwen2.5-coder:7b", "api_base": "http://127.0.0.1:11434"})
+    said = {
+        cause: advice(Failure(cause, None, None, "X: y"), role="developer", settings=cfg)
+        for cause in ("connection", "timeout", "auth", "not_found", "rate_limited", "context_window")
+    }
+    assert "http://127.0.0.1:11434" in said["connection"] and "ollama serve" in said["connection"]
+    assert "ORCH_LLM_TIMEOUT_S_DEVELOPER" in said["timeout"] and "120 s" in said["timeout"]
+    assert "ORCH_API_KEY" in said["auth"] and "ollama pull qwen2.5-coder:7b" in said["not_found"]
+    assert "ORCH_LLM_CONTEXT_TOKENS" in said["context_window"]
+    asked = advice(Failure("rate_limited", 429, 3600.0, "X: y"), role="po", settings=cfg)
+    assert "3600 s" in asked and "ORCH_LLM_RETRY_AFTER_MAX_S" in asked
 
 
 def test_an_empty_port_range_is_refused_with_a_clear_error(monkeypatch):
