@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from runtime.threads import NotAllowed, RuntimeInputError, ThreadStateConflict, UnknownThread
+from runtime.threads import NotAllowed, RuntimeInputError, ThreadStateConflict, UnknownProject, UnknownThread
 
 
 def status_for(exc: RuntimeInputError) -> int:
@@ -15,13 +15,13 @@ def status_for(exc: RuntimeInputError) -> int:
         exc: The error the runtime raised (nothing was changed).
 
     Returns:
-        403 when the identity may not (role, separate approver), 404 for an unknown thread, 409 when the thread's
-        state does not allow the request (it waits for an answer, nothing is pending, it is running, nothing is left
-        to run), else 422 (the request itself is wrong).
+        403 when the identity may not (role, separate approver), 404 for an unknown thread or project, 409 when the
+        state does not allow the request (the thread waits for an answer, nothing is pending, it is running, nothing
+        is left to run; the project has no work in flight to cancel), else 422 (the request itself is wrong).
     """
     if isinstance(exc, NotAllowed):
         return 403
-    if isinstance(exc, UnknownThread):
+    if isinstance(exc, UnknownThread | UnknownProject):
         return 404
     if isinstance(exc, ThreadStateConflict):
         return 409

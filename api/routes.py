@@ -23,6 +23,8 @@ from api.schemas import (
     THREAD_ID_PATTERN,
     BudgetExtendIn,
     BudgetOut,
+    CancelIn,
+    CancelOut,
     ErrorOut,
     EventPublic,
     HealthOut,
@@ -232,6 +234,29 @@ async def post_budget(name: ProjectName, body: BudgetExtendIn, rt: RuntimeDep, w
         except ValueError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     return BudgetOut.from_view(view)
+
+
+@router.post("/projects/{name}/cancel", responses={**CHANGE, **errors(404, 409)})
+async def cancel_project(name: ProjectName, body: CancelIn, rt: RuntimeDep, who: Approver, slots: Slots) -> CancelOut:
+    """Cancel the project's work in flight (approver): a stuck loop, a pending question, a run stopped mid-way.
+
+    Answers once the thread has ended (no model call is made on the way): the project is then ``cancelled`` with
+    its port released, or back to ``active`` when the work was an update of a live release. A run going on in
+    another process is asked to stop (``stopped`` false) and stops before its next model call. 409: nothing in
+    flight to cancel.
+    """
+    slots.take(who.name)
+    try:
+        said, outcome = [], None
+        async for ev in rt.cancel_project(name, actor=who, reason=body.reason):
+            if ev.kind == "message" and ev.text:
+                said.append(ev.text)
+            elif ev.kind == "cancel":
+                outcome = ev
+    finally:
+        slots.give_back(who.name)
+    assert outcome is not None and outcome.payload is not None
+    return CancelOut(**outcome.payload, message=outcome.text or "", said=said)
 
 
 def _unknown_project(name: str) -> HTTPException:

@@ -56,6 +56,29 @@ class MessageIn(BaseModel):
     )
 
 
+class CancelIn(BaseModel):
+    """Why a project's work is cancelled (on the audit trail)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(
+        default="cancelled over the API", min_length=1, max_length=300, description="why, for the trail"
+    )
+
+
+class CancelOut(BaseModel):
+    """What a cancel did: ``stopped`` False means a run in another process was asked to stop and will."""
+
+    project: str
+    status: ProjectStatus
+    """The project's status now: ``cancelled``, ``active`` (an update of a live release was dropped), or where it
+    was while a run elsewhere stops."""
+    stopped: bool
+    thread_id: str | None
+    message: str
+    said: list[str] = Field(default_factory=list, description="what the PO told the thread while it ended")
+
+
 class ResumeIn(BaseModel):
     """An answer to a pending interrupt.
 

@@ -117,8 +117,13 @@ def resume(
     ctx: typer.Context,
     thread: Annotated[str, typer.Argument(help="The thread id (see `orchestrator threads`).")],
     approve: Annotated[bool, typer.Option("--approve", help="Approve the pending deploy.")] = False,
-    reject: Annotated[str | None, typer.Option(help="Reject the pending deploy, with a reason.")] = None,
-    answer: Annotated[str | None, typer.Option(help="Feedback on a deploy, or guidance for a stuck loop.")] = None,
+    reject: Annotated[
+        str | None,
+        typer.Option(help="Reject the pending deploy (or stop a stuck loop, a spent budget), with a reason."),
+    ] = None,
+    answer: Annotated[
+        str | None, typer.Option(help="Feedback on a deploy, or guidance for a stuck loop (`stop` ends it).")
+    ] = None,
     interrupt_id: Annotated[str | None, typer.Option(help="Which question, when several are pending.")] = None,
 ) -> None:
     """Answer a pending interrupt from any process, any time later; with no answer, finish a run that stopped."""
@@ -147,6 +152,43 @@ def resume(
             else rt.continue_run(thread, actor=cli_identity())
         )
         await _render(events, renderer)
+        return 0
+
+    run_with_runtime(body, ctx, existing=True)
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context,
+    project: Annotated[str, typer.Argument(help="The project whose work in flight to stop.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "cancelled from the command line",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the outcome as JSON (the run's events are not shown).")
+    ] = False,
+) -> None:
+    """Cancel a project's work in flight: a stuck loop, a pending question, a run that stopped mid-way.
+
+    Its thread is answered or finished without another model call; the project ends `cancelled` with its port
+    released (or back to `active` when the cancelled work was an update of a live release); the trail names you.
+    A run going on in another process is asked to stop and does so before its next model call.
+    """
+    from cli.render import Renderer
+    from services.identities import cli_identity
+
+    renderer = Renderer(console)
+
+    async def body(rt: OrchestratorRuntime) -> int:
+        outcome: dict[str, Any] = {}
+        async for ev in rt.cancel_project(project, actor=cli_identity(), reason=reason):
+            if ev.kind == "cancel":
+                outcome = {**(ev.payload or {}), "message": ev.text}
+            elif not as_json:
+                renderer.event(ev)
+        if as_json:
+            print(json.dumps(outcome, indent=2))
+        else:
+            color = "green" if outcome.get("stopped") else "yellow"
+            console.print(f"[{color}]{outcome.get('message')}[/{color}]", highlight=False, soft_wrap=True)
         return 0
 
     run_with_runtime(body, ctx, existing=True)

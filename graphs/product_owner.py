@@ -14,7 +14,7 @@ from graphs.zavhoz import build_zavhoz
 from nodes.approval import request_deploy_approval, wait_for_resources
 from nodes.devops import deploy_project
 from nodes.product_owner import call_po, estimate_project, provision_repository, run_po_tools, surface_incidents
-from nodes.report import report_to_user
+from nodes.report import report_to_user, settle_project
 
 
 def route_po(state: OrchestratorState) -> Literal["run_po_tools", "__end__"]:
@@ -51,16 +51,21 @@ def dispatch_teams(state: OrchestratorState) -> list[Send]:
     return [Send("zavhoz", {"project_id": pid, "project_name": name}), Send("engineering", eng)]
 
 
-def route_join(state: OrchestratorState) -> Literal["request_deploy_approval", "report_to_user"]:
-    """Ask to deploy only when the code is verified and a server is leased."""
+def route_join(state: OrchestratorState) -> Literal["request_deploy_approval", "settle_project", "report_to_user"]:
+    """Ask to deploy only when the code is verified and a server is leased; stopped work is settled first."""
     eng = state.get("engineering")
     if eng and eng["status"] == "verified" and state.get("server_info"):
         return "request_deploy_approval"
+    if eng and eng["status"] == "stopped":
+        return "settle_project"
     return "report_to_user"
 
 
-def route_approval(state: OrchestratorState) -> Literal["deploy_project", "report_to_user"] | list[Send]:
-    """Approve -> deploy; reject -> tell the person; feedback -> back to Engineering with it."""
+def route_approval(state: OrchestratorState) -> Literal["deploy_project", "settle_project"] | list[Send]:
+    """Approve -> deploy; reject -> tell the person; feedback -> back to Engineering with it.
+
+    A reject goes through ``settle_project``, which settles the project when the reject came from a cancel.
+    """
     approval = state.get("approval") or {}
     if approval.get("decision") == "approve":
         return "deploy_project"
@@ -72,12 +77,15 @@ def route_approval(state: OrchestratorState) -> Literal["deploy_project", "repor
             "feedback": approval.get("feedback"),
         }
         return [Send("engineering", payload)]
-    return "report_to_user"
+    return "settle_project"
 
 
-def route_deploy(state: OrchestratorState) -> Literal["request_deploy_approval", "report_to_user"]:
-    """A deploy refused for missing secrets asks again (the person sets them, then approves); else report."""
-    return "request_deploy_approval" if (state.get("deployment") or {}).get("missing_secrets") else "report_to_user"
+def route_deploy(state: OrchestratorState) -> Literal["request_deploy_approval", "settle_project"]:
+    """A deploy refused for missing secrets asks again (the person sets them, then approves); else report.
+
+    The report goes through ``settle_project``, which settles a cancel that kept the deploy from starting.
+    """
+    return "request_deploy_approval" if (state.get("deployment") or {}).get("missing_secrets") else "settle_project"
 
 
 def route_report(state: OrchestratorState) -> Literal["wait_for_resources", "__end__"]:
@@ -86,8 +94,10 @@ def route_report(state: OrchestratorState) -> Literal["wait_for_resources", "__e
     return "wait_for_resources" if waiting else "__end__"
 
 
-def retry_zavhoz(state: OrchestratorState) -> list[Send]:
-    """After a resume of the resource wait: ask Zavhoz again."""
+def retry_zavhoz(state: OrchestratorState) -> Literal["settle_project"] | list[Send]:
+    """After a resume of the resource wait: ask Zavhoz again (a cancelled project is settled instead)."""
+    if state.get("zavhoz_status") == "cancelled":
+        return "settle_project"
     return [Send("zavhoz", {"project_id": state["project_id"], "project_name": state["project_name"]})]
 
 
@@ -109,6 +119,7 @@ def build_product_owner() -> StateGraph[OrchestratorState, Context, Orchestrator
     builder.add_node(join_teams)
     builder.add_node(request_deploy_approval)
     builder.add_node(deploy_project)
+    builder.add_node(settle_project)
     builder.add_node(report_to_user)
     builder.add_node(wait_for_resources)
     builder.add_edge(START, "surface_incidents")
@@ -123,11 +134,11 @@ def build_product_owner() -> StateGraph[OrchestratorState, Context, Orchestrator
     builder.add_edge("engineering", "join_teams")
     builder.add_conditional_edges("join_teams", route_join)
     builder.add_conditional_edges(
-        "request_deploy_approval", route_approval, ["deploy_project", "report_to_user", "engineering"]
+        "request_deploy_approval", route_approval, ["deploy_project", "settle_project", "engineering"]
     )
     builder.add_conditional_edges("deploy_project", route_deploy)
     builder.add_conditional_edges("report_to_user", route_report)
-    builder.add_conditional_edges("wait_for_resources", retry_zavhoz, ["zavhoz"])
+    builder.add_conditional_edges("wait_for_resources", retry_zavhoz, ["zavhoz", "settle_project"])
     return builder
 
 

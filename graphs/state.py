@@ -24,7 +24,11 @@ class EngineeringResult(TypedDict):
     """What the Engineering subgraph hands back to the PO."""
 
     status: str
-    """``verified`` (signed at ``commit``) or ``stopped`` (a person stopped it when the budget ran out)."""
+    """``verified`` (signed at ``commit``) or ``stopped`` (a person answered ``stop``, or cancelled the project)."""
+    stopped_by: NotRequired[str]
+    """Who stopped it (``Event.actor`` form), when ``stopped``."""
+    stop_reason: NotRequired[str]
+    """Why, in words for the trail, when ``stopped``."""
     commit: str
     entrypoint: str
     health_path: str

@@ -6,7 +6,11 @@ from enum import StrEnum
 
 
 class ProjectStatus(StrEnum):
-    """The project lifecycle of roadmap v2, plus ``discovered`` for repositories the sync finds by itself."""
+    """The project lifecycle of roadmap v2, plus ``discovered`` and ``cancelled``.
+
+    ``discovered``: a repository the sync found by itself; ``cancelled``: work a person cancelled before anything of
+    the project was deployed.
+    """
 
     discovered = "discovered"
     draft = "draft"
@@ -22,6 +26,8 @@ class ProjectStatus(StrEnum):
     deploying = "deploying"
     active = "active"
     maintenance = "maintenance"
+    cancelled = "cancelled"
+    """Work on it was cancelled before anything was deployed: nothing runs, its port is released."""
     missing = "missing"
 
 

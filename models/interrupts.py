@@ -64,9 +64,11 @@ class GuidanceRequest(BaseModel):
 
 
 class GuidanceAnswer(BaseModel):
-    """A person's guidance for the Developer."""
+    """A person's guidance for the phase's role; ``stop`` or ``cancel`` ends the work instead."""
 
     answer: str = Field(min_length=1)
+    by: str | None = None
+    """Who answered (``Event.actor`` form); a ``stop`` names them as who stopped the work."""
 
     @model_validator(mode="after")
     def _not_blank(self) -> GuidanceAnswer:

@@ -47,6 +47,10 @@ class Project(SQLModel, table=True):
     thread_id: str | None = None
     requested_by: str | None = None
     """The identity whose message created the project or asked for its latest change (see ``Event.actor``)."""
+    cancel_requested_by: str | None = None
+    """Who asked to cancel the work in flight (``services/cancel.py``); cleared once the work has stopped. Every
+    engineering round and each agent step reads it, so a run in another process stops before its next model call."""
+    cancel_reason: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

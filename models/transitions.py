@@ -18,22 +18,28 @@ from models.tables import Event, Project, Server, utcnow
 
 PROJECT_TRANSITIONS: dict[P, frozenset[P]] = {
     P.discovered: frozenset({P.initialized, P.maintenance}),
-    P.draft: frozenset({P.estimated}),
-    P.estimated: frozenset({P.provisioning}),
-    P.provisioning: frozenset({P.initialized, P.estimated}),
-    P.initialized: frozenset({P.designing}),
-    P.designing: frozenset({P.designed}),
-    P.designed: frozenset({P.implementing}),
-    P.implementing: frozenset({P.implemented}),
-    P.implemented: frozenset({P.verifying}),
-    P.verifying: frozenset({P.verified, P.implementing}),
-    P.verified: frozenset({P.deploying, P.implementing, P.designing}),
+    P.draft: frozenset({P.estimated, P.cancelled}),
+    P.estimated: frozenset({P.provisioning, P.cancelled}),
+    P.provisioning: frozenset({P.initialized, P.estimated, P.cancelled}),
+    P.initialized: frozenset({P.designing, P.cancelled}),
+    P.designing: frozenset({P.designed, P.cancelled, P.active}),
+    P.designed: frozenset({P.implementing, P.cancelled, P.active}),
+    P.implementing: frozenset({P.implemented, P.cancelled, P.active}),
+    P.implemented: frozenset({P.verifying, P.cancelled, P.active}),
+    P.verifying: frozenset({P.verified, P.implementing, P.cancelled, P.active}),
+    P.verified: frozenset({P.deploying, P.implementing, P.designing, P.cancelled, P.active}),
     P.deploying: frozenset({P.active, P.verified}),
     P.active: frozenset({P.maintenance, P.deploying}),
-    P.maintenance: frozenset({P.designing}),
+    P.maintenance: frozenset({P.designing, P.cancelled, P.active}),
+    P.cancelled: frozenset({P.designing}),
     P.missing: frozenset({P.discovered, P.initialized}),
 }
-"""Allowed project moves. Any status may also move to ``missing`` (a confirmed 404 of its repository)."""
+"""Allowed project moves. Any status may also move to ``missing`` (a confirmed 404 of its repository).
+
+Work in flight may be cancelled (``services/cancel.py``): to ``cancelled`` when nothing of the project was ever
+deployed, or back to ``active`` when an update is cancelled and its live release keeps running (the cancel checks
+that a succeeded deployment exists before it makes that move). An update starts a cancelled project again.
+"""
 
 SERVER_TRANSITIONS: dict[S, frozenset[S]] = {
     S.discovered: frozenset({S.provisioning, S.ready, S.error}),

@@ -25,6 +25,7 @@ from infra.testrun import run_tests
 from prompts import engineering as prompts
 from services.audit import record_tool_call
 from services.budgets import budget_of, charge
+from services.cancel import cancel_request
 
 MAX_STEPS = 12
 """Model answers in one round of a phase before the round ends without a ``finish`` (a failed round)."""
@@ -40,6 +41,7 @@ class Round:
         warnings: reasons of the calls let through in permissive mode.
         steps: model answers used.
         exhausted: the budget view (``BudgetView.as_dict()``) when the budget ran out before a model call.
+        cancelled: ``(who, why)`` when a cancel of the project was asked before a model call (the round ends there).
     """
 
     artifact: dict[str, Any] | None = None
@@ -47,6 +49,7 @@ class Round:
     warnings: list[str] = field(default_factory=list)
     steps: int = 0
     exhausted: dict[str, Any] | None = None
+    cancelled: tuple[str, str] | None = None
 
 
 class Toolbox:
@@ -159,7 +162,8 @@ async def run_round(box: Toolbox, messages: list[dict[str, Any]]) -> Round:
         messages: the system and user messages that open the round.
 
     Returns:
-        The :class:`Round`; its ``exhausted`` is set (and nothing else happens) when the budget is spent.
+        The :class:`Round`; its ``exhausted`` is set (and nothing else happens) when the budget is spent, its
+        ``cancelled`` when a cancel of the project stands (both read before every model call).
 
     Raises:
         ModelUnreachable: as :meth:`core.llm.LLM.chat`.
@@ -169,6 +173,9 @@ async def run_round(box: Toolbox, messages: list[dict[str, Any]]) -> Round:
     out = Round()
     tools = phase.tool_specs()
     while out.steps < MAX_STEPS:
+        out.cancelled = await cancel_request(ctx.db, box.project_id)
+        if out.cancelled is not None:
+            return out
         async with ctx.db.session() as s:
             view = await budget_of(s, box.project_id)
         if view is not None and view.exhausted:

@@ -22,6 +22,7 @@ from models.interrupts import (
     ResourcesRequest,
 )
 from services.budgets import BudgetLimits, budget_of, set_budget
+from services.cancel import cancel_request
 from services.secrets import missing_secrets, secret_set_commands
 from services.verification import decode
 
@@ -87,7 +88,7 @@ def ask_for_guidance(state: EngineeringState, runtime: Runtime[Context]) -> dict
     )
     answer = GuidanceAnswer.model_validate(interrupt(request.model_dump()))
     if answer.answer.strip().lower() in STOP_WORDS:
-        return _stopped(state)
+        return stopped(state, by=answer.by or runtime.context.actor, why=f"guidance answered {answer.answer.strip()!r}")
     rounds_now = {**(state.get("phase_rounds") or {}), phase.name: 0}
     return {"guidance": answer.answer, "phase_rounds": rounds_now, "engineering_status": "working"}
 
@@ -115,7 +116,7 @@ async def ask_for_budget(state: EngineeringState, runtime: Runtime[Context]) -> 
     )
     answer = BudgetAnswer.model_validate(interrupt(request.model_dump()))
     if answer.action == "stop":
-        return _stopped(state)
+        return stopped(state, by=answer.by or ctx.actor, why=f"the budget ran out ({', '.join(exhausted)})")
     await extend_from(ctx, pid, view, answer)
     return {"budget_exhausted": None}
 
@@ -124,11 +125,17 @@ STOP_WORDS = {"stop", "cancel"}
 """Guidance that ends the work instead of directing it."""
 
 
-def _stopped(state: EngineeringState) -> dict[str, Any]:
-    """Engineering's end when a person stops it: status ``stopped``, nothing to deploy, the project where it is."""
+def stopped(state: EngineeringState, *, by: str, why: str) -> dict[str, Any]:
+    """Engineering's end when a person stops it (``stop`` to a question, or a cancel).
+
+    Status ``stopped``, nothing to deploy, ``stopped_by``/``stop_reason`` naming who and why; the PO's
+    ``settle_project`` then leaves the project consistent (:func:`services.cancel.settle`).
+    """
     design = state.get("design") or {}
     result = EngineeringResult(
         status="stopped",
+        stopped_by=by,
+        stop_reason=why,
         commit=state.get("commit") or "",
         entrypoint=design.get("entrypoint", ""),
         health_path=design.get("health_path", ""),
@@ -138,8 +145,12 @@ def _stopped(state: EngineeringState) -> dict[str, Any]:
     return {"budget_exhausted": None, "phase": None, "engineering": result, "engineering_status": "stopped"}
 
 
-def wait_for_resources(state: OrchestratorState) -> dict[str, Any]:
-    """Park the thread until a server can take the project; the resume sends the work back to Zavhoz."""
+async def wait_for_resources(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Park the thread until a server can take the project; the resume sends the work back to Zavhoz.
+
+    A cancel of the project that stands when the thread is resumed ends the wait instead (``zavhoz_status``
+    ``cancelled``: the graph settles the project rather than leasing a port for it).
+    """
     request = ResourcesRequest(
         question=f"{state['project_name']} waits for a ready server with a free port. Retry now?",
         project=state["project_name"] or "",
@@ -147,6 +158,8 @@ def wait_for_resources(state: OrchestratorState) -> dict[str, Any]:
         need="a ready server with a free port",
     )
     answer = ResourcesAnswer.model_validate(interrupt(request.model_dump()))
+    if state["project_id"] is not None and await cancel_request(runtime.context.db, state["project_id"]):
+        return {"zavhoz_status": "cancelled"}
     return {"zavhoz_status": "working", "messages": [AIMessage(content=f"Retrying resources: {answer.reason}.")]}
 
 

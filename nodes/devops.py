@@ -15,6 +15,7 @@ from infra.ansible import PlaybookResult
 from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
 from models.tables import Deployment, Event, PortLease, Project, Server, utcnow
 from models.transitions import last_project_event, transition_project
+from services.cancel import cancel_request
 from services.deploys import check_verification, local_release_problem, run_deploy
 from services.identities import record
 from services.secrets import SecretsError, flag_missing_secrets, missing_message, missing_secrets, service_env
@@ -55,7 +56,8 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
     thread finished (the process died after the deploy was recorded, before the step's checkpoint) reports the
     recorded outcome and runs nothing: the project's status and Events moved in the same transaction as the row.
 
-    Refused by the pre-flight check for missing secrets, it says which (``deployment["missing_secrets"]``) and
+    A cancel of the project that stands (``services/cancel.py``) starts nothing. Refused by the pre-flight check
+    for missing secrets, it says which (``deployment["missing_secrets"]``) and
     the graph asks for approval again, so the person sets them and approves without starting over.
     """
     ctx = runtime.context
@@ -77,6 +79,9 @@ async def deploy_project(state: OrchestratorState, runtime: Runtime[Context]) ->
         last = await last_project_event(s, pid)
     if row is not None and _finished_here(row, last, ctx.thread_id):
         return {"deployment": _outcome(row, eng["commit"], url)}
+    cancelled = await cancel_request(ctx.db, pid)
+    if cancelled is not None:  # asked while the run was stopped mid-way: nothing starts (settle_project follows)
+        return {"deployment": {"status": "cancelled", "summary": f"cancelled by {cancelled[0]} before it started"}}
     try:
         attested = await _verified(ctx, pid, eng)
     except VerificationRefused as exc:

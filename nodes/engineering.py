@@ -29,9 +29,11 @@ from models.enums import ProjectStatus as P
 from models.tables import Project, utcnow
 from models.transitions import enter_project_status, transition_project
 from nodes.agent import Round, Toolbox, run_round
+from nodes.approval import stopped
 from nodes.gates import GATES, GateInput, GateResult, locked_digest
 from prompts import engineering as prompts
 from services.budgets import budget_of
+from services.cancel import cancel_request
 from services.identities import record
 from services.verification import Attestation, sign
 
@@ -51,7 +53,9 @@ async def run_phase(state: EngineeringState, runtime: Runtime[Context]) -> dict[
     Returns:
         ``phase`` (the next phase to run, None when complete), ``phase_rounds``, ``timeline`` (one entry appended),
         ``gate_feedback`` (why the gate refused, for the next round), plus what the gate hands on; or only
-        ``budget_exhausted`` when the project's budget ran out before a model call (nothing else happened).
+        ``budget_exhausted`` when the project's budget ran out before a model call (nothing else happened); or
+        Engineering's ``stopped`` end when a cancel of the project stands (read at the start and before every model
+        call).
 
     Raises:
         ContractError: the configured contract is broken (the runtime refuses to start with one, so only if it
@@ -62,6 +66,9 @@ async def run_phase(state: EngineeringState, runtime: Runtime[Context]) -> dict[
     contract = load_for(ctx.settings)
     phase = contract.phase(state.get("phase") or contract.first)
     pid = state["project_id"]
+    cancelled = await cancel_request(ctx.db, pid)
+    if cancelled is not None:  # before anything moves: the work ends here, the PO leaves the project consistent
+        return stopped(state, by=cancelled[0], why=cancelled[1])
     if phase.role != "system":
         async with ctx.db.session() as s:
             view = await budget_of(s, pid)
@@ -83,6 +90,8 @@ async def run_phase(state: EngineeringState, runtime: Runtime[Context]) -> dict[
         await asyncio.to_thread(workspace.write_files, root, [(REQUIREMENTS, "\n".join(deps) + "\n")])
     box = Toolbox(ctx, contract, phase, pid, root, design.get("test_command"))
     rnd = await run_round(box, _messages(contract, phase, state, root))
+    if rnd.cancelled is not None:  # nothing of this round is committed; the working copy is reset on any re-run
+        return stopped(state, by=rnd.cancelled[0], why=rnd.cancelled[1])
     if rnd.exhausted is not None:
         return {"budget_exhausted": rnd.exhausted}
     commit = state.get("commit")

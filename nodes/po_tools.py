@@ -217,9 +217,15 @@ async def create_project(
     return project
 
 
-UPDATABLE = {ProjectStatus.active, ProjectStatus.discovered, ProjectStatus.maintenance, ProjectStatus.verified}
+UPDATABLE = {
+    ProjectStatus.active,
+    ProjectStatus.discovered,
+    ProjectStatus.maintenance,
+    ProjectStatus.verified,
+    ProjectStatus.cancelled,
+}
 """Statuses an update can start from: live (-> maintenance), found by the sync (-> maintenance), under maintenance
-already (a re-run of the tool step), or verified and not deployed (-> designing again)."""
+already (a re-run of the tool step), or verified and not deployed, or cancelled (-> designing again)."""
 
 
 async def start_update(db: Database, args: UpdateProjectIntent, thread_id: str, *, actor: str) -> Project:

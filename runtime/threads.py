@@ -34,10 +34,12 @@ from core.settings import Settings
 from graphs.context import Context
 from graphs.product_owner import build_product_owner
 from infra.forge.factory import make_forge
+from models.enums import AccessRole
 from models.interrupts import ANSWER_SCHEMAS
-from models.tables import ThreadRecord, utcnow
+from models.tables import Project, ThreadRecord, utcnow
 from services.approvals import AnswerRefused, check_answer, record_answer
-from services.identities import Identity
+from services.cancel import CancelRefused, cancel_request, request_cancel, settle
+from services.identities import Identity, record
 from services.leases import ensure_default_server
 
 
@@ -47,6 +49,10 @@ class RuntimeInputError(ValueError):
 
 class UnknownThread(RuntimeInputError):
     """No checkpoint exists for the thread id."""
+
+
+class UnknownProject(RuntimeInputError):
+    """No project has that name."""
 
 
 class ThreadStateConflict(RuntimeInputError):
@@ -84,10 +90,11 @@ class RunEvent:
 
     ``kind``: ``node_start`` / ``node_end`` (``node``, ``path`` of parent subgraph nodes, ``duration_s``),
     ``message`` (the PO's words in ``text``), ``interrupt`` (``payload``, ``interrupt_id``), ``drained`` (the run
-    stopped between supersteps on request; ``continue_run`` finishes it), ``done``.
+    stopped between supersteps on request; ``continue_run`` finishes it), ``done``, ``cancel`` (the outcome of
+    :meth:`OrchestratorRuntime.cancel_project`, in ``text`` and ``payload``).
     """
 
-    kind: Literal["node_start", "node_end", "message", "interrupt", "drained", "done", "error"]
+    kind: Literal["node_start", "node_end", "message", "interrupt", "drained", "done", "error", "cancel"]
     node: str | None = None
     path: tuple[str, ...] = ()
     duration_s: float | None = None
@@ -128,9 +135,11 @@ def answer_value(payload: dict[str, Any], answer: Answer, by: str | None = None)
             "by": by,
         }
     elif kind == "engineering_guidance":
-        if answer.kind != "text":
-            raise RuntimeInputError("this thread asks for guidance, not approval: answer with text (--answer TEXT)")
-        raw = {"answer": answer.text}
+        if answer.kind == "approve":
+            raise RuntimeInputError(
+                "this thread asks for guidance, not approval: answer with text (--answer TEXT), or --reject to stop"
+            )
+        raw = {"answer": "stop" if answer.kind == "reject" else answer.text, "by": by}
     elif kind == "budget_exhausted":
         raw = {"action": "stop", "by": by} if answer.kind == "reject" else {"action": "extend", "by": by}
         if answer.kind == "text":
@@ -145,6 +154,14 @@ def answer_value(payload: dict[str, Any], answer: Answer, by: str | None = None)
         return ANSWER_SCHEMAS[kind].model_validate(raw).model_dump()
     except ValidationError as exc:
         raise RuntimeInputError(f"answer does not fit a {kind} question: {exc.errors()[0]['msg']}") from exc
+
+
+_CANCEL_ANSWERS = {
+    "engineering_guidance": Answer("text", "stop"),
+    "budget_exhausted": Answer("reject", "cancelled"),
+    "waiting_for_resources": Answer("text", "cancelled"),
+}
+"""How a cancel answers each kind of pending question (anything else, a deploy approval included: ``reject``)."""
 
 
 def parse_budget_text(text: str) -> dict[str, Any]:
@@ -305,6 +322,76 @@ class OrchestratorRuntime:
             async for ev in self._stream(None, thread_id, actor):
                 yield ev
 
+    async def cancel_project(self, name: str, *, actor: Identity, reason: str) -> AsyncIterator[RunEvent]:
+        """Cancel a project's work in flight as ``actor`` (approver) and stream what that ran.
+
+        The request goes on the record first (:func:`services.cancel.request_cancel`), then the project's thread is
+        driven to its end according to where it is:
+
+        - waiting for an answer: answered as the cancel (``stop`` to guidance or a spent budget, ``reject`` to a
+          deploy approval, a retry of a resource wait that then ends), through the same checks as any answer;
+        - stopped mid-run (a crash, a model error): continued; every engineering round, agent step and deploy reads
+          the request first, so it ends without another model call;
+        - running in another process (its lock is held): nothing more here; that run stops before its next model
+          call and settles the project itself;
+        - no thread, or a finished one: the project is settled at once.
+
+        Either way the project ends ``cancelled`` with its port released, or back to ``active`` when the cancelled
+        work was an update of a live release. The last event is ``cancel``: ``text`` says what happened and
+        ``payload`` is ``{"project", "status", "stopped", "thread_id"}`` (``stopped`` False: a run elsewhere will
+        stop).
+
+        Raises:
+            NotAllowed: ``actor`` is not an approver. UnknownProject: no such project. ThreadStateConflict: nothing in
+                flight to cancel (its status says why). Nothing is changed in these cases.
+        """
+        if not actor.may(AccessRole.approver):
+            raise NotAllowed(f"cancelling a project needs the approver role; {actor.name} has {actor.role.value}")
+        try:
+            project = await request_cancel(self.db, name, actor=actor.name, reason=reason)
+        except LookupError as exc:
+            raise UnknownProject(str(exc)) from exc
+        except CancelRefused as exc:
+            raise ThreadStateConflict(str(exc)) from exc
+        assert project.id is not None
+        thread_id = project.thread_id
+        run: AsyncIterator[RunEvent] | None = None
+        if thread_id is not None and await self.thread_exists(thread_id):
+            try:
+                async with self._exclusive(thread_id):
+                    pending = await self.pending(thread_id)
+                    mid_run = bool((await self.graph.aget_state(self._config(thread_id))).next)
+            except ThreadStateConflict:
+                yield self._cancel_event(project.name, project.status.value, thread_id, stopped=False)
+                return
+            if pending:
+                answer = _CANCEL_ANSWERS.get(str(pending[0].payload.get("kind")), Answer("reject", reason))
+                run = self.resume(thread_id, answer, pending[0].id, actor=actor)
+            elif mid_run:
+                run = self.continue_run(thread_id, actor=actor)
+        if run is not None:
+            async for ev in run:
+                yield ev
+        standing = await cancel_request(self.db, project.id)
+        if standing is not None:  # nothing ran that settled it (no thread, a finished one, a run that went another way)
+            await settle(self.db, project.id, actor=standing[0], reason=standing[1], thread_id=thread_id)
+        async with self.db.session() as s:
+            now = await s.get(Project, project.id)
+        assert now is not None
+        yield self._cancel_event(project.name, now.status.value, thread_id, stopped=True)
+
+    @staticmethod
+    def _cancel_event(name: str, status: str, thread_id: str | None, *, stopped: bool) -> RunEvent:
+        if stopped:
+            text = f"{name} is {status}: its work has stopped"
+        else:
+            text = (
+                f"cancel of {name} asked: a run of thread {thread_id} is going elsewhere; it stops before its next "
+                "model call and leaves the project cancelled"
+            )
+        payload = {"project": name, "status": status, "stopped": stopped, "thread_id": thread_id}
+        return RunEvent(kind="cancel", text=text, payload=payload)
+
     @asynccontextmanager
     async def _exclusive(self, thread_id: str) -> AsyncIterator[None]:
         """Hold the thread's lock from the state check to the end of the run, or refuse at once.
@@ -335,6 +422,9 @@ class OrchestratorRuntime:
         except GraphDrained:
             yield RunEvent(kind="drained", text=f"stopped between steps on request; resume {thread_id} to finish")
             return
+        except Exception as exc:  # a node failed (a model error...): on the project's trail, then to the caller
+            await self._record_failure(thread_id, exc, actor)
+            raise
         finally:
             self._controls.discard(control)
         for p in await self.pending(thread_id):
@@ -395,6 +485,26 @@ class OrchestratorRuntime:
             duration_s=time.perf_counter() - started.pop(task_id),
             text=text,
         )
+
+    async def _record_failure(self, thread_id: str, exc: Exception, actor: Identity) -> None:
+        """Put a failed run on the trail of the project its thread works on (``run_failed``).
+
+        A project left in a working status then says why; the checkpoint before the failing node is kept for
+        ``continue_run``.
+        """
+        async with self.db.session() as s:
+            project = (await s.exec(select(Project).where(Project.thread_id == thread_id))).first()
+            if project is None or project.id is None:
+                return
+            await record(
+                s,
+                subject_type="project",
+                subject_id=project.id,
+                action="run_failed",
+                reason=f"{project.status.value}: {type(exc).__name__}: {str(exc)[:400]}; resume {thread_id} to retry",
+                actor=actor.name,
+                thread_id=thread_id,
+            )
 
     async def _touch(self, thread_id: str, title: str | None = None, owner: str | None = None) -> None:
         async with self.db.session() as s:

@@ -47,15 +47,15 @@ def test_feedback_needs_text(text: str | None) -> None:
 
 
 def test_guidance_text() -> None:
-    value = answer_value(GUIDANCE, Answer("text", "compare status case-insensitively"))
-    assert value == {"answer": "compare status case-insensitively"}
+    value = answer_value(GUIDANCE, Answer("text", "compare status case-insensitively"), by="cli:ann")
+    assert value == {"answer": "compare status case-insensitively", "by": "cli:ann"}
     assert GuidanceAnswer.model_validate(value).answer == "compare status case-insensitively"
 
 
-@pytest.mark.parametrize("kind", ["approve", "reject"])
-def test_guidance_refuses_approval(kind: Any) -> None:
+def test_guidance_refuses_approval_and_a_reject_stops() -> None:
     with pytest.raises(RuntimeInputError, match="--answer"):
-        answer_value(GUIDANCE, Answer(kind, "some reason"))
+        answer_value(GUIDANCE, Answer("approve", "some reason"))
+    assert answer_value(GUIDANCE, Answer("reject", "enough"), by="cli:ann") == {"answer": "stop", "by": "cli:ann"}
 
 
 @pytest.mark.parametrize("text", [None, ""])

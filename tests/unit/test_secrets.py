@@ -253,7 +253,7 @@ async def test_approval_lists_missing_secrets_and_the_deploy_refuses_then_deploy
     done = await devops.deploy_project(state, rt)  # type: ignore[arg-type]
     assert done["deployment"]["status"] == "succeeded" and calls == ["c" * 40]
     assert envs[0].names == ("API_TOKEN",) and "t0ken" in envs[0].text
-    assert route_deploy({**state, **done}) == "report_to_user"  # type: ignore[typeddict-item]
+    assert route_deploy({**state, **done}) == "settle_project"  # type: ignore[typeddict-item]
     assert (await project_row(db, project.id)).setup_required is False
     assert "t0ken" not in repr(done)
 
