@@ -60,6 +60,13 @@ _TOOL_PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "run_tests": {},
 }
+ARGUMENT_ALIASES: dict[str, tuple[str, ...]] = {
+    "path": ("file_path", "filepath", "filename", "file_name", "file"),
+    "content": ("code", "contents", "file_content", "text", "body"),
+}
+"""Names small models give a tool's arguments instead of its own (``file_path`` for ``path``, ``code`` for
+``content``), the same way every time: taken as the argument they mean when it is missing (see
+:func:`normalize_arguments`)."""
 _TOOL_DESCRIPTIONS = {
     "list_files": "List the files of the project (paths relative to the project root).",
     "read_file": "Read one file of the project.",
@@ -67,6 +74,27 @@ _TOOL_DESCRIPTIONS = {
     "run_tests": "Run the project's tests and return the result.",
     "finish": "Hand in the result of this phase; its arguments are checked and the phase's gate decides.",
 }
+
+
+def normalize_arguments(tool: str, args: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A tool call's arguments with aliased names renamed to the tool's own (:data:`ARGUMENT_ALIASES`).
+
+    Only for the built-in tools that take the argument, only when the tool's own name is missing and exactly one
+    alias is present; anything else is left for the tool's checks to refuse.
+
+    Returns:
+        ``(arguments, renamed)``: ``renamed`` lists ``"file_path -> path"`` for each rename (empty: unchanged).
+    """
+    params = _TOOL_PARAMETERS.get(tool) or {}
+    out, renamed = dict(args), []
+    for own, aliases in ARGUMENT_ALIASES.items():
+        if own not in params or own in out:
+            continue
+        present = [alias for alias in aliases if alias in out]
+        if len(present) == 1:
+            out[own] = out.pop(present[0])
+            renamed.append(f"{present[0]} -> {own}")
+    return out, renamed
 
 
 class ContractError(ValueError):

@@ -36,22 +36,12 @@ def calls_in_text(text: str, tool_names: set[str]) -> tuple[list[dict[str, Any]]
     """
     calls: list[dict[str, Any]] = []
     spans: list[tuple[int, int]] = []
-    i = 0
-    while i < len(text):
-        if text[i] not in "{[":
-            i += 1
-            continue
-        try:
-            value, end = _DECODER.raw_decode(text, i)
-        except json.JSONDecodeError:
-            i += 1
-            continue
+    for start, end, value in json_values(text):
         items = value if isinstance(value, list) else [value]
         found = [call for call in (_as_call(item, tool_names) for item in items) if call is not None]
         if found and len(found) == len(items):
             calls += found
-            spans.append((i, end))
-        i = end  # a JSON value that is not a call is skipped whole: nothing nested in it counts
+            spans.append((start, end))
     if not calls:
         return [], text
     rest, last = [], 0
@@ -62,6 +52,28 @@ def calls_in_text(text: str, tool_names: set[str]) -> tuple[list[dict[str, Any]]
     cleaned = _TAGS.sub("", "".join(rest))
     cleaned = re.sub(r"```[a-zA-Z]*\s*```", "", cleaned)  # fences left empty
     return calls, cleaned.strip()
+
+
+def json_values(text: str) -> list[tuple[int, int, Any]]:
+    """Every complete top-level JSON object or array in ``text``, in order: ``[(start, end, value)]``.
+
+    Prose, fences and tags around or between them are skipped; a value nested in another is not listed on its own
+    (the outer one is). Scanning is ``json.JSONDecoder.raw_decode`` at each ``{`` or ``[`` outside a value found.
+    """
+    found: list[tuple[int, int, Any]] = []
+    i = 0
+    while i < len(text):
+        if text[i] not in "{[":
+            i += 1
+            continue
+        try:
+            value, end = _DECODER.raw_decode(text, i)
+        except json.JSONDecodeError:
+            i += 1
+            continue
+        found.append((i, end, value))
+        i = end
+    return found
 
 
 def _as_call(value: Any, tool_names: set[str]) -> dict[str, Any] | None:

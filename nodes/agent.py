@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.contract import Contract, Phase
+from core.contract import Contract, Phase, normalize_arguments
 from core.llm import INVALID_ARGUMENTS
+from core.text_tool_calls import json_values
 from graphs.context import Context
 from infra import workspace
 from infra.testrun import run_tests
@@ -76,10 +78,14 @@ class Toolbox:
         ``outcome`` is ``allowed``, ``refused``, ``warned`` (permissive: run despite the rule) or ``failed`` (allowed
         but it raised, e.g. a missing file); ``result`` is the text the model reads, or the artifact for an accepted
         ``finish``; ``reason`` says why it was refused, warned or failed. ``refused_before``: reasons of calls
-        refused earlier in the same answer.
+        refused earlier in the same answer. Arguments under a common other name (``file_path``, ``code``) are taken
+        as the tool's own (:func:`core.contract.normalize_arguments`) and the model is told so.
         """
         started = time.perf_counter()
+        args, renamed = normalize_arguments(name, args)
         outcome, reason, result = await self._run(name, args, refused_before)
+        if renamed and isinstance(result, str):  # it worked this time; say the real names for the next call
+            result += f"\n(note: took your arguments {', '.join(renamed)}; call {name} with its own argument names)"
         await record_tool_call(
             self.ctx.db,
             thread_id=self.ctx.thread_id,
@@ -154,6 +160,28 @@ _RUNNERS = {
 }
 
 
+def bare_artifact(text: str, phase: Phase) -> tuple[dict[str, Any] | None, str | None]:
+    """The phase's artifact written in an answer's text without a ``finish`` call around it.
+
+    Small models often answer "Here is the design:" and the object, fenced or not, instead of calling ``finish``.
+    The first JSON object in ``text`` (:func:`core.text_tool_calls.json_values`) that validates against the phase's
+    artifact schema is taken as its ``finish`` arguments.
+
+    Returns:
+        ``(artifact, None)``; or ``(None, errors)`` when the text holds a JSON object that is not a valid artifact
+        (the first one's validation errors, for a re-ask that quotes them); or ``(None, None)`` when it holds none.
+    """
+    objects = [value for _, _, value in json_values(text) if isinstance(value, dict)]
+    first_errors = None
+    for value in objects:
+        errors = phase.check_artifact(value)
+        if not errors:
+            return value, None
+        if first_errors is None:
+            first_errors = "; ".join(errors[:10])
+    return None, first_errors
+
+
 async def run_round(box: Toolbox, messages: list[dict[str, Any]]) -> Round:
     """One round of the phase: model answers and tool calls until an accepted ``finish`` or :data:`MAX_STEPS`.
 
@@ -195,9 +223,13 @@ async def run_round(box: Toolbox, messages: list[dict[str, Any]]) -> Round:
             convo += [cut, {"role": "user", "content": prompts.CUT_OFF}]
             continue
         if not reply.tool_calls:
-            await ctx.llm.mark_unused(reply, "answered without a tool call")
-            convo += [{"role": "assistant", "content": reply.content}, {"role": "user", "content": prompts.NUDGE}]
-            continue
+            artifact, errors = bare_artifact(reply.content, phase)
+            if artifact is None:
+                await ctx.llm.mark_unused(reply, "answered without a tool call")
+                nudge = prompts.NUDGE if errors is None else prompts.BARE_ARTIFACT_INVALID.format(errors=errors)
+                convo += [{"role": "assistant", "content": reply.content}, {"role": "user", "content": nudge}]
+                continue
+            reply.tool_calls = [{"id": f"text_call_{uuid.uuid4().hex[:12]}", "name": "finish", "args": artifact}]
         convo.append(
             {
                 "role": "assistant",

@@ -86,5 +86,9 @@ A person looked at the stuck work and says:
 
 NUDGE = "Act through the tools only; call `finish` with the artifact when this phase's work is done."
 
+BARE_ARTIFACT_INVALID = """Your answer held a JSON object but no tool call, and that object is not a valid artifact
+of this phase: {errors}
+Call `finish` with the corrected object as its arguments (nothing else in that answer)."""
+
 CUT_OFF = """Your last answer was cut off at the token limit, so none of it was done. Answer again in smaller pieces:
 one write_file per answer, shorter files, and call finish in an answer of its own."""
