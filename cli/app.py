@@ -74,7 +74,7 @@ def run_with_runtime(
     exist is a mistyped ``--data-dir`` or ``ORCH_DATA_DIR``, refused with exit 2 instead of created empty.
     """
     from core.contract import ContractError
-    from core.llm import InvalidModelOutput, ModelUnreachable
+    from core.llm import ModelUnreachable
     from runtime.threads import OrchestratorRuntime, RuntimeInputError
 
     settings = load_settings(ctx)
@@ -105,7 +105,7 @@ def run_with_runtime(
     except RuntimeInputError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    except (ModelUnreachable, InvalidModelOutput) as exc:
+    except ModelUnreachable as exc:
         err.print(
             f"[red]model error:[/red] {exc}\nThe thread's checkpoint is kept; `{again}` "
             "continues once the model answers."

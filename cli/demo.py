@@ -52,11 +52,11 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
     console.print(f"data dir: {data_dir}\n")
     renderer = Renderer(console)
     started = time.perf_counter()
-    from core.llm import InvalidModelOutput, ModelUnreachable
+    from core.llm import ModelUnreachable
 
     try:
         thread_id, approval = asyncio.run(_first_turn(settings, renderer, console))
-    except (ModelUnreachable, InvalidModelOutput) as exc:
+    except ModelUnreachable as exc:
         console.print(f"[red]model error:[/red] {exc}", highlight=False)
         return 1
     if thread_id == "":

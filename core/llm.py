@@ -1,8 +1,9 @@
 """The one seam every model call goes through: litellm ``acompletion``, per-role models, validation, tracing.
 
 litellm is imported lazily (it costs 3-4 s and would otherwise go to the network for its price list), with
-``LITELLM_LOCAL_MODEL_COST_MAP=True`` set first. Structured answers are validated with pydantic and re-asked with the
-validation error a bounded number of times (litellm's ``response_format`` does not validate what comes back).
+``LITELLM_LOCAL_MODEL_COST_MAP=True`` set first. Every structured answer is a tool call (the agents' ``finish``
+takes the phase's artifact schema as its parameters: function calling is the providers' own schema-guided output),
+validated by whoever runs the tool; calls written as text are recognised here (:mod:`core.text_tool_calls`).
 
 Retries are ours (tenacity), not the SDK's (``max_retries=0``): the SDK's are invisible, one ``llmcall`` row for
 three requests. Only what a retry can fix is retried: 429, 5xx and no connection, at most ``llm_retries`` more
@@ -24,9 +25,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from sqlalchemy import update
 from sqlmodel import col
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -35,9 +35,7 @@ from core.db import Database
 from core.settings import Role, Settings
 from core.text_tool_calls import calls_in_text
 from models.tables import Budget, LLMCall
-from prompts.common import JSON_INSTRUCTION, REASK
 
-T = TypeVar("T", bound=BaseModel)
 log = logging.getLogger(__name__)
 _litellm: Any = None
 
@@ -73,10 +71,6 @@ RETRYABLE = frozenset({"connection", "rate_limited", "server_error"})
 RETRY_WAIT_MAX_S = 20.0
 """Longest backoff between two attempts, in seconds (a provider's ``Retry-After`` may ask for more)."""
 _CONNECTION_WORDS = ("Connection refused", "Failed to establish a new connection", "All connection attempts failed")
-
-
-class InvalidModelOutput(RuntimeError):
-    """The model kept answering something that does not validate, after every re-ask."""
 
 
 @dataclass
@@ -260,39 +254,6 @@ class LLM:
         return (
             f"model {model!r}{where} failed ({failure.cause}){tries}: {failure.detail[:300]}. "
             f"{advice(failure, role=role, settings=self.settings)}"
-        )
-
-    async def structured(
-        self,
-        role: Role,
-        messages: list[dict[str, Any]],
-        schema: type[T],
-        *,
-        thread_id: str | None = None,
-        project_id: int | None = None,
-    ) -> T:
-        """Ask for a JSON answer of ``schema``; re-ask with the validation error up to ``llm_reasks`` times.
-
-        Raises:
-            InvalidModelOutput: still invalid after the last re-ask (the error names the schema and the problem).
-            ModelUnreachable: as :meth:`chat`.
-        """
-        convo = list(messages)
-        convo[0] = {**convo[0], "content": convo[0]["content"] + _json_instruction(schema)}
-        last_error = ""
-        for _attempt in range(self.settings.llm_reasks + 1):
-            reply = await self.chat(role, convo, thread_id=thread_id, project_id=project_id)
-            try:
-                return schema.model_validate_json(_strip_fences(reply.content))
-            except ValidationError as exc:
-                last_error = str(exc)
-                convo += [
-                    {"role": "assistant", "content": reply.content},
-                    {"role": "user", "content": REASK.format(error=last_error[:1500], schema=schema.__name__)},
-                ]
-        raise InvalidModelOutput(
-            f"the {role} model ({self.settings.model_for(role)}) did not return a valid {schema.__name__} after "
-            f"{self.settings.llm_reasks + 1} tries; last error: {last_error[:500]}"
         )
 
     async def _trace(
@@ -520,15 +481,3 @@ def _tool_args(raw: str | None) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {INVALID_ARGUMENTS: (raw or "")[:500]}
     return args if isinstance(args, dict) else {INVALID_ARGUMENTS: str(raw)[:500]}
-
-
-def _strip_fences(text: str) -> str:
-    text = text.strip()
-    if text.startswith("```"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-        text = text.rsplit("```", 1)[0]
-    return text.strip()
-
-
-def _json_instruction(schema: type[BaseModel]) -> str:
-    return JSON_INSTRUCTION.format(schema=json.dumps(schema.model_json_schema()))

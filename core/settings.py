@@ -41,8 +41,6 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     replay_dir: Path | None = None
     """Extra folder of recorded scenarios for ``replay/<name>`` models (searched before the built-in ones)."""
-    llm_reasks: int = 2
-    """How many times an invalid structured answer is re-asked before failing."""
     llm_timeout_s: float = 120.0
     """Seconds one model request may take (each attempt); a timeout is never retried (a slow model stays slow)."""
     llm_timeout_s_po: float | None = None
@@ -186,8 +184,6 @@ class Settings(BaseSettings):
                 f"port range {self.port_range_start}-{self.port_range_end} is empty or invalid: set "
                 "ORCH_PORT_RANGE_START <= ORCH_PORT_RANGE_END, both within 1-65535"
             )
-        if self.llm_reasks < 0:
-            raise ValueError("ORCH_LLM_REASKS must be >= 0")
         for name in ("llm_retries", "llm_retry_wait_s", "llm_retry_after_max_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ORCH_{name.upper()} must be >= 0")

@@ -278,3 +278,43 @@ async def test_an_answer_cut_off_at_the_token_limit_is_asked_again_not_run(
     assert len(written) == 3  # nothing of the cut answer ran
     [unused] = [c for c in await rows(cfg, LLMCall) if not c.ok]
     assert unused.role == "developer" and "unused: cut off at the token limit" in (unused.error or "")
+
+
+@pytest.mark.parametrize(
+    ("name", "ask", "passed"),
+    [("hello-api", ASK, 4), ("todo-api", "I need a to-do service called todo-api.", 3)],
+)
+async def test_a_messy_model_still_takes_each_built_in_service_to_its_deploy_approval(
+    settings: Settings, name: str, ask: str, passed: int
+) -> None:
+    """Every role answers the way 7B-class models served without a tool-call parser do (prose, fenced calls,
+    renamed arguments, a bare artifact, a second code block), the provider rate-limits the first request and cuts
+    the Developer's first answer off at the token limit: the main job still ends at its deploy approval."""
+    with OpenAIServer(Scenario.load(BUILTIN_DIR / f"{name}.json"), api_key=API_KEY) as server:
+        cfg = quick_retries(wire_settings(settings, server))
+        server.deliver_calls_as_text(*ROLES, style="messy")
+        server.fail_with(429, count=1, retry_after="1")
+        server.cut_off_once("developer")
+        async with OrchestratorRuntime(cfg) as rt:
+            events = [ev async for ev in rt.start_turn(ask, f"t-messy-{name}", actor=cli_identity())]
+
+    [approval] = [ev for ev in events if ev.kind == "interrupt"]
+    assert approval.payload is not None and approval.payload["kind"] == "deploy_approval", [ev.error for ev in events]
+    assert approval.payload["project"] == name and approval.payload["tests"]["passed"] == passed
+    said = " ".join(ev.text or "" for ev in events if ev.kind == "message")
+    assert "```json" not in said and '"arguments"' not in said  # the calls never reach the person as words
+    [project] = await rows(cfg, Project)
+    assert project.status == "verified"
+
+    calls = await rows(cfg, LLMCall)
+    [limited] = [c for c in calls if (c.error or "").startswith("rate_limited (429)")]
+    assert limited.role == "po" and "retried" in (limited.error or "")
+    [cut] = [c for c in calls if "cut off at the token limit" in (c.error or "")]
+    assert cut.role == "developer"
+    tools = await rows(cfg, ToolCall)
+    written = [c for c in tools if c.tool == "write_file" and c.outcome == "allowed"]
+    assert {c.phase for c in written} == {"TDD", "IMPL"}
+    assert all("path" in (c.args or {}) and "file_path" not in (c.args or {}) for c in written)  # renamed back
+    finishes = {c.phase for c in tools if c.tool == "finish" and c.outcome == "allowed"}
+    assert finishes == {"PLAN", "TDD", "IMPL", "REVIEW"}  # PLAN and REVIEW handed in as bare objects
+    assert not [c for c in tools if c.outcome == "refused"], [(c.phase, c.tool, c.reason) for c in tools]

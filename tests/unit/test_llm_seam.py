@@ -1,4 +1,4 @@
-"""The LLM seam: validated structured answers with bounded re-asks, per-role models, and loud provider failures."""
+"""The LLM seam: per-role models and timeouts, retries on the record, and provider failures named by their cause."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import pytest
 from sqlmodel import select
 
 from core.db import Database
-from core.llm import LLM, InvalidModelOutput, ModelUnreachable
+from core.llm import LLM, ModelUnreachable
 from core.settings import Settings
 from models.tables import LLMCall
-from nodes.schemas import Design
 
 MARKER = "Project: reask-demo"
 REASKED = "previous answer was not a valid"
@@ -40,80 +39,6 @@ def replay_settings(settings: Settings, folder: Path, exchanges: list[dict[str, 
 async def calls(db: Database) -> list[LLMCall]:
     async with db.session() as s:
         return list((await s.exec(select(LLMCall).order_by(LLMCall.id))).all())
-
-
-@pytest.mark.parametrize(
-    "bad_reply",
-    [
-        {"content": "Sure! Here is the design: app.py serves /health."},
-        {"json": {"summary": "no files"}},
-        {"json": {**GOOD_DESIGN, "entrypoint": "../escape.py"}},
-    ],
-    ids=["not-json", "missing-field", "invalid-entrypoint"],
-)
-async def test_invalid_answer_is_reasked(
-    settings: Settings, db: Database, tmp_path: Path, bad_reply: dict[str, Any]
-) -> None:
-    cfg = replay_settings(
-        settings,
-        tmp_path,
-        [
-            {
-                "id": "first",
-                "role": "architect",
-                "when": {"contains": [MARKER], "absent": [REASKED]},
-                "reply": bad_reply,
-            },
-            {
-                "id": "reask",
-                "role": "architect",
-                "when": {"contains": [REASKED]},
-                "reply": {"content": "```json\n" + json.dumps(GOOD_DESIGN) + "\n```"},
-            },
-        ],
-    )
-    design = await LLM(cfg, db).structured("architect", ASK, Design, thread_id="t-r")
-    assert design == Design.model_validate(GOOD_DESIGN)
-    rows = await calls(db)
-    assert [(r.role, r.ok, r.thread_id) for r in rows] == [("architect", True, "t-r")] * 2
-
-
-async def test_structured_sends_schema_and_leaves_input_alone(settings: Settings, db: Database, tmp_path: Path) -> None:
-    cfg = replay_settings(
-        settings,
-        tmp_path,
-        [
-            {
-                "id": "only",
-                "role": "architect",
-                "when": {"contains": [MARKER, '"entrypoint"']},
-                "reply": {"json": GOOD_DESIGN},
-            },
-        ],
-    )
-    one_message = [{"role": "user", "content": MARKER}]
-    assert (await LLM(cfg, db).structured("architect", one_message, Design)).summary == "one file"
-    assert one_message == [{"role": "user", "content": MARKER}]
-    assert len(await calls(db)) == 1
-
-
-@pytest.mark.parametrize("reasks", [0, 2])
-async def test_always_invalid_fails_after_bounded_tries(
-    settings: Settings, db: Database, tmp_path: Path, reasks: int
-) -> None:
-    cfg = replay_settings(
-        settings,
-        tmp_path,
-        [
-            {"id": "stubborn", "role": "architect", "when": {"contains": []}, "reply": {"content": "no JSON today"}},
-        ],
-        llm_reasks=reasks,
-    )
-    with pytest.raises(InvalidModelOutput) as err:
-        await LLM(cfg, db).structured("architect", ASK, Design)
-    message = str(err.value)
-    assert "Design" in message and "replay/reask" in message and f"after {reasks + 1} tries" in message
-    assert len(await calls(db)) == reasks + 1
 
 
 def test_model_for_role_override_beats_default() -> None:

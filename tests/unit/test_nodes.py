@@ -6,13 +6,13 @@ Each node is also run a second time on the same input, as LangGraph does after a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.runtime import Runtime
-from pydantic import BaseModel
 from sqlmodel import select
 
 from core.db import Database
@@ -55,11 +55,6 @@ class ScriptedLLM:
         if not self.scripts.get(role):
             raise AssertionError(f"the {role} model was asked more often than scripted")
         return self.scripts[role].pop(0)
-
-    async def structured(
-        self, role: str, messages: list[dict[str, Any]], schema: type[BaseModel], *, thread_id: str | None = None
-    ) -> BaseModel:
-        return schema.model_validate(self._next(role, messages))
 
     async def chat(
         self,
@@ -169,6 +164,25 @@ async def test_an_invalid_plan_is_refused_at_finish_and_the_model_reads_why(sett
     second = llm.asked[1][1]
     assert second[-1]["role"] == "tool" and "acceptance_criteria" in second[-1]["content"]
     assert second[-1]["content"].startswith("refused: the PLAN artifact is invalid")
+
+
+async def test_a_plan_written_as_text_is_handed_in_and_an_invalid_one_is_quoted_back(
+    settings: Settings, db: Database
+) -> None:
+    project = await with_repo(settings, db, ProjectStatus.initialized)
+    bad = {**DESIGN, "acceptance_criteria": [{"id": "X1", "text": "t"}]}
+    llm = ScriptedLLM(
+        architect=[
+            LLMReply(content="Here is the design:\n```json\n" + json.dumps(bad) + "\n```"),
+            LLMReply(content="Sorry, corrected:\n" + json.dumps(DESIGN)),
+        ]
+    )
+    out = await run_phase(eng_state(project), runtime(settings, db, llm))  # type: ignore[arg-type]
+    assert out["phase"] == "TDD" and out["design"]["summary"] == DESIGN["summary"]
+    reask = llm.asked[1][1][-1]
+    assert reask["role"] == "user" and "is not a valid artifact" in reask["content"]
+    assert "'X1' does not match" in reask["content"] and "Call `finish` with the corrected object" in reask["content"]
+    assert llm.unused == ["answered without a tool call"]  # only the invalid one; the corrected one was used
 
 
 # --- Zavhoz ------------------------------------------------------------------------------------------------------
