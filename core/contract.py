@@ -260,6 +260,11 @@ class Phase:
         ordered = sorted(errors, key=lambda e: (_sort_key(tuple(e.absolute_path)), e.message))
         return [f"{_format_path(tuple(e.absolute_path))}: {e.message}" for e in ordered]
 
+    def example(self) -> dict[str, Any] | None:
+        """The first ``examples`` item of the artifact schema (checked against it at load), or None."""
+        examples = self.artifact.get("examples") or []
+        return examples[0] if examples and isinstance(examples[0], dict) else None
+
     def tool_specs(self) -> list[dict[str, Any]]:
         """The OpenAI ``tools`` entries of this phase: its tools in file order, then ``finish``.
 
@@ -275,7 +280,8 @@ class Phase:
         finish = _TOOL_DESCRIPTIONS["finish"]
         if description := self.artifact.get("description"):
             finish = f"{finish} {description}"
-        specs.append(_function("finish", finish, copy.deepcopy(self.artifact)))
+        parameters = {k: copy.deepcopy(v) for k, v in self.artifact.items() if k != "examples"}  # shown in the prompt
+        specs.append(_function("finish", finish, parameters))
         return specs
 
 
@@ -519,6 +525,12 @@ def _cross_problems(data: dict[str, Any], lines: dict[JsonPath, int], gates: Col
         except SchemaError as exc:
             bad = (*at, "artifact", *exc.absolute_path)
             add(bad, f"{_format_path(bad)}: not a valid JSON Schema: {exc.message}")
+        else:
+            for i, example in enumerate(phase["artifact"].get("examples") or []):
+                wrong = next(iter(Draft202012Validator(phase["artifact"]).iter_errors(example)), None)
+                if wrong is not None:
+                    bad = (*at, "artifact", "examples", i)
+                    add(bad, f"{_format_path(bad)}: the example does not fit its schema: {wrong.message}")
         for tool, rule in phase["tools"].items():
             problems += _tool_problems(tool, rule, (*at, "tools", tool), lines)
     if not problems:

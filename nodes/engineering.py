@@ -13,6 +13,7 @@ the remote first, so a half-written round is dropped and written again.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -332,8 +333,10 @@ def _messages(contract: Contract, phase: Phase, state: EngineeringState, root: A
         feedback += prompts.SENT_BACK.format(phase=gate["phase"], gate=gate["gate"], why=gate["why"])
     if state.get("guidance"):
         feedback += prompts.GUIDANCE.format(guidance=state["guidance"])
+    example = phase.example()
     system = (
         prompts.COMMON.format(phase=phase.name)
+        + (prompts.EXAMPLE.format(example=json.dumps(example)) if example else "")
         + "\n\n"
         + prompts.SYSTEM.get(phase.name, "").format(health_path="/health", test_dir=contract.test_dir)
     )

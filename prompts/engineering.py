@@ -8,6 +8,9 @@ COMMON = """You work in the {phase} phase of an engineering contract: PLAN -> TD
 Act only through the tools. A refused call tells you why: adapt and go on. When the phase's work is done, call
 `finish` with the phase's artifact (its parameters are the artifact's schema); the phase's gate then checks it."""
 
+EXAMPLE = """
+The arguments of a `finish` call in this phase look like this example (another project's): {example}"""
+
 SYSTEM = {
     "PLAN": """You are the Architect. Plan a small Python service so a Tester can write its tests first and a
 Developer can then make them pass.

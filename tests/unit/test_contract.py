@@ -394,7 +394,7 @@ def test_tool_specs(contract: Contract) -> None:
         names = [s["function"]["name"] for s in specs]
         assert names == [*phase.tools, "finish"]
         assert all(s["type"] == "function" for s in specs)
-        assert specs[-1]["function"]["parameters"] == phase.artifact
+        assert specs[-1]["function"]["parameters"] == {k: v for k, v in phase.artifact.items() if k != "examples"}
     write_file = contract.phase("IMPL").tool_specs()[2]["function"]
     assert write_file["name"] == "write_file"
     assert set(write_file["parameters"]["properties"]) == {"path", "content"}
@@ -422,3 +422,20 @@ def test_every_gate_the_contract_may_name_has_its_code() -> None:
     from nodes.gates import GATES as CODED
 
     assert set(GATES) == {*CODED, "signed"}  # "signed" is the system phase's own step (nodes/engineering.py)
+
+
+def test_each_model_phase_shows_an_example_that_fits_its_schema(contract: Contract) -> None:
+    for name in ("PLAN", "TDD", "IMPL", "REVIEW"):
+        example = contract.phase(name).example()
+        assert example is not None and contract.phase(name).check_artifact(example) == []
+    assert contract.phase("COMPLETE").example() is None
+
+
+def test_an_example_that_does_not_fit_its_schema_stops_the_load_at_its_line(tmp_path: Path) -> None:
+    text = DEFAULT_CONTRACT.read_text()
+    at = text.index("- message: Serve /health and /hello")
+    broken = tmp_path / "c.yaml"
+    broken.write_text(text[:at] + "- message: ''" + text[at + len("- message: Serve /health and /hello") :])
+    line = text[:at].count("\n") + 1
+    with pytest.raises(ContractError, match=rf"c\.yaml:{line}: .*examples\[0\]: the example does not fit its schema"):
+        load_contract(broken, gates=GATES)

@@ -138,6 +138,8 @@ async def test_plan_phase_plans_and_a_rerun_moves_nothing_twice(settings: Settin
     assert out["phase"] == "TDD" and out["design"]["entrypoint"] == "app.py" and out["gate_feedback"] is None
     assert out["phase_rounds"] == {"PLAN": 1} and out["timeline"][-1]["outcome"] == "passed"
     assert "make it fast" in llm.asked[0][1][-1]["content"]
+    system = llm.asked[0][1][0]["content"]
+    assert "look like this example" in system and '"entrypoint": "app.py"' in system  # the contract's example
     again = await run_phase(eng_state(project, feedback="make it fast"), rt)  # type: ignore[arg-type]
     assert again["phase"] == out["phase"] and again["design"] == out["design"]
     assert project.id is not None
