@@ -131,10 +131,10 @@ class LLM:
                 kw["api_base"] = self.settings.api_base
             if self.settings.api_key:
                 kw["api_key"] = self.settings.api_key.get_secret_value()
-            if self.settings.llm_max_tokens:
-                kw["max_tokens"] = self.settings.llm_max_tokens
-            if model.startswith(("ollama/", "ollama_chat/")) and self.settings.llm_context_tokens:
-                kw["num_ctx"] = self.settings.llm_context_tokens  # Ollama's own default (2048) cuts long prompts
+            if max_tokens := self.settings.max_tokens_for(role):
+                kw["max_tokens"] = max_tokens
+            if model.startswith(("ollama/", "ollama_chat/")) and (context := self.settings.context_tokens_for(role)):
+                kw["num_ctx"] = context  # Ollama's own default (2048) cuts long prompts
         return kw
 
     async def chat(
@@ -311,8 +311,15 @@ class LLM:
             await s.exec(update(LLMCall).where(col(LLMCall.id) == reply.call_id).values(ok=False, error=text[:500]))  # type: ignore[call-overload]
 
 
+FREE_ROUTES = ("replay/", "ollama/", "ollama_chat/")
+"""Models that cost nothing, priced without asking litellm: for Ollama its price lookup sends a synchronous
+``POST /api/show`` to the server on every call (blocking the event loop), and a recording has no price."""
+
+
 def _cost(resp: Any, model: str) -> float:
     """USD cost from litellm's local price map; 0.0 for models it has no price for (replay, local servers)."""
+    if model.startswith(FREE_ROUTES):
+        return 0.0
     try:
         return float(load_litellm().completion_cost(completion_response=resp, model=model))
     except Exception:  # litellm raises several unrelated types for "no price known"

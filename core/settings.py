@@ -59,8 +59,19 @@ class Settings(BaseSettings):
     long it asked to wait."""
     llm_max_tokens: int | None = 8192
     """Longest answer asked of a model (``max_tokens``); an answer cut off there is re-asked in smaller pieces."""
+    llm_max_tokens_po: int | None = None
+    """The PO's own ``llm_max_tokens`` (likewise ``_architect``, ``_developer``, ``_tester``); None: the default."""
+    llm_max_tokens_architect: int | None = None
+    llm_max_tokens_developer: int | None = None
+    llm_max_tokens_tester: int | None = None
     llm_context_tokens: int | None = 32768
     """Context window asked of Ollama models (``num_ctx``; Ollama's own default of 2048 cuts long prompts)."""
+    llm_context_tokens_po: int | None = None
+    """The PO's own ``llm_context_tokens`` (likewise ``_architect``, ``_developer``, ``_tester``); None: the
+    default. The Developer's prompt, holding the files it reads, is the one that grows."""
+    llm_context_tokens_architect: int | None = None
+    llm_context_tokens_developer: int | None = None
+    llm_context_tokens_tester: int | None = None
     po_max_tool_rounds: int = 6
     """Tool rounds the PO may take in one turn before the turn ends with a message saying so."""
 
@@ -201,6 +212,16 @@ class Settings(BaseSettings):
         """Return the seconds one model request of ``role`` may take: its own setting, else ``llm_timeout_s``."""
         own: float | None = getattr(self, f"llm_timeout_s_{role}")
         return own if own is not None else self.llm_timeout_s
+
+    def max_tokens_for(self, role: Role) -> int | None:
+        """Return ``role``'s longest answer in tokens: its own setting, else ``llm_max_tokens`` (None: not sent)."""
+        own: int | None = getattr(self, f"llm_max_tokens_{role}")
+        return own if own is not None else self.llm_max_tokens
+
+    def context_tokens_for(self, role: Role) -> int | None:
+        """Return ``role``'s Ollama context window: its own setting, else ``llm_context_tokens`` (None: not sent)."""
+        own: int | None = getattr(self, f"llm_context_tokens_{role}")
+        return own if own is not None else self.llm_context_tokens
 
     @property
     def db_url(self) -> str:

@@ -21,7 +21,7 @@ from core.settings import ROLES, Settings
 from models.tables import LLMCall, Project, ToolCall
 from runtime.threads import OrchestratorRuntime, RunEvent
 from services.identities import cli_identity
-from tests.fixtures.openai_server import USAGE, OpenAIServer
+from tests.fixtures.openai_server import USAGE, OpenAIServer, role_of
 from tests.integration.helpers import rows
 
 pytestmark = pytest.mark.slow
@@ -318,3 +318,38 @@ async def test_a_messy_model_still_takes_each_built_in_service_to_its_deploy_app
     finishes = {c.phase for c in tools if c.tool == "finish" and c.outcome == "allowed"}
     assert finishes == {"PLAN", "TDD", "IMPL", "REVIEW"}  # PLAN and REVIEW handed in as bare objects
     assert not [c for c in tools if c.outcome == "refused"], [(c.phase, c.tool, c.reason) for c in tools]
+
+
+async def test_the_default_ollama_route_takes_the_main_job_to_its_deploy_approval(settings: Settings) -> None:
+    """``ollama_chat/`` (the default model's route) over Ollama's own ``/api/chat``: tools sent, no JSON mode forced
+    (the ``ollama/`` route's bug: the PO could never answer in words), the context size and answer length sent as
+    Ollama options; the PO and the Developer write their calls as text, as qwen2.5-coder on Ollama does."""
+    with OpenAIServer(Scenario.load(BUILTIN_DIR / "hello-api.json"), api_key=None) as server:
+        cfg = settings.model_copy(
+            update={
+                "model": "ollama_chat/po",
+                **{f"model_{role}": f"ollama_chat/{role}" for role in ROLES},
+                "api_base": server.base_url,
+                "llm_context_tokens": 16384,
+                "llm_max_tokens": 4096,
+                "llm_context_tokens_developer": 65536,
+            }
+        )
+        server.deliver_calls_as_text("po", "developer", style="hermes")
+        async with OrchestratorRuntime(cfg) as rt:
+            events = [ev async for ev in rt.start_turn(ASK, "t-ollama", actor=cli_identity())]
+
+    [approval] = [ev for ev in events if ev.kind == "interrupt"]
+    assert approval.payload is not None and approval.payload["kind"] == "deploy_approval", [ev.error for ev in events]
+    assert approval.payload["tests"]["passed"] == 4
+    assert {path for _, path, _ in server.log} == {"/api/chat", "/api/show"}  # litellm asks /api/show itself
+    assert len(server.requests) == len([p for _, p, _ in server.log if p == "/api/chat"])
+    for body in server.requests:
+        assert "format" not in body and body["stream"] is False and body["tools"]
+        context = 65536 if role_of(body) == "developer" else 16384
+        assert (body["options"]["num_ctx"], body["options"]["num_predict"]) == (context, 4096)
+    calls = await rows(cfg, LLMCall)
+    assert {c.model for c in calls} == {f"ollama_chat/{role}" for role in ROLES}
+    assert all(
+        c.prompt_tokens == USAGE["prompt_tokens"] and c.completion_tokens == USAGE["completion_tokens"] for c in calls
+    )

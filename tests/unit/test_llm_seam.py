@@ -204,3 +204,20 @@ def test_ollama_gets_a_context_window_and_every_provider_a_max_tokens(settings: 
     openai = llm._call_kwargs("openai/gpt-4o-mini", "developer")
     assert openai["max_tokens"] == 2000 and "num_ctx" not in openai
     assert "max_tokens" not in llm._call_kwargs("replay/hello-api", "developer")  # a recording has no limit
+
+
+def test_a_role_may_have_its_own_answer_length_and_context(settings: Settings) -> None:
+    cfg = settings.model_copy(
+        update={
+            "llm_max_tokens": 2000,
+            "llm_context_tokens": 16000,
+            "llm_max_tokens_developer": 6000,
+            "llm_context_tokens_developer": 65536,
+        }
+    )
+    llm = LLM(cfg, None)
+    developer = llm._call_kwargs("ollama_chat/qwen2.5-coder:7b", "developer")
+    po = llm._call_kwargs("ollama_chat/qwen2.5-coder:7b", "po")
+    assert (developer["max_tokens"], developer["num_ctx"]) == (6000, 65536)
+    assert (po["max_tokens"], po["num_ctx"]) == (2000, 16000)
+    assert "max_tokens" not in LLM(cfg.model_copy(update={"llm_max_tokens": None}), None)._call_kwargs("openai/x", "po")
