@@ -168,3 +168,17 @@ async def test_the_api_cancels_for_approvers_and_says_what_happened(settings: Se
     who = [e["actor"] for e in trail if e["to_status"] in ("cancel_requested", "cancelled")]
     assert sorted(who) == ["token:approver", "token:approver"], trail
     await assert_cancelled(settings, "token:approver")
+
+
+async def test_a_project_waiting_for_its_deploy_approval_is_cancelled_as_a_rejection(settings: Settings) -> None:
+    events = await run_turn(settings, REQUEST, "t-approve")
+    assert [ev.payload["kind"] for ev in events if ev.kind == "interrupt" and ev.payload] == ["deploy_approval"]
+
+    async with OrchestratorRuntime(settings) as rt:
+        ran = [ev async for ev in rt.cancel_project("hello-api", actor=ALICE, reason="we bought one instead")]
+        assert await rt.pending("t-approve") == []
+
+    assert ran[-1].payload is not None and ran[-1].payload["status"] == "cancelled"
+    await assert_cancelled(settings, ALICE.name)
+    [rejected] = [e for e in await rows(settings, Event) if e.to_status == "deploy_rejected"]
+    assert rejected.actor == ALICE.name and "we bought one instead" in rejected.reason
