@@ -35,6 +35,7 @@ from core.db import Database
 from core.settings import Role, Settings
 from core.text_tool_calls import calls_in_text
 from models.tables import Budget, LLMCall
+from prompts.tools import PO_TALK, TOOL_LINE, TOOLS_IN_PROMPT
 
 log = logging.getLogger(__name__)
 _litellm: Any = None
@@ -120,6 +121,8 @@ class LLM:
     def __init__(self, settings: Settings, db: Database | None) -> None:
         self.settings = settings
         self.db = db
+        self._tools_in_prompt: set[str] = set()
+        """Models whose server refused native tool calls in this process (their tools go in the prompt)."""
 
     def _call_kwargs(self, model: str, role: Role) -> dict[str, Any]:
         kw: dict[str, Any] = {"model": model, "metadata": {"role": role}, "timeout": self.settings.timeout_for(role)}
@@ -152,6 +155,11 @@ class LLM:
         the same transaction (one call, its tokens, cost and latency in seconds); a failed attempt is charged too.
         A 429, a 5xx or no connection is retried (see the module docstring); the rows show every attempt.
 
+        A server that refuses ``tools`` (an Ollama model without tool support, vLLM without a tool-call parser:
+        :func:`refuses_tools`) is asked again with the tools described in the system prompt, and so is every later
+        call of that model in this process: agents then answer in JSON mode (``response_format: json_object``),
+        the PO in words or JSON; their calls are read from the text (:mod:`core.text_tool_calls`).
+
         Raises:
             ModelUnreachable: its ``cause`` says why: ``connection`` (nothing answers at the API base), ``timeout``
                 (over ``timeout_for(role)`` seconds; not retried), ``auth`` (401/403), ``not_found`` (404, unknown
@@ -160,7 +168,19 @@ class LLM:
                 does not fit), ``bad_request`` (another 4xx), ``replay_mismatch`` (no recorded answer), ``error``.
         """
         model = self.settings.model_for(role)
-        resp, call_id = await self._complete(role, model, messages, tools, thread_id, project_id)
+        sent, convo, extra = tools, messages, {}
+        if tools and model in self._tools_in_prompt:
+            sent, convo = None, tools_in_prompt(messages, tools, role)
+            if role != "po":  # an agent answers only with calls: JSON mode keeps each answer parseable
+                extra = {"response_format": {"type": "json_object"}}
+        try:
+            resp, call_id = await self._complete(role, model, convo, sent, thread_id, project_id, extra)
+        except ModelUnreachable as exc:
+            if not (sent and exc.cause == "bad_request" and refuses_tools(str(exc))):
+                raise
+            log.warning("%s's model %s refuses tool calls; its tools go in the prompt from now on", role, model)
+            self._tools_in_prompt.add(model)
+            return await self.chat(role, messages, tools=tools, thread_id=thread_id, project_id=project_id)
         msg = resp.choices[0].message
         calls = [
             {"id": c.id, "name": c.function.name, "args": _tool_args(c.function.arguments)}
@@ -186,10 +206,11 @@ class LLM:
         tools: list[dict[str, Any]] | None,
         thread_id: str | None,
         project_id: int | None,
+        extra: dict[str, Any] | None = None,
     ) -> tuple[Any, int | None]:
         """One logical call: attempts under the retry policy, each traced; return the response and its row id."""
         litellm = load_litellm()
-        kwargs = self._call_kwargs(model, role)
+        kwargs = {**self._call_kwargs(model, role), **(extra or {})}
         attempt = _Attempt()
 
         async def once() -> Any:
@@ -488,3 +509,43 @@ def _tool_args(raw: str | None) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {INVALID_ARGUMENTS: (raw or "")[:500]}
     return args if isinstance(args, dict) else {INVALID_ARGUMENTS: str(raw)[:500]}
+
+
+REFUSED_TOOLS = ("does not support tools", "--enable-auto-tool-choice", "tool choice requires")
+"""How servers say they take no tool calls: Ollama for a model whose template has none ("registry.ollama.ai/library/X
+does not support tools"), vLLM started without a tool-call parser ("auto" tool choice requires
+--enable-auto-tool-choice and --tool-call-parser to be set)."""
+
+
+def refuses_tools(error: str) -> bool:
+    """Whether a 400's words say the server takes no tool calls (:data:`REFUSED_TOOLS`)."""
+    return any(words in error for words in REFUSED_TOOLS)
+
+
+def tools_in_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]], role: str) -> list[dict[str, Any]]:
+    """``messages`` with ``tools`` described at the end of the system message (one is added if there is none).
+
+    Args:
+        messages: OpenAI-format messages (not changed).
+        tools: OpenAI ``tools`` entries.
+        role: the PO may also answer in words; other roles answer with calls only.
+
+    Returns:
+        A new message list.
+    """
+    lines = "\n".join(
+        TOOL_LINE.format(
+            name=t["function"]["name"],
+            description=t["function"].get("description", ""),
+            parameters=json.dumps(t["function"].get("parameters") or {}, separators=(",", ":")),
+        )
+        for t in tools
+        if isinstance(t.get("function"), dict)
+    )
+    text = TOOLS_IN_PROMPT.format(talk=PO_TALK if role == "po" else "", tools=lines)
+    out = [dict(m) for m in messages]
+    if out and out[0].get("role") == "system":
+        out[0]["content"] = str(out[0].get("content") or "") + text
+    else:
+        out.insert(0, {"role": "system", "content": text.strip()})
+    return out

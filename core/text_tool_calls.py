@@ -7,7 +7,8 @@ Several open models served through Ollama or vLLM without a tool-call parser put
 - Llama 3.1: ``{"name": "f", "parameters": {...}}``, sometimes after ``<|python_tag|>``
   (https://www.llama.com/docs/model-cards-and-prompt-formats/llama3_1/#json-based-tool-calling);
 - OpenAI's own shape pasted as text: ``{"type": "function", "function": {"name": "f", "arguments": "{...}"}}``;
-- any of these in a fenced code block, or several in a JSON list.
+- any of these in a fenced code block, several in a JSON list, or in ``{"tool_calls": [...]}`` (what a model told
+  to write its calls as JSON answers, see ``core.llm.tools_in_prompt``).
 
 Only a JSON object naming one of the tools offered in that request counts, so prose that merely contains JSON is
 left alone. Written here (not a library) because no maintained parser covers these formats outside a serving stack.
@@ -37,6 +38,8 @@ def calls_in_text(text: str, tool_names: set[str]) -> tuple[list[dict[str, Any]]
     calls: list[dict[str, Any]] = []
     spans: list[tuple[int, int]] = []
     for start, end, value in json_values(text):
+        if isinstance(value, dict) and isinstance(value.get("tool_calls"), list):  # {"tool_calls": [...]}
+            value = value["tool_calls"]
         items = value if isinstance(value, list) else [value]
         found = [call for call in (_as_call(item, tool_names) for item in items) if call is not None]
         if found and len(found) == len(items):

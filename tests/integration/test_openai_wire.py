@@ -353,3 +353,40 @@ async def test_the_default_ollama_route_takes_the_main_job_to_its_deploy_approva
     assert all(
         c.prompt_tokens == USAGE["prompt_tokens"] and c.completion_tokens == USAGE["completion_tokens"] for c in calls
     )
+
+
+@pytest.mark.parametrize("route", ["ollama_chat", "openai"])
+async def test_a_server_that_refuses_tool_calls_gets_the_tools_in_the_prompt(settings: Settings, route: str) -> None:
+    """An Ollama model without tool support, or vLLM without a tool-call parser, answers 400 to a request with
+    ``tools``: each role is asked again with its tools in the prompt (agents in JSON mode), and the main job goes on."""
+    ollama = route == "ollama_chat"
+    with OpenAIServer(Scenario.load(BUILTIN_DIR / "hello-api.json"), api_key=None if ollama else API_KEY) as server:
+        cfg = settings.model_copy(
+            update={
+                "model": f"{route}/po",
+                **{f"model_{role}": f"{route}/{role}" for role in ROLES},
+                "api_base": server.base_url if ollama else server.base_url + "/v1",
+                "api_key": None if ollama else SecretStr(API_KEY),
+            }
+        )
+        server.refuse_tools(*ROLES)
+        async with OrchestratorRuntime(cfg) as rt:
+            events = [ev async for ev in rt.start_turn(ASK, "t-no-tools", actor=cli_identity())]
+
+    [approval] = [ev for ev in events if ev.kind == "interrupt"]
+    assert approval.payload is not None and approval.payload["kind"] == "deploy_approval", [ev.error for ev in events]
+    assert approval.payload["tests"]["passed"] == 4
+
+    def json_mode(body: dict[str, Any]) -> bool:
+        if ollama:
+            return body.get("format") == "json"
+        return (body.get("response_format") or {}).get("type") == "json_object"
+
+    for role in ROLES:
+        first, *rest = server.requests_of(role)
+        assert first.get("tools") and rest and not any(body.get("tools") for body in rest)  # refused once only
+        assert all("cannot take tool calls natively" in body["messages"][0]["content"] for body in rest)
+        assert all(json_mode(body) == (role != "po") for body in rest)  # the PO may still talk to the person
+    refused = [c for c in await rows(cfg, LLMCall) if not c.ok]
+    assert sorted(c.role for c in refused) == sorted(ROLES)
+    assert all((c.error or "").startswith("bad_request (400)") for c in refused)

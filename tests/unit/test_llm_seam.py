@@ -221,3 +221,21 @@ def test_a_role_may_have_its_own_answer_length_and_context(settings: Settings) -
     assert (developer["max_tokens"], developer["num_ctx"]) == (6000, 65536)
     assert (po["max_tokens"], po["num_ctx"]) == (2000, 16000)
     assert "max_tokens" not in LLM(cfg.model_copy(update={"llm_max_tokens": None}), None)._call_kwargs("openai/x", "po")
+
+
+def test_tools_go_in_the_system_prompt_when_the_server_refuses_them() -> None:
+    from core.llm import refuses_tools, tools_in_prompt
+
+    assert refuses_tools("OllamaException - registry.ollama.ai/library/llama2:latest does not support tools")
+    assert refuses_tools('"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set')
+    assert not refuses_tools("model 'x' not found")
+    tools = [{"type": "function", "function": {"name": "finish", "description": "Hand in.", "parameters": {}}}]
+    messages = [{"role": "system", "content": "You are the Tester."}, {"role": "user", "content": "Phase TDD"}]
+    agent = tools_in_prompt(messages, tools, "tester")
+    assert agent[0]["content"].startswith("You are the Tester.") and "- finish: Hand in." in agent[0]["content"]
+    assert '{"tool_calls": [{"name": "<tool>"' in agent[0]["content"] and "plain words" not in agent[0]["content"]
+    assert messages[0]["content"] == "You are the Tester."  # the caller's list is left alone
+    po = tools_in_prompt([{"role": "user", "content": "hi"}], tools, "po")
+    assert (
+        po[0]["role"] == "system" and "plain words" in po[0]["content"] and po[1] == {"role": "user", "content": "hi"}
+    )

@@ -59,3 +59,13 @@ def test_several_calls_in_a_list_and_in_sequence_keep_their_order() -> None:
 )
 def test_prose_other_json_and_unoffered_tools_are_left_alone(text: str) -> None:
     assert calls_in_text(text, NAMES) == ([], text)
+
+
+def test_calls_wrapped_in_a_tool_calls_object_are_recognised() -> None:
+    text = (
+        '{"tool_calls": [{"name": "read_file", "arguments": {"path": "app.py"}}, {"name": "finish", "arguments": {}}]}'
+    )
+    calls, rest = calls_in_text(text, {"read_file", "finish"})
+    assert calls == [{"name": "read_file", "args": {"path": "app.py"}}, {"name": "finish", "args": {}}]
+    assert rest == ""
+    assert calls_in_text('{"tool_calls": [{"name": "rm_rf", "arguments": {}}]}', {"finish"})[0] == []
