@@ -242,8 +242,8 @@ async def start_update(db: Database, args: UpdateProjectIntent, thread_id: str, 
             raise ValueError(f"no project named {args.name!r}: list the projects, or create it as a new one")
         if project.status not in UPDATABLE:
             raise ValueError(
-                f"{args.name} is {project.status.value}: an update starts from a live, verified or discovered "
-                "project; wait for the work in flight (or fix its incident) first"
+                f"{args.name} is {project.status.value}: an update starts from a live, verified, discovered or "
+                "cancelled project; wait for the work in flight (or fix its incident, or cancel it) first"
             )
         if project.status in (ProjectStatus.active, ProjectStatus.discovered):
             assert project.id is not None

@@ -27,6 +27,23 @@ async def leased_project(db: Database, settings: Settings, status: ProjectStatus
     return project.id, port
 
 
+async def deployments(db: Database, pid: int, port: int, *statuses: DeploymentStatus) -> None:
+    """Deployments of the project in this order (commit ``000...``, ``111...``...) on the default server."""
+    async with db.session() as s:
+        server = (await s.exec(select(Server))).one()
+        assert server.id is not None
+        for i, status in enumerate(statuses):
+            row = Deployment(
+                project_id=pid,
+                commit_sha=f"{i}" * 40,
+                server_id=server.id,
+                port=port,
+                status=status,
+                idempotency_key=f"k{i}",
+            )
+            s.add(row)
+
+
 async def events(db: Database, project_id: int) -> list[Event]:
     async with db.session() as s:
         query = select(Event).where(Event.subject_type == "project", Event.subject_id == project_id)
@@ -84,20 +101,7 @@ async def test_a_cancelled_update_of_a_live_release_goes_back_to_active_and_keep
     db: Database, settings: Settings
 ) -> None:
     pid, port = await leased_project(db, settings, ProjectStatus.implementing)
-    async with db.session() as s:
-        server = (await s.exec(select(Server))).one()
-        assert server.id is not None
-        for i, status in enumerate([DeploymentStatus.failed, DeploymentStatus.succeeded]):
-            s.add(
-                Deployment(
-                    project_id=pid,
-                    commit_sha=f"{i}" * 40,
-                    server_id=server.id,
-                    port=port,
-                    status=status,
-                    idempotency_key=f"k{i}",
-                )
-            )
+    await deployments(db, pid, port, DeploymentStatus.failed, DeploymentStatus.succeeded)
 
     assert await settle(db, pid, actor="api:alice", reason="keep what runs") == ProjectStatus.active
 
@@ -112,18 +116,5 @@ async def test_a_cancelled_update_of_a_live_release_goes_back_to_active_and_keep
 
 async def test_a_last_deploy_that_failed_is_not_live(db: Database, settings: Settings) -> None:
     pid, port = await leased_project(db, settings, ProjectStatus.maintenance)
-    async with db.session() as s:
-        server = (await s.exec(select(Server))).one()
-        assert server.id is not None
-        for i, status in enumerate([DeploymentStatus.succeeded, DeploymentStatus.failed]):
-            s.add(
-                Deployment(
-                    project_id=pid,
-                    commit_sha=f"{i}" * 40,
-                    server_id=server.id,
-                    port=port,
-                    status=status,
-                    idempotency_key=f"k{i}",
-                )
-            )
+    await deployments(db, pid, port, DeploymentStatus.succeeded, DeploymentStatus.failed)
     assert await settle(db, pid, actor="cli:root", reason="x") == ProjectStatus.cancelled
