@@ -6,11 +6,12 @@ For each project in status ``active`` whose latest succeeded Deployment has a UR
 * on an SSH server, ``curl`` of ``http://127.0.0.1:PORT/PATH`` run on the host over SSH (the service's port need
   not be exposed), through :func:`infra.ssh.ssh_run`.
 
-A 2xx/3xx answer is healthy. Consecutive unhealthy answers are counted per project in
-``SyncCursor(key="health:project:<id>").consecutive_failures`` (an atomic upsert); reaching
-``settings.sync_failure_threshold`` opens a critical ``service_unhealthy`` incident on the project, a healthy answer
-resets the count and resolves it. The project's status never changes here: it stays ``active`` and the incident says
-it is unhealthy.
+A 2xx/3xx answer is healthy only when the process listening on the port is the deployed service's
+(:mod:`infra.ports`: the same proof the deploy makes), so a stranger that took the port is unhealthy, named.
+Consecutive unhealthy answers are counted per project in ``SyncCursor(key="health:project:<id>")
+.consecutive_failures`` (an atomic upsert); reaching ``settings.sync_failure_threshold`` opens a critical
+``service_unhealthy`` incident on the project, a healthy answer resets the count and resolves it. The project's
+status never changes here: it stays ``active`` and the incident says it is unhealthy.
 
 When the check itself cannot be made (SSH to the host fails), the service's health is unknown: the pass counts a
 transient failure and leaves the project's count alone, since server_sync already reports the host as down.
@@ -33,9 +34,11 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.settings import Settings
+from infra.ports import PortOwner, port_owner_command, port_owner_here
 from infra.ssh import client_options, describe_error, ssh_run
 from models.enums import DeploymentStatus, ProjectStatus
 from models.tables import Deployment, Project, Server, SyncCursor, utcnow
+from services.deploys import REMOTE_PYTHON, release_root
 from services.incidents import open_incident, resolve_incident
 from services.servers import overall_timeout
 from sync_workers.base import PassSummary, SyncContext
@@ -49,6 +52,8 @@ class HealthTarget:
     project_name: str
     url: str
     server: Server
+    pid_file: str
+    """The deployed service's pid file on its server (its pid is its session id, see deploy.yml)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,8 @@ async def _targets(ctx: SyncContext) -> list[HealthTarget]:
                 continue
             server = await s.get(Server, deploy.server_id)
             if server is not None:
-                targets.append(HealthTarget(project.id, project.name, deploy.url, server))
+                pid_file = f"{release_root(ctx.settings, server)}/{project.name}/run/service.pid"
+                targets.append(HealthTarget(project.id, project.name, deploy.url, server, pid_file))
     return targets
 
 
@@ -117,10 +123,13 @@ async def check_health(
     timeout = settings.ssh_timeout_s
     try:
         async with asyncio.timeout(overall_timeout(settings)):
+            port = urlsplit(target.url).port or 80
             if target.server.connection == "local":
                 response = await http.get(target.url, timeout=timeout)
                 ok = 200 <= response.status_code < 400
-                return HealthResult(ok, f"HTTP {response.status_code} from {target.url}")
+                answer = HealthResult(ok, f"HTTP {response.status_code} from {target.url}")
+                owner = await port_owner_here(port, target.pid_file, timeout) if ok else None
+                return _owned(answer, owner)
             command = curl_command(target.url, timeout)
             try:
                 done = await ssh_run(settings, target.server, command, options=options, check=False)
@@ -128,7 +137,11 @@ async def check_health(
                 return HealthResult(False, f"no answer from {target.url} within {timeout:g}s (curl on the host)")
             code = str(done.stdout or "").strip()
             if done.exit_status == 0:
-                return HealthResult(True, f"HTTP {code} from {target.url} (curl on {target.server.name})")
+                answer = HealthResult(True, f"HTTP {code} from {target.url} (curl on {target.server.name})")
+                proof = port_owner_command(REMOTE_PYTHON, port, target.pid_file)
+                run = await ssh_run(settings, target.server, proof, options=options, check=False)
+                code_of = run.exit_status if run.exit_status in (0, 1, 2) else 1
+                return _owned(answer, PortOwner(code_of, str(run.stdout or run.stderr or "").strip()))
             reason = str(done.stderr or "").strip() or f"curl exit {done.exit_status}"
             http_part = f"HTTP {code}: " if code and code != "000" else ""
             return HealthResult(False, f"{http_part}{reason} ({target.url}, curl on {target.server.name})"[:300])
@@ -137,6 +150,13 @@ async def check_health(
     except Exception as exc:  # noqa: BLE001 - SSH could not run the check: health unknown
         error = describe_error(exc, timeout)
         return HealthResult(None, f"cannot reach {target.server.name} to check {target.url}: {error}")
+
+
+def _owned(answer: HealthResult, owner: PortOwner | None) -> HealthResult:
+    """A healthy answer that came from a stranger on the port is unhealthy, and says whose it was."""
+    if owner is None or not owner.stranger:
+        return answer
+    return HealthResult(False, f"{owner.text}; the answer ({answer.detail}) is not the service's"[:300])
 
 
 async def _bump_failures(session: AsyncSession, key: str) -> int:

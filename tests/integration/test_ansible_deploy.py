@@ -258,3 +258,49 @@ def test_inventory_for_ssh() -> None:
 def test_inventory_for_rejects_unknown_connection() -> None:
     with pytest.raises(ValueError):
         inventory_for(name="x", address="y", connection="winrm")
+
+
+STRANGER = """\
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+print("ready", flush=True)
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+@pytest.mark.slow
+async def test_a_stranger_answering_on_the_port_fails_the_deploy(deployment: Deployment, tmp_path: Path) -> None:
+    """Another process holds the leased port and answers 200 to anything: the new service cannot bind, and the
+    deploy must not be called a success because someone answered."""
+    sha = commit_app(deployment.work, GOOD_APP, "good app")
+    script = tmp_path / "stranger.py"
+    script.write_text(STRANGER)
+    stranger = subprocess.Popen([sys.executable, str(script), str(deployment.port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert stranger.stdout is not None and stranger.stdout.readline().strip() == "ready"
+        assert httpx.get(deployment.health_url, timeout=5, trust_env=False).status_code == 200  # it answers
+
+        result = await deployment.deploy(sha, health_timeout=6)
+
+        assert not result.ok and result.status == "failed"
+        assert f"port {deployment.port} is held by another process: pid {stranger.pid}" in result.summary
+        assert "stranger.py" in result.summary and "Address already in use" in result.summary  # the service's log
+    finally:
+        stranger.kill()
+        stranger.wait(timeout=5)
+
+    fine = await deployment.deploy(sha)  # the port is free again: the same commit deploys and proves itself
+    assert fine.ok, fine.summary

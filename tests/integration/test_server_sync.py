@@ -3,6 +3,8 @@ hosts, and a tiny HTTP service. No mocks of asyncssh or httpx."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -340,9 +342,17 @@ async def project_status(ctx: SyncContext, project_id: int) -> ProjectStatus:
         return ProjectStatus(project.status)
 
 
+def claim_port(ctx: SyncContext, project: str, session: int) -> None:
+    """Write the project's pid file as a deploy does, naming ``session`` as the service (its pid is its session)."""
+    run = ctx.settings.release_root.resolve() / project / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "service.pid").write_text(f"{session}\n")
+
+
 async def test_health_local_service(ctx: SyncContext, service: LocalService) -> None:
     local = await add_server(ctx, "localhost", 22, ServerStatus.ready, connection="local")
     pid = await add_deployed_project(ctx, "hello", local, f"http://127.0.0.1:{service.port}/health")
+    claim_port(ctx, "hello", os.getsid(0))  # this process's session serves the port: it is "the service"
 
     summary = await health_checker.run_pass(ctx)
     assert summary.ok and summary.requests == 1 and summary.transient_failures == 0
@@ -375,9 +385,10 @@ async def test_health_over_ssh_uses_curl_on_the_host(ctx: SyncContext, host: Fak
 
     summary = await health_checker.run_pass(ctx)
     assert summary.ok and summary.transient_failures == 0
-    (command,) = host.commands
+    command, proof = host.commands
     assert command.startswith("curl -fsS -o /dev/null -w '%{http_code}'")
     assert command.endswith("'http://127.0.0.1:8123/health?deep=1'")
+    assert proof.endswith(" 8123 /srv/orchestrator/api/run/service.pid")  # who serves the port, asked on the host
 
     host.curl_code = 503
     for _ in range(THRESHOLD):
@@ -391,6 +402,14 @@ async def test_health_over_ssh_uses_curl_on_the_host(ctx: SyncContext, host: Fak
     await health_checker.run_pass(ctx)
     (incident,) = await incidents(ctx, "service_unhealthy")
     assert incident.resolved_at is not None and await failures(ctx, pid) == 0
+
+    host.owner = (1, "port 8123 is held by another process: pid 77 (python3 stray.py)")  # it answers, not ours
+    for _ in range(THRESHOLD):
+        summary = await health_checker.run_pass(ctx)
+        assert summary.transient_failures == 1
+    stranger = [i for i in await incidents(ctx, "service_unhealthy") if i.resolved_at is None]
+    assert len(stranger) == 1 and "held by another process: pid 77" in stranger[0].message
+    assert "HTTP 200" in stranger[0].message
 
 
 async def test_health_unreachable_ssh_host_is_unknown_not_unhealthy(ctx: SyncContext) -> None:
@@ -414,3 +433,20 @@ async def test_health_skips_projects_not_active_or_not_deployed(ctx: SyncContext
         s.add(Project(name="undeployed", status=ProjectStatus.active, server_id=sid))
     summary = await health_checker.run_pass(ctx)
     assert summary.requests == 0 and host.commands == []
+
+
+async def test_health_of_a_port_another_process_answers_is_unhealthy(ctx: SyncContext, service: LocalService) -> None:
+    """The deployed service died and something else now answers 200 on its port: not healthy, and named."""
+    local = await add_server(ctx, "localhost", 22, ServerStatus.ready, connection="local")
+    pid = await add_deployed_project(ctx, "hello", local, f"http://127.0.0.1:{service.port}/health")
+    gone = subprocess.Popen(["true"], start_new_session=True)
+    gone.wait()
+    claim_port(ctx, "hello", gone.pid)  # the service's session is over; this process holds the port
+
+    for n in range(1, THRESHOLD + 1):
+        summary = await health_checker.run_pass(ctx)
+        assert summary.transient_failures == 1 and await failures(ctx, pid) == n
+
+    (incident,) = await incidents(ctx, "service_unhealthy")
+    assert f"port {service.port} is held by another process: pid {os.getpid()}" in incident.message
+    assert "the deployed service is not running" in incident.message and "is not the service's" in incident.message
