@@ -46,6 +46,8 @@ class DeploymentStatus(StrEnum):
     running = "running"
     succeeded = "succeeded"
     failed = "failed"
+    rolled_back = "rolled_back"
+    """It failed its checks, was stopped, and the release live before it answers again."""
 
 
 class AccessRole(StrEnum):

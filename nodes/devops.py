@@ -16,8 +16,9 @@ from models.enums import DeploymentStatus, ProjectStatus, ServerStatus
 from models.tables import Deployment, Event, PortLease, Project, Server, utcnow
 from models.transitions import last_project_event, transition_project
 from services.cancel import cancel_request
-from services.deploys import check_verification, local_release_problem, run_deploy
+from services.deploys import check_verification, local_release_problem, rolled_back_to, run_deploy
 from services.identities import record
+from services.incidents import open_incident
 from services.secrets import SecretsError, flag_missing_secrets, missing_message, missing_secrets, service_env
 from services.verification import Attestation, VerificationRefused
 
@@ -182,17 +183,39 @@ async def _start(
 
 
 async def _record(ctx: Context, pid: int, row: Deployment, result: PlaybookResult, *, url: str) -> Deployment:
-    """The outcome in one transaction: the row's status, rc and summary, and deploying -> active (or verified)."""
-    status = DeploymentStatus.succeeded if result.ok else DeploymentStatus.failed
+    """The outcome in one transaction: the row's status, rc and summary, and deploying -> active (or verified).
+
+    A failed release that was rolled back (deploy.yml brought the previous one back, proven like a deploy) is
+    ``rolled_back``: the project stays ``active`` on the previous commit and a ``deploy_rolled_back`` incident says
+    what failed.
+    """
+    previous = rolled_back_to(result)
+    status = (
+        DeploymentStatus.succeeded
+        if result.ok
+        else DeploymentStatus.rolled_back
+        if previous
+        else DeploymentStatus.failed
+    )
     async with ctx.db.session() as s:
         dep = await s.get(Deployment, row.id)
         assert dep is not None
         dep.status, dep.ansible_rc, dep.summary, dep.finished_at = status, result.rc, result.summary, utcnow()
         s.add(dep)
-        to = ProjectStatus.active if result.ok else ProjectStatus.verified
-        why = (
-            f"health check passed at {url}" if result.ok else f"deploy failed (ansible {result.status}, rc {result.rc})"
-        )
+        to = ProjectStatus.active if result.ok or previous else ProjectStatus.verified
+        why = f"health check passed at {url}"
+        if previous:
+            why = f"deploy of {row.commit_sha[:10]} failed its checks; rolled back to {previous[:10]}, which answers"
+            await open_incident(
+                s,
+                kind="deploy_rolled_back",
+                severity="warning",
+                subject_type="project",
+                subject_id=pid,
+                message=f"{why} at {url}. {result.summary}"[:2000],
+            )
+        elif not result.ok:
+            why = f"deploy failed (ansible {result.status}, rc {result.rc})"
         await transition_project(s, pid, to, reason=why, thread_id=ctx.thread_id, actor=ctx.actor)
         if result.ok:  # it has had everything a deploy needs: a design, a verified commit, a server and a port
             await s.exec(update(Project).where(col(Project.id) == pid).values(setup_required=False))  # type: ignore[call-overload]
@@ -203,7 +226,8 @@ def _finished_here(row: Deployment, last: Event | None, thread_id: str) -> bool:
     """Whether this thread already finished this deploy: the project's last move is this row's outcome, by us."""
     if row.status == DeploymentStatus.running or last is None or last.thread_id != thread_id:
         return False
-    outcome = ProjectStatus.active if row.status == DeploymentStatus.succeeded else ProjectStatus.verified
+    live = (DeploymentStatus.succeeded, DeploymentStatus.rolled_back)
+    outcome = ProjectStatus.active if row.status in live else ProjectStatus.verified
     return (last.from_status, last.to_status) == (ProjectStatus.deploying.value, outcome.value)
 
 

@@ -60,6 +60,10 @@ def report_to_user(state: OrchestratorState) -> dict[str, Any]:
         text += f"{eng['commit'][:10] if eng else '?'}; ask me to deploy it after all, or to change it."
     elif dep and dep["status"] == "succeeded":
         text = f"{name} is live: {dep['url']} answers (commit {dep['commit'][:10]}, its signed verification checked)."
+    elif dep and dep["status"] == "rolled_back":
+        text = f"The deploy of {name} (commit {dep['commit'][:10]}) failed its checks, so it was rolled back: the "
+        text += f"release that ran before answers again at {dep['url']}. An incident is open; what failed: "
+        text += f"{dep['summary'][-600:]}. Ask me to change it (an update goes through the teams again)."
     elif dep:
         text = f"The deploy of {name} failed: {dep['summary']}. The project stays verified; ask me to change it "
         text += "(an update goes through the teams again and asks before deploying)."

@@ -157,12 +157,17 @@ async def _clear_request(s: AsyncSession, project_id: int) -> None:
 
 
 async def _live_deployment(s: AsyncSession, project_id: int) -> Deployment | None:
-    """The project's latest deployment when it succeeded (its release is what runs), else None."""
-    latest = (
-        await s.exec(
-            select(Deployment).where(col(Deployment.project_id) == project_id).order_by(col(Deployment.id).desc())
-        )
-    ).first()
+    """The deployment whose release runs, or None.
+
+    The latest that succeeded, unless a later one failed outright (which stopped it); a rolled-back deploy left the
+    one before it running, so it is skipped.
+    """
+    rows = await s.exec(
+        select(Deployment)
+        .where(col(Deployment.project_id) == project_id, col(Deployment.status) != DeploymentStatus.rolled_back)
+        .order_by(col(Deployment.id).desc())
+    )
+    latest = rows.first()
     return latest if latest is not None and latest.status == DeploymentStatus.succeeded else None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,8 +27,16 @@ from services.secrets import ServiceEnv
 from services.verification import Attestation, VerificationRefused, verify
 
 REMOTE_RELEASE_ROOT = "/srv/orchestrator"
+ROLLED_BACK = re.compile(r"rolled back to ([0-9a-f]{40}): it answers")
+"""How deploy.yml's failure message says the previous release was brought back and passed its checks."""
 REMOTE_PYTHON = "/usr/bin/python3"
 _RAM_DIR = Path("/dev/shm")
+
+
+def rolled_back_to(result: PlaybookResult) -> str | None:
+    """The commit a failed deploy rolled back to (it answers again, proven like a deploy), or None."""
+    found = ROLLED_BACK.search(result.summary) if not result.ok else None
+    return found.group(1) if found else None
 
 
 def release_root(settings: Settings, server: Server) -> str:

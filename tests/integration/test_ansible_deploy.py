@@ -304,3 +304,22 @@ async def test_a_stranger_answering_on_the_port_fails_the_deploy(deployment: Dep
 
     fine = await deployment.deploy(sha)  # the port is free again: the same commit deploys and proves itself
     assert fine.ok, fine.summary
+
+
+@pytest.mark.slow
+async def test_a_release_that_fails_its_check_is_rolled_back_and_the_old_one_answers(deployment: Deployment) -> None:
+    good = commit_app(deployment.work, GOOD_APP, "good app")
+    assert (await deployment.deploy(good)).ok
+    bad = commit_app(deployment.work, CRASH_APP, "crashing app")
+
+    result = await deployment.deploy(bad, health_timeout=4)
+
+    assert not result.ok and f"rolled back to {good}: it answers on port {deployment.port} again" in result.summary
+    assert "FATAL: missing DATABASE_URL" in result.summary  # what the failed release said
+    assert httpx.get(deployment.health_url, timeout=5, trust_env=False).json() == {"status": "ok"}
+    pid = int((deployment.project_root / "run" / "service.pid").read_text())
+    assert pids_with(str(deployment.release_dir(good))) == [pid] and not pids_with(str(deployment.release_dir(bad)))
+    state = (deployment.project_root / "run" / "service.commit").read_text().split()
+    assert state == [good, str(deployment.port)]
+    again = await deployment.deploy(good)  # the old release is simply what runs
+    assert again.ok and "changed=0" in again.summary, again.summary

@@ -23,11 +23,12 @@ from graphs.state import ServerInfo
 from infra.ansible import PlaybookResult
 from infra.forge.local import LocalForge
 from models.enums import DeploymentStatus, ProjectStatus
-from models.tables import Deployment, Event, PortLease, Project, Server
+from models.tables import Deployment, Event, Incident, PortLease, Project, Server
 from models.transitions import IllegalTransition
 from nodes import devops
 from nodes.engineering import run_phase
 from nodes.product_owner import provision_repository, run_po_tools
+from nodes.report import report_to_user
 from nodes.zavhoz import find_server, lease_port
 from services.leases import ensure_default_server
 from services.verification import Attestation
@@ -356,6 +357,32 @@ async def test_deploy_rerun_reports_the_recorded_outcome_and_runs_nothing(
     assert row.status == (DeploymentStatus.succeeded if ok else DeploymentStatus.failed)
     end = "active" if ok else "verified"
     assert await status_and_trail(db, project.id) == (end, [("verified", "deploying"), ("deploying", end)])
+
+
+async def test_a_rolled_back_deploy_leaves_the_project_active_with_an_incident_and_says_so(
+    settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, state = await deploy_state(settings, db, monkeypatch)
+    assert project.id is not None
+    previous = "a" * 40
+
+    async def run_deploy(settings: Settings, **_: Any) -> PlaybookResult:
+        said = f"hello-api did not become healthy (...)\nrolled back to {previous}: it answers on port 8100 again"
+        return PlaybookResult(status="failed", rc=2, summary=said, stats={})
+
+    monkeypatch.setattr(devops, "run_deploy", run_deploy)
+    rt = runtime(settings, db, ScriptedLLM())
+    out = await devops.deploy_project(state, rt)  # type: ignore[arg-type]
+    again = await devops.deploy_project(state, rt)  # type: ignore[arg-type]  # a re-run reports, runs nothing
+
+    assert out["deployment"]["status"] == "rolled_back" and again == out
+    assert await status_and_trail(db, project.id) == ("active", [("verified", "deploying"), ("deploying", "active")])
+    async with db.session() as s:
+        [incident] = (await s.exec(select(Incident))).all()
+    assert (incident.kind, incident.subject_id, incident.resolved_at) == ("deploy_rolled_back", project.id, None)
+    assert f"rolled back to {previous[:10]}" in incident.message
+    text = report_to_user({**state, **out})["messages"][0].content  # type: ignore[typeddict-item]
+    assert "rolled back" in text and "answers again" in text and "incident" in text
 
 
 async def test_deploy_of_a_commit_another_thread_deployed_runs_again(
