@@ -29,6 +29,7 @@ from api.schemas import (
     EventPublic,
     HealthOut,
     IncidentPublic,
+    LifecycleOut,
     MessageIn,
     PendingPublic,
     ProjectPublic,
@@ -49,6 +50,7 @@ from runtime.threads import RunEvent
 from services.audit import audit_trail
 from services.budgets import BudgetLimits, budget_of, extend_budget, open_budget
 from services.identities import Identity, TokenError, create_token, list_tokens, revoke_token
+from services.lifecycle import LifecycleRefused, delete_project, start_project, stop_project, undeploy_project
 from services.secrets import UnknownProject, secret_status
 from services.servers import ServerExists, add_server
 
@@ -257,6 +259,47 @@ async def cancel_project(name: ProjectName, body: CancelIn, rt: RuntimeDep, who:
         slots.give_back(who.name)
     assert outcome is not None and outcome.payload is not None
     return CancelOut(**outcome.payload, message=outcome.text or "", said=said)
+
+
+async def _lifecycle(rt: Any, name: str, who: Identity, move: Any) -> LifecycleOut:
+    """Run one :mod:`services.lifecycle` move as ``who``: 404 for an unknown project, 409 when refused."""
+    try:
+        outcome = await move(rt.settings, rt.db, name, actor=who.name)
+    except LookupError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except LifecycleRefused as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    return LifecycleOut(project=outcome.project, status=outcome.status, message=outcome.message)
+
+
+@router.post("/projects/{name}/stop", responses={**CHANGE, **errors(404, 409)})
+async def stop_project_route(name: ProjectName, rt: RuntimeDep, who: Approver) -> LifecycleOut:
+    """Stop an active project's service (approver); its release and port stay reserved. 409: not active."""
+    return await _lifecycle(rt, name, who, stop_project)
+
+
+@router.post("/projects/{name}/start", responses={**CHANGE, **errors(404, 409)})
+async def start_project_route(name: ProjectName, rt: RuntimeDep, who: Approver) -> LifecycleOut:
+    """Start a stopped project's live release again, proven like a deploy (approver).
+
+    409: not stopped, or it failed its checks (the answer says how).
+    """
+    return await _lifecycle(rt, name, who, start_project)
+
+
+@router.post("/projects/{name}/undeploy", responses={**CHANGE, **errors(404, 409)})
+async def undeploy_project_route(name: ProjectName, rt: RuntimeDep, who: Approver) -> LifecycleOut:
+    """Stop the project's service and release its port (approver). 409: work in flight (cancel it first)."""
+    return await _lifecycle(rt, name, who, undeploy_project)
+
+
+@router.delete("/projects/{name}", responses={**CHANGE, **errors(404, 409)})
+async def delete_project_route(name: ProjectName, rt: RuntimeDep, who: Approver) -> LifecycleOut:
+    """Undeploy the project and archive it (approver): kept on the record with its repository.
+
+    Nothing works on it again. 409: work in flight, or already archived.
+    """
+    return await _lifecycle(rt, name, who, delete_project)
 
 
 def _unknown_project(name: str) -> HTTPException:

@@ -79,6 +79,14 @@ class CancelOut(BaseModel):
     said: list[str] = Field(default_factory=list, description="what the PO told the thread while it ended")
 
 
+class LifecycleOut(BaseModel):
+    """What a stop, start, undeploy or delete did."""
+
+    project: str
+    status: ProjectStatus
+    message: str
+
+
 class ResumeIn(BaseModel):
     """An answer to a pending interrupt.
 

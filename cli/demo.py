@@ -4,8 +4,8 @@
    approval and this process exits the run.
 2. A second process, ``orchestrator resume THREAD --approve``, answers it as a person would, hours later or now:
    Ansible deploys to localhost and checks the health URL.
-3. This process reads the project from the database, fetches its health URL, and stops the service unless
-   ``--keep-running``.
+3. This process reads the project from the database, fetches its health URL, and undeploys it unless
+   ``--keep-running`` (service stopped, port released: ``orchestrator undeploy``'s path).
 """
 
 from __future__ import annotations
@@ -86,11 +86,10 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
     console.print(renderer.timeline_table("node timeline of the first process (the resume process's is above)"))
     status, url = asyncio.run(_project(settings))
     code = _health(url)
-    if not keep_running and url:
-        asyncio.run(_stop(settings))
+    after = asyncio.run(_undeploy(settings)) if not keep_running and status == "active" else ""
     console.print(f"total {time.perf_counter() - started:.1f}s; the resume process exited {resumed.returncode}")
     ok = resumed.returncode == 0 and status == "active" and code == 200
-    stopped = "" if keep_running else " (service stopped: use --keep-running to keep it)"
+    stopped = f"; then {after} (use --keep-running to keep it)" if after else ""
     console.print(f"[bold]{'✓' if ok else '✗'} hello-api: {status} at {url} (health answered {code}){stopped}[/bold]")
     return 0 if ok else 1
 
@@ -162,7 +161,20 @@ def _health(url: str | None) -> int | None:
         return None
 
 
-async def _stop(settings: Settings) -> None:
-    from services.deploys import local_server, stop_service
+async def _undeploy(settings: Settings) -> str:
+    """Undeploy hello-api the way `orchestrator undeploy` does; return what happened, in words.
 
-    await stop_service(settings, project="hello-api", server=local_server())
+    The service is stopped, its port released, on the trail: the demo leaves no active project behind a dead URL.
+    """
+    from core.db import Database
+    from services.identities import cli_identity
+    from services.lifecycle import LifecycleRefused, undeploy_project
+
+    db = Database(settings.db_url)
+    try:
+        outcome = await undeploy_project(settings, db, "hello-api", actor=cli_identity().name)
+    except LifecycleRefused as exc:
+        return f"not undeployed: {exc}"
+    finally:
+        await db.dispose()
+    return outcome.message.removeprefix("hello-api is ")

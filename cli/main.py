@@ -1,7 +1,7 @@
 """``orchestrator``: chat with the PO, list threads, resume interrupts, inspect projects/servers, run the demo.
 
-The commands live in :mod:`cli.conversation`, :mod:`cli.inventory`, :mod:`cli.secret_commands`, :mod:`cli.sync`
-and :mod:`cli.audit_commands`; importing them registers them on :data:`cli.app.app`.
+The commands live in :mod:`cli.conversation`, :mod:`cli.inventory`, :mod:`cli.secret_commands`, :mod:`cli.sync`,
+:mod:`cli.audit_commands` and :mod:`cli.lifecycle_commands`; importing them registers them on :data:`cli.app.app`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli import audit_commands, conversation, inventory, secret_commands, sync, tokens  # noqa: F401  (registers them)
+from cli import (  # noqa: F401  (registers them)
+    audit_commands,
+    conversation,
+    inventory,
+    lifecycle_commands,
+    secret_commands,
+    sync,
+    tokens,
+)
 from cli.app import app, console
 from cli.conversation import answer_hint
 

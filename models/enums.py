@@ -9,7 +9,7 @@ class ProjectStatus(StrEnum):
     """The project lifecycle of roadmap v2, plus ``discovered`` and ``cancelled``.
 
     ``discovered``: a repository the sync found by itself; ``cancelled``: work a person cancelled before anything of
-    the project was deployed.
+    the project was deployed; ``stopped``, ``undeployed``, ``archived``: the end of its life (services/lifecycle.py).
     """
 
     discovered = "discovered"
@@ -28,6 +28,12 @@ class ProjectStatus(StrEnum):
     maintenance = "maintenance"
     cancelled = "cancelled"
     """Work on it was cancelled before anything was deployed: nothing runs, its port is released."""
+    stopped = "stopped"
+    """Its service was stopped on request; its release and port stay reserved for a start."""
+    undeployed = "undeployed"
+    """Its service was stopped and its port released on request; an update starts it again."""
+    archived = "archived"
+    """Deleted on request: kept on the record with its trail and repository, never worked on again."""
     missing = "missing"
 
 

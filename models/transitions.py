@@ -27,11 +27,14 @@ PROJECT_TRANSITIONS: dict[P, frozenset[P]] = {
     P.implementing: frozenset({P.implemented, P.cancelled, P.active}),
     P.implemented: frozenset({P.verifying, P.cancelled, P.active}),
     P.verifying: frozenset({P.verified, P.implementing, P.cancelled, P.active}),
-    P.verified: frozenset({P.deploying, P.implementing, P.designing, P.cancelled, P.active}),
+    P.verified: frozenset({P.deploying, P.implementing, P.designing, P.cancelled, P.active, P.undeployed}),
     P.deploying: frozenset({P.active, P.verified}),
-    P.active: frozenset({P.maintenance, P.deploying}),
+    P.active: frozenset({P.maintenance, P.deploying, P.stopped, P.undeployed}),
     P.maintenance: frozenset({P.designing, P.cancelled, P.active}),
-    P.cancelled: frozenset({P.designing}),
+    P.cancelled: frozenset({P.designing, P.undeployed}),
+    P.stopped: frozenset({P.active, P.undeployed}),
+    P.undeployed: frozenset({P.designing, P.archived}),
+    P.archived: frozenset(),
     P.missing: frozenset({P.discovered, P.initialized}),
 }
 """Allowed project moves. Any status may also move to ``missing`` (a confirmed 404 of its repository).
@@ -39,6 +42,9 @@ PROJECT_TRANSITIONS: dict[P, frozenset[P]] = {
 Work in flight may be cancelled (``services/cancel.py``): to ``cancelled`` when nothing of the project was ever
 deployed, or back to ``active`` when an update is cancelled and its live release keeps running (the cancel checks
 that a succeeded deployment exists before it makes that move). An update starts a cancelled project again.
+
+The end of a project's life (``services/lifecycle.py``): ``active <-> stopped``, then ``undeployed`` (service
+stopped, port released; an update starts it again) and ``archived`` (deleted: nothing leaves it).
 """
 
 SERVER_TRANSITIONS: dict[S, frozenset[S]] = {
@@ -58,8 +64,8 @@ class StaleStatus(RuntimeError):
 
 
 def project_move_allowed(frm: P, to: P) -> bool:
-    """Whether ``frm -> to`` is in the project table (``-> missing`` is always allowed)."""
-    return to == P.missing or to in PROJECT_TRANSITIONS.get(frm, frozenset())
+    """Whether ``frm -> to`` is in the project table (``-> missing`` is allowed from anything but ``archived``)."""
+    return (to == P.missing and frm != P.archived) or to in PROJECT_TRANSITIONS.get(frm, frozenset())
 
 
 async def transition_project(

@@ -223,9 +223,10 @@ UPDATABLE = {
     ProjectStatus.maintenance,
     ProjectStatus.verified,
     ProjectStatus.cancelled,
+    ProjectStatus.undeployed,
 }
 """Statuses an update can start from: live (-> maintenance), found by the sync (-> maintenance), under maintenance
-already (a re-run of the tool step), or verified and not deployed, or cancelled (-> designing again)."""
+already (a re-run of the tool step), or verified and not deployed, cancelled or undeployed (-> designing again)."""
 
 
 async def start_update(db: Database, args: UpdateProjectIntent, thread_id: str, *, actor: str) -> Project:
@@ -242,8 +243,8 @@ async def start_update(db: Database, args: UpdateProjectIntent, thread_id: str, 
             raise ValueError(f"no project named {args.name!r}: list the projects, or create it as a new one")
         if project.status not in UPDATABLE:
             raise ValueError(
-                f"{args.name} is {project.status.value}: an update starts from a live, verified, discovered or "
-                "cancelled project; wait for the work in flight (or fix its incident, or cancel it) first"
+                f"{args.name} is {project.status.value}: an update starts from a live, verified, discovered, "
+                "cancelled or undeployed project; wait for the work in flight (or fix its incident, or cancel it) first"
             )
         if project.status in (ProjectStatus.active, ProjectStatus.discovered):
             assert project.id is not None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
 import pytest
 
 from core.settings import Settings
-from tests.integration.helpers import REPO_ROOT, cli_env
+from models.tables import Project
+from tests.integration.helpers import REPO_ROOT, cli_env, rows
 
 
 def demo(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -34,6 +36,9 @@ def test_demo_ends_active_then_refuses_the_same_data_dir(settings: Settings) -> 
     last = done.stdout.strip().splitlines()[-1]
     assert "hello-api: active at http://127.0.0.1:" in done.stdout and "health answered 200" in done.stdout, last
     assert "--approve" in done.stdout and "the resume process exited 0" in done.stdout
+    assert "then undeployed: its service is stopped; port" in " ".join(done.stdout.split())
+    [project] = asyncio.run(rows(settings, Project))  # no active project is left behind a dead URL
+    assert (project.status, project.port) == ("undeployed", None)
 
     again = demo(settings)
     assert again.returncode == 2

@@ -1,0 +1,89 @@
+"""``stop``, ``start``, ``undeploy`` and ``delete``: the end of a project's life (:mod:`services.lifecycle`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cli.app import app, console, err, load_settings, run_with_db
+
+if TYPE_CHECKING:
+    from core.db import Database
+    from core.settings import Settings
+    from services.lifecycle import LifecycleOutcome
+
+Move = Callable[..., Coroutine[Any, Any, "LifecycleOutcome"]]
+Project = Annotated[str, typer.Argument(help="The project's name (see `orchestrator projects`).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the outcome as JSON: project, status, message.")]
+
+
+def _run(ctx: typer.Context, move: Callable[[], Move], project: str, as_json: bool) -> None:
+    """Run one move as the CLI's identity; a refusal (its status, a failed stop or start) exits 2 with its words."""
+    from rich.markup import escape
+
+    from services.identities import cli_identity
+    from services.lifecycle import LifecycleRefused
+
+    settings: Settings = load_settings(ctx)
+
+    async def body(db: Database) -> int:
+        try:
+            outcome = await move()(settings, db, project, actor=cli_identity().name)
+        except (LookupError, LifecycleRefused) as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            return 2
+        if as_json:
+            print(json.dumps({"project": outcome.project, "status": outcome.status, "message": outcome.message}))
+        else:
+            console.print(f"[green]{escape(outcome.message)}[/green]", highlight=False, soft_wrap=True)
+        return 0
+
+    run_with_db(ctx, body)
+
+
+@app.command()
+def stop(ctx: typer.Context, project: Project, as_json: AsJson = False) -> None:
+    """Stop an active project's service; its release and port stay reserved (`start` brings it back)."""
+    from services.lifecycle import stop_project
+
+    _run(ctx, lambda: stop_project, project, as_json)
+
+
+@app.command()
+def start(ctx: typer.Context, project: Project, as_json: AsJson = False) -> None:
+    """Start a stopped project's live release again; it must pass the deploy's checks (its process, its health)."""
+    from services.lifecycle import start_project
+
+    _run(ctx, lambda: start_project, project, as_json)
+
+
+@app.command()
+def undeploy(ctx: typer.Context, project: Project, as_json: AsJson = False) -> None:
+    """Stop the project's service and release its port; an update to the PO starts it again."""
+    from services.lifecycle import undeploy_project
+
+    _run(ctx, lambda: undeploy_project, project, as_json)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    project: Project,
+    yes: Annotated[bool, typer.Option("--yes", help="Do it without asking (scripts).")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Undeploy the project and archive it: kept on the record with its repository, never worked on again."""
+    from services.lifecycle import delete_project
+
+    if not yes:
+        if not sys.stdin.isatty():
+            err.print("[red]error:[/red] no terminal to confirm on: pass --yes to delete", highlight=False)
+            raise typer.Exit(2)
+        if not typer.confirm(f"Delete {project}? Its service stops and it is archived for good", default=False):
+            err.print("nothing deleted")
+            raise typer.Exit(1)
+    _run(ctx, lambda: delete_project, project, as_json)
