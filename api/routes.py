@@ -8,6 +8,7 @@ going); nothing runs then.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Annotated, Any
 
@@ -25,6 +26,7 @@ from api.schemas import (
     BudgetOut,
     CancelIn,
     CancelOut,
+    DeploymentPublic,
     ErrorOut,
     EventPublic,
     HealthOut,
@@ -35,6 +37,7 @@ from api.schemas import (
     ProjectPublic,
     ProjectSecretsPublic,
     ResumeIn,
+    RollbackIn,
     SecretNamePublic,
     ServerIn,
     ServerPublic,
@@ -50,7 +53,15 @@ from runtime.threads import RunEvent
 from services.audit import audit_trail
 from services.budgets import BudgetLimits, budget_of, extend_budget, open_budget
 from services.identities import Identity, TokenError, create_token, list_tokens, revoke_token
-from services.lifecycle import LifecycleRefused, delete_project, start_project, stop_project, undeploy_project
+from services.lifecycle import (
+    LifecycleRefused,
+    delete_project,
+    deployments_of,
+    rollback_project,
+    start_project,
+    stop_project,
+    undeploy_project,
+)
 from services.secrets import UnknownProject, secret_status
 from services.servers import ServerExists, add_server
 
@@ -270,6 +281,25 @@ async def _lifecycle(rt: Any, name: str, who: Identity, move: Any) -> LifecycleO
     except LifecycleRefused as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     return LifecycleOut(project=outcome.project, status=outcome.status, message=outcome.message)
+
+
+@router.get("/projects/{name}/deployments", responses=errors(401, 404, 422))
+async def project_deployments(name: ProjectName, rt: RuntimeDep, who: Viewer) -> list[DeploymentPublic]:
+    """The project's deployments, newest first (the ids a rollback may name)."""
+    try:
+        rows = await deployments_of(rt.db, name)
+    except LookupError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return [DeploymentPublic.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.post("/projects/{name}/rollback", responses={**CHANGE, **errors(404, 409)})
+async def rollback_project_route(name: ProjectName, body: RollbackIn, rt: RuntimeDep, who: Approver) -> LifecycleOut:
+    """Deploy an earlier good release again (approver), checked and recorded like any deploy.
+
+    409: not active, no such earlier good deployment, or it failed its checks (the live release then answers again).
+    """
+    return await _lifecycle(rt, name, who, functools.partial(rollback_project, to=body.to))
 
 
 @router.post("/projects/{name}/stop", responses={**CHANGE, **errors(404, 409)})

@@ -79,6 +79,28 @@ class CancelOut(BaseModel):
     said: list[str] = Field(default_factory=list, description="what the PO told the thread while it ended")
 
 
+class RollbackIn(BaseModel):
+    """Which earlier good release to run again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: int | None = Field(
+        default=None, ge=1, description="a succeeded deployment's id; null: the one before the live one"
+    )
+
+
+class DeploymentPublic(BaseModel):
+    """One deploy of one commit (its Ansible summary and signed verification are left out)."""
+
+    id: int
+    commit_sha: str
+    status: str
+    url: str | None
+    approved_by: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
 class LifecycleOut(BaseModel):
     """What a stop, start, undeploy or delete did."""
 

@@ -1,7 +1,11 @@
-"""``stop``, ``start``, ``undeploy`` and ``delete``: the end of a project's life (:mod:`services.lifecycle`)."""
+"""A project's releases and the end of its life (:mod:`services.lifecycle`).
+
+``stop``, ``start``, ``undeploy``, ``delete``, ``rollback`` and ``deployments``.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Coroutine
@@ -87,3 +91,47 @@ def delete(
             err.print("nothing deleted")
             raise typer.Exit(1)
     _run(ctx, lambda: delete_project, project, as_json)
+
+
+@app.command()
+def rollback(
+    ctx: typer.Context,
+    project: Project,
+    to: Annotated[
+        int | None,
+        typer.Option(help="A succeeded deployment's id (see `orchestrator deployments`); default: the one before."),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Deploy an earlier good release of an active project again, checked like any deploy and recorded as one."""
+    from services.lifecycle import rollback_project
+
+    _run(ctx, lambda: functools.partial(rollback_project, to=to), project, as_json)
+
+
+@app.command()
+def deployments(ctx: typer.Context, project: Project, as_json: AsJson = False) -> None:
+    """A project's deployments, newest first: id, commit, status, who approved, when (the ids `rollback --to` takes)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from services.lifecycle import deployments_of
+
+    async def body(db: Database) -> int:
+        try:
+            rows = await deployments_of(db, project)
+        except LookupError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            return 2
+        if as_json:
+            print(json.dumps([r.model_dump(mode="json", exclude={"summary", "verification"}) for r in rows], indent=2))
+            return 0
+        table = Table("id", "commit", "status", "approved by", "started", "url")
+        for r in rows:
+            table.add_row(
+                str(r.id), r.commit_sha[:10], r.status, r.approved_by or "", str(r.started_at)[:19], r.url or ""
+            )
+        console.print(table)
+        return 0
+
+    run_with_db(ctx, body)

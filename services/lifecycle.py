@@ -7,12 +7,15 @@
   the port lease released; an update starts the project again.
 - ``delete``: undeploys, then ``archived``: the project stays on the record with its trail and repository, and no
   worker, deploy or update touches it again.
+- ``rollback``: ``active -> deploying -> active`` on an earlier good release (its own folder, kept on the target),
+  recorded like any deploy.
 
 The status moves only after the service did what the move says (a failed stop leaves the project where it was).
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import delete as sql_delete
@@ -21,10 +24,11 @@ from sqlmodel import col, select
 
 from core.db import Database
 from core.settings import Settings
+from models.enums import DeploymentStatus
 from models.enums import ProjectStatus as P
-from models.tables import PortLease, Project, Server, utcnow
+from models.tables import Deployment, PortLease, Project, Server, utcnow
 from models.transitions import transition_project
-from services.deploys import check_verification, live_deployment, run_deploy, stop_service
+from services.deploys import check_verification, live_deployment, rolled_back_to, run_deploy, stop_service
 from services.identities import record
 from services.secrets import SecretsError, service_env
 from services.verification import VerificationRefused
@@ -184,3 +188,113 @@ async def delete_project(settings: Settings, db: Database, name: str, *, actor: 
     await _move(db, project, P.archived, why="deleted on request; its repository is kept", actor=actor)
     where = f" ({project.repo_url})" if project.repo_url else ""
     return LifecycleOutcome(name, P.archived.value, f"{name} is deleted (archived); its repository is kept{where}")
+
+
+async def deployments_of(db: Database, name: str) -> list[Deployment]:
+    """The project's deployments, newest first (what ``rollback --to`` may name).
+
+    Raises:
+        LookupError: no such project.
+    """
+    project = await _project(db, name)
+    async with db.session() as s:
+        rows = await s.exec(
+            select(Deployment).where(col(Deployment.project_id) == project.id).order_by(col(Deployment.id).desc())
+        )
+        return list(rows.all())
+
+
+async def rollback_project(
+    settings: Settings, db: Database, name: str, *, actor: str, to: int | None = None
+) -> LifecycleOutcome:
+    """Deploy an earlier good release again, recorded like any deploy (a Deployment naming ``actor`` as approver).
+
+    Args:
+        settings: where releases live, how deploys run.
+        db: the orchestrator's database.
+        name: the project's name.
+        actor: who asks (the new Deployment's approver and the trail's actor).
+        to: the id of a succeeded deployment of this project; None: the last succeeded one before the live one.
+
+    The release's folder is reused as it is; its signed verification is checked again (not its expiry) and it must
+    pass the deploy's checks. If it fails them, the playbook brings the live release back (``rolled_back``).
+
+    Raises:
+        LookupError: no such project. LifecycleRefused: not ``active``, no such (or no earlier) good deployment, the
+            deployment named is what runs, or the release was refused or failed its checks.
+    """
+    project = await _project(db, name)
+    if project.status != P.active:
+        raise LifecycleRefused(f"{name} is {project.status.value}: only an active project can be rolled back")
+    assert project.id is not None
+    history = await deployments_of(db, name)
+    good = [d for d in history if d.status == DeploymentStatus.succeeded]
+    live = good[0] if good else None
+    if to is None:
+        target = next((d for d in good[1:] if live is None or d.commit_sha != live.commit_sha), None)
+        if target is None:
+            raise LifecycleRefused(f"{name} has no earlier good deployment to roll back to")
+    else:
+        target = next((d for d in good if d.id == to), None)
+        if target is None:
+            raise LifecycleRefused(f"deployment {to} is not a succeeded deployment of {name}")
+    if live is not None and target.commit_sha == live.commit_sha:
+        raise LifecycleRefused(f"{name} already runs {target.commit_sha[:10]} (deployment {live.id})")
+    async with db.session() as s:
+        server = await s.get(Server, target.server_id)
+    assert server is not None
+    try:
+        attested = await check_verification(
+            settings, project, target.commit_sha, target.verification, check_expiry=False
+        )
+        env = await service_env(settings, db, project.id)
+    except (VerificationRefused, SecretsError) as exc:
+        raise LifecycleRefused(f"cannot roll {name} back to {target.commit_sha[:10]}: {exc}") from exc
+    why = f"rollback to {target.commit_sha[:10]} (deployment {target.id}) on request"
+    async with db.session() as s:
+        await transition_project(s, project.id, P.deploying, reason=why, thread_id=project.thread_id, actor=actor)
+        row = Deployment(
+            project_id=project.id,
+            commit_sha=target.commit_sha,
+            server_id=target.server_id,
+            port=target.port,
+            status=DeploymentStatus.running,
+            entrypoint=target.entrypoint,
+            health_path=target.health_path,
+            idempotency_key=f"rollback:{project.id}:{target.commit_sha}:{uuid.uuid4().hex[:12]}",
+            thread_id=project.thread_id,
+            url=target.url,
+            approved_by=actor,
+            verification=target.verification,
+        )
+        s.add(row)
+    result = await run_deploy(
+        settings,
+        project=project,
+        server=server,
+        commit=target.commit_sha,
+        port=target.port,
+        entrypoint=target.entrypoint,
+        health_path=target.health_path,
+        env=env,
+        tree=attested.tree,
+    )
+    back = rolled_back_to(result)
+    status = (
+        DeploymentStatus.succeeded if result.ok else DeploymentStatus.rolled_back if back else DeploymentStatus.failed
+    )
+    async with db.session() as s:
+        await s.exec(  # type: ignore[call-overload]
+            update(Deployment)
+            .where(col(Deployment.id) == row.id)
+            .values(status=status, ansible_rc=result.rc, summary=result.summary, finished_at=utcnow())
+        )
+        to_status = P.active if result.ok or back else P.verified
+        done = f"rolled back to {target.commit_sha[:10]}; {target.url} answers" if result.ok else result.summary[:300]
+        await transition_project(s, project.id, to_status, reason=done, thread_id=project.thread_id, actor=actor)
+    if not result.ok:
+        kept = f"; the release before it answers again ({back[:10]})" if back else ""
+        raise LifecycleRefused(
+            f"the rollback of {name} to {target.commit_sha[:10]} failed its checks{kept}: {result.summary}"
+        )
+    return LifecycleOutcome(name, P.active.value, f"{name} runs {target.commit_sha[:10]} again: {target.url} answers")

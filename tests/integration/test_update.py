@@ -3,6 +3,8 @@ Ansible redeploys the new commit on the same server and port."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from sqlalchemy import update
@@ -65,6 +67,24 @@ async def test_updating_a_live_project_redeploys_it_on_the_same_port(settings: S
         at = moves.index(("active", "maintenance"))
         assert moves[at + 1] == ("maintenance", "designing") and moves[-1] == ("deploying", "active")
         assert moves[:at].count(("deploying", "active")) == 1
+
+        # Rollback: the release before runs again (no /version), checked and recorded like a deploy; then forward.
+        back = cli(settings, "rollback", "hello-api", "--json")
+        assert back.returncode == 0, back.stderr
+        assert httpx.get(deployments[0].url or "", timeout=5).status_code == 200
+        assert httpx.get(version, timeout=5).status_code == 404
+        listed = cli(settings, "deployments", "hello-api", "--json")
+        assert listed.returncode == 0, listed.stderr
+        newest = json.loads(listed.stdout)[0]
+        assert (newest["commit_sha"], newest["status"]) == (first.commit_sha, "succeeded")
+        assert newest["approved_by"] and newest["approved_by"].startswith("cli:")
+        forward = cli(settings, "rollback", "hello-api", "--to", str(deployments[1].id))
+        assert forward.returncode == 0, forward.stderr
+        assert httpx.get(version, timeout=5).json() == {"version": "1.0.0"}
+        same = cli(settings, "rollback", "hello-api", "--to", str(deployments[1].id))
+        assert same.returncode == 2 and "already runs" in same.stderr
+        [project] = await rows(settings, Project)
+        assert project.status == ProjectStatus.active
     finally:
         await stop_service(settings)
 
