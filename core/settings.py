@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     """The unprivileged user deployed services run as (created by provision.yml and by the deploy if missing). ""
     runs them as the deploying user instead, knowingly."""
     deploy_timeout_s: float = 300.0
+    releases_kept: int = Field(default=5, ge=2)
+    """Release folders kept per project on its server after a good deploy (the newest ones; the live one and the one
+    before it always stay, so a rollback has somewhere to go)."""
     health_timeout_s: float = 30.0
 
     api_allowed_hosts: Annotated[list[str], NoDecode] = ["127.0.0.1", "localhost", "::1"]

@@ -126,6 +126,7 @@ async def run_deploy(
                 "env_digest": env.digest,
                 "uv_bin": uv_binary() if local else "",
                 "install_args": install_args(settings) if local else [],
+                "keep_releases": settings.releases_kept,
             },
         )
 

@@ -127,8 +127,9 @@ class Deployment:
     def release_dir(self, commit: str) -> Path:
         return self.project_root / "releases" / commit
 
-    async def deploy(self, commit: str, health_timeout: int = 15, tree: str = "") -> PlaybookResult:
+    async def deploy(self, commit: str, health_timeout: int = 15, tree: str = "", keep: int = 5) -> PlaybookResult:
         extravars = {
+            "keep_releases": keep,
             "tree": tree,
             "project": self.project,
             "repo_url": str(self.bare),
@@ -323,3 +324,15 @@ async def test_a_release_that_fails_its_check_is_rolled_back_and_the_old_one_ans
     assert state == [good, str(deployment.port)]
     again = await deployment.deploy(good)  # the old release is simply what runs
     assert again.ok and "changed=0" in again.summary, again.summary
+
+
+@pytest.mark.slow
+async def test_only_the_newest_releases_are_kept_and_never_the_live_one(deployment: Deployment) -> None:
+    shas = [commit_app(deployment.work, GOOD_APP + f"# release {i}\n", f"release {i}") for i in range(3)]
+    for sha in shas:
+        result = await deployment.deploy(sha, keep=2)
+        assert result.ok, result.summary
+    kept = {p.name for p in (deployment.project_root / "releases").iterdir()}
+    assert kept == {shas[1], shas[2]}  # the first is pruned; the live one and the one before it stay
+    again = await deployment.deploy(shas[2], keep=2)
+    assert again.ok and "changed=0" in again.summary, again.summary  # nothing more to prune, nothing restarted
