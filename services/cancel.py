@@ -15,16 +15,17 @@ and the trail names who cancelled and why.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, update
+from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.db import Database
 from models.enums import DeploymentStatus
 from models.enums import ProjectStatus as P
-from models.tables import Deployment, PortLease, Project, utcnow
+from models.tables import Deployment, Project, utcnow
 from models.transitions import transition_project
 from services.identities import record
+from services.leases import release_leases
 
 CANCELLABLE = frozenset(
     {
@@ -133,19 +134,7 @@ async def settle(db: Database, project_id: int, *, actor: str, reason: str, thre
         why = f"cancelled: {reason}" + (f"; the live release ({live.commit_sha[:10]}) keeps running" if live else "")
         await transition_project(s, project_id, to, reason=why[:500], thread_id=thread_id, actor=actor)
         if to == P.cancelled:
-            released = (await s.exec(select(PortLease).where(col(PortLease.project_id) == project_id))).all()
-            await s.exec(delete(PortLease).where(col(PortLease.project_id) == project_id))  # type: ignore[call-overload]
-            await s.exec(update(Project).where(col(Project.id) == project_id).values(server_id=None, port=None))  # type: ignore[call-overload]
-            for lease in released:
-                await record(
-                    s,
-                    subject_type="project",
-                    subject_id=project_id,
-                    action="lease_released",
-                    reason=f"port {lease.port} on server {lease.server_id}: the project was cancelled",
-                    actor=actor,
-                    thread_id=thread_id,
-                )
+            await release_leases(s, project_id, why="the project was cancelled", actor=actor, thread_id=thread_id)
         await _clear_request(s, project_id)
     return to
 

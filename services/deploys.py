@@ -15,6 +15,7 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from core.db import Database
 from core.settings import Settings
 from infra import workspace
 from infra.ansible import PlaybookResult, inventory_for, run_playbook
@@ -23,7 +24,7 @@ from infra.git import GitAuth, GitError
 from infra.venvs import uv_binary
 from models.enums import DeploymentStatus, ServerStatus
 from models.tables import Deployment, Project, Server
-from services.secrets import ServiceEnv
+from services.secrets import ServiceEnv, service_env
 from services.verification import Attestation, VerificationRefused, verify
 
 REMOTE_RELEASE_ROOT = "/srv/orchestrator"
@@ -129,6 +130,35 @@ async def run_deploy(
                 "keep_releases": settings.releases_kept,
             },
         )
+
+
+async def redeploy(
+    settings: Settings, db: Database, project: Project, dep: Deployment, server: Server
+) -> PlaybookResult:
+    """Deploy a recorded deployment's commit again (a start, a rollback, a recovery), under every check of a deploy.
+
+    Its signed verification is checked again against the commit and its tree (not its expiry: it was valid when the
+    commit was first deployed), and the project's secrets of now are handed over; a deployment without a
+    verification is refused.
+
+    Raises:
+        VerificationRefused: the verification is missing or does not cover the commit. SecretsError: the secrets
+            cannot be read (a wrong key).
+    """
+    assert project.id is not None
+    attested = await check_verification(settings, project, dep.commit_sha, dep.verification, check_expiry=False)
+    env = await service_env(settings, db, project.id)
+    return await run_deploy(
+        settings,
+        project=project,
+        server=server,
+        commit=dep.commit_sha,
+        port=dep.port,
+        entrypoint=dep.entrypoint,
+        health_path=dep.health_path,
+        env=env,
+        tree=attested.tree,
+    )
 
 
 async def check_verification(

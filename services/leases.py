@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import socket
 
-from sqlalchemy import func, update
+from sqlalchemy import delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.db import Database
 from core.settings import Settings
 from models.enums import ServerStatus
 from models.tables import PortLease, Project, Server
 from models.transitions import transition_server
+from services.identities import record
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -112,3 +114,29 @@ async def _first_free_port(db: Database, server: Server) -> int | None:
         if port not in taken and (server.connection != "local" or port_is_free(port)):
             return port
     return None
+
+
+async def release_leases(
+    session: AsyncSession, project_id: int, *, why: str, actor: str, thread_id: str | None = None
+) -> list[PortLease]:
+    """Release every port lease of the project, in the caller's transaction, each on the trail (``lease_released``).
+
+    The project's ``server_id`` and ``port`` are cleared with them. Returns the leases released (empty: it held
+    none).
+    """
+    released = list((await session.exec(select(PortLease).where(col(PortLease.project_id) == project_id))).all())
+    await session.exec(delete(PortLease).where(col(PortLease.project_id) == project_id))  # type: ignore[call-overload]
+    await session.exec(  # type: ignore[call-overload]
+        update(Project).where(col(Project.id) == project_id).values(server_id=None, port=None)
+    )
+    for lease in released:
+        await record(
+            session,
+            subject_type="project",
+            subject_id=project_id,
+            action="lease_released",
+            reason=f"port {lease.port} on server {lease.server_id}: {why}",
+            actor=actor,
+            thread_id=thread_id,
+        )
+    return released

@@ -18,7 +18,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import delete as sql_delete
 from sqlalchemy import update
 from sqlmodel import col, select
 
@@ -26,11 +25,11 @@ from core.db import Database
 from core.settings import Settings
 from models.enums import DeploymentStatus
 from models.enums import ProjectStatus as P
-from models.tables import Deployment, PortLease, Project, Server, utcnow
+from models.tables import Deployment, Project, Server, utcnow
 from models.transitions import transition_project
-from services.deploys import check_verification, live_deployment, rolled_back_to, run_deploy, stop_service
-from services.identities import record
-from services.secrets import SecretsError, service_env
+from services.deploys import live_deployment, redeploy, rolled_back_to, stop_service
+from services.leases import release_leases
+from services.secrets import SecretsError
 from services.verification import VerificationRefused
 
 UNDEPLOYABLE = frozenset({P.active, P.stopped, P.verified, P.cancelled})
@@ -108,21 +107,9 @@ async def start_project(settings: Settings, db: Database, name: str, *, actor: s
     if dep is None or server is None:
         raise LifecycleRefused(f"{name} has no successful deployment to start")
     try:
-        attested = await check_verification(settings, project, dep.commit_sha, dep.verification, check_expiry=False)
-        env = await service_env(settings, db, project.id)
+        result = await redeploy(settings, db, project, dep, server)
     except (VerificationRefused, SecretsError) as exc:
         raise LifecycleRefused(f"cannot start {name} at {dep.commit_sha[:10]}: {exc}") from exc
-    result = await run_deploy(
-        settings,
-        project=project,
-        server=server,
-        commit=dep.commit_sha,
-        port=dep.port,
-        entrypoint=dep.entrypoint,
-        health_path=dep.health_path,
-        env=env,
-        tree=attested.tree,
-    )
     if not result.ok:
         raise LifecycleRefused(f"{name} did not start at {dep.commit_sha[:10]}: {result.summary}")
     await _move(db, project, P.active, why=f"started again at {dep.commit_sha[:10]}; {dep.url} answers", actor=actor)
@@ -153,21 +140,9 @@ async def undeploy_project(settings: Settings, db: Database, name: str, *, actor
         await transition_project(
             s, project.id, P.undeployed, reason="undeployed on request", thread_id=project.thread_id, actor=actor
         )
-        leases = (await s.exec(select(PortLease).where(col(PortLease.project_id) == project.id))).all()
-        await s.exec(sql_delete(PortLease).where(col(PortLease.project_id) == project.id))  # type: ignore[call-overload]
-        await s.exec(  # type: ignore[call-overload]
-            update(Project).where(col(Project.id) == project.id).values(server_id=None, port=None, updated_at=utcnow())
+        leases = await release_leases(
+            s, project.id, why="the project was undeployed", actor=actor, thread_id=project.thread_id
         )
-        for lease in leases:
-            await record(
-                s,
-                subject_type="project",
-                subject_id=project.id,
-                action="lease_released",
-                reason=f"port {lease.port} on server {lease.server_id}: the project was undeployed",
-                actor=actor,
-                thread_id=project.thread_id,
-            )
     released = f"; port {leases[0].port} released" if leases else ""
     return LifecycleOutcome(name, P.undeployed.value, f"{name} is undeployed: its service is stopped{released}")
 
@@ -217,7 +192,8 @@ async def rollback_project(
         to: the id of a succeeded deployment of this project; None: the last succeeded one before the live one.
 
     The release's folder is reused as it is; its signed verification is checked again (not its expiry) and it must
-    pass the deploy's checks. If it fails them, the playbook brings the live release back (``rolled_back``).
+    pass the deploy's checks (:func:`services.deploys.redeploy`). If it fails them, the playbook brings the live
+    release back (``rolled_back``); a refused verification runs nothing (the new Deployment is ``failed``).
 
     Raises:
         LookupError: no such project. LifecycleRefused: not ``active``, no such (or no earlier) good deployment, the
@@ -243,13 +219,6 @@ async def rollback_project(
     async with db.session() as s:
         server = await s.get(Server, target.server_id)
     assert server is not None
-    try:
-        attested = await check_verification(
-            settings, project, target.commit_sha, target.verification, check_expiry=False
-        )
-        env = await service_env(settings, db, project.id)
-    except (VerificationRefused, SecretsError) as exc:
-        raise LifecycleRefused(f"cannot roll {name} back to {target.commit_sha[:10]}: {exc}") from exc
     why = f"rollback to {target.commit_sha[:10]} (deployment {target.id}) on request"
     async with db.session() as s:
         await transition_project(s, project.id, P.deploying, reason=why, thread_id=project.thread_id, actor=actor)
@@ -268,17 +237,18 @@ async def rollback_project(
             verification=target.verification,
         )
         s.add(row)
-    result = await run_deploy(
-        settings,
-        project=project,
-        server=server,
-        commit=target.commit_sha,
-        port=target.port,
-        entrypoint=target.entrypoint,
-        health_path=target.health_path,
-        env=env,
-        tree=attested.tree,
-    )
+    try:
+        result = await redeploy(settings, db, project, target, server)
+    except (VerificationRefused, SecretsError) as exc:  # refused before anything ran: the live release runs on
+        refused = f"cannot roll {name} back to {target.commit_sha[:10]}: {exc}"
+        async with db.session() as s:
+            await s.exec(  # type: ignore[call-overload]
+                update(Deployment)
+                .where(col(Deployment.id) == row.id)
+                .values(status=DeploymentStatus.failed, summary=refused, finished_at=utcnow())
+            )
+            await transition_project(s, project.id, P.active, reason=refused, thread_id=project.thread_id, actor=actor)
+        raise LifecycleRefused(refused) from exc
     back = rolled_back_to(result)
     status = (
         DeploymentStatus.succeeded if result.ok else DeploymentStatus.rolled_back if back else DeploymentStatus.failed

@@ -18,9 +18,9 @@ from infra.forge.base import Forge
 from models.enums import ProjectStatus, ServerStatus
 from models.tables import Incident, Project, Server, utcnow
 from models.transitions import transition_project, transition_server
-from services.deploys import check_verification, live_deployment, run_deploy
+from services.deploys import live_deployment, redeploy
 from services.incidents import resolve_incident
-from services.secrets import SecretsError, service_env
+from services.secrets import SecretsError
 from services.servers import check_server, provision_server
 from services.verification import VerificationRefused
 
@@ -132,23 +132,11 @@ async def _redeploy_service(
     if project is None or dep is None or server is None:
         return False, "no successful deployment to restore"
     try:
-        attested = await check_verification(settings, project, dep.commit_sha, dep.verification, check_expiry=False)
-        env = await service_env(settings, db, incident.subject_id)
+        result = await redeploy(settings, db, project, dep, server)
     except VerificationRefused as exc:
         return False, f"cannot redeploy {project.name} at {dep.commit_sha[:10]}: {exc}"
     except SecretsError as exc:
         return False, f"cannot redeploy {project.name}: {exc}"
-    result = await run_deploy(
-        settings,
-        project=project,
-        server=server,
-        commit=dep.commit_sha,
-        port=dep.port,
-        entrypoint=dep.entrypoint,
-        health_path=dep.health_path,
-        env=env,
-        tree=attested.tree,
-    )
     if not result.ok:
         return False, f"redeploy of {dep.commit_sha[:10]} failed: {result.summary}"
     async with db.session() as s:

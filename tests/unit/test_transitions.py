@@ -90,8 +90,8 @@ async def test_same_status_is_idempotent_without_event(db: Database, status: P) 
 
 
 @pytest.mark.parametrize("status", list(P), ids=lambda s: s.value)
-def test_missing_is_reachable_from_every_status(status: P) -> None:
-    assert project_move_allowed(status, P.missing)
+def test_missing_is_reachable_from_every_status_but_archived(status: P) -> None:
+    assert project_move_allowed(status, P.missing) == (status != P.archived)  # nothing leaves an archived project
 
 
 async def test_unknown_project_is_lookup_error(db: Database) -> None:
