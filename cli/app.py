@@ -74,7 +74,7 @@ def run_with_runtime(
     exist is a mistyped ``--data-dir`` or ``ORCH_DATA_DIR``, refused with exit 2 instead of created empty.
     """
     from core.contract import ContractError
-    from core.llm import ModelUnreachable
+    from core.llm_failures import ModelUnreachable
     from runtime.threads import OrchestratorRuntime, RuntimeInputError
 
     settings = load_settings(ctx)

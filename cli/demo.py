@@ -52,7 +52,7 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
     console.print(f"data dir: {data_dir}\n")
     renderer = Renderer(console)
     started = time.perf_counter()
-    from core.llm import ModelUnreachable
+    from core.llm_failures import ModelUnreachable
 
     try:
         thread_id, approval = asyncio.run(_first_turn(settings, renderer, console))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from core.llm import ModelUnreachable
+from core.llm_failures import ModelUnreachable
 from core.settings import Settings
 from models.enums import AccessRole
 from models.tables import Deployment, Event, LLMCall, PortLease, Project, ToolCall

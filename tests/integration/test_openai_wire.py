@@ -15,7 +15,8 @@ import pytest
 from pydantic import SecretStr
 
 from core.db import Database
-from core.llm import LLM, ModelUnreachable
+from core.llm import LLM
+from core.llm_failures import ModelUnreachable
 from core.replay import BUILTIN_DIR, Scenario, last_text
 from core.settings import ROLES, Settings
 from models.tables import LLMCall, Project, ToolCall

@@ -12,7 +12,8 @@ import pytest
 from sqlmodel import select
 
 from core.db import Database
-from core.llm import LLM, ModelUnreachable
+from core.llm import LLM
+from core.llm_failures import ModelUnreachable
 from core.settings import Settings
 from models.tables import LLMCall
 
@@ -130,7 +131,7 @@ def provider_errors() -> list[tuple[BaseException, str, int | None]]:
 
 
 def test_provider_errors_are_classified_by_cause(settings: Settings) -> None:
-    from core.llm import RETRYABLE, advice, classify
+    from core.llm_failures import RETRYABLE, advice, classify
 
     for exc, cause, status in provider_errors():
         failure = classify(exc)
@@ -145,7 +146,7 @@ def test_retry_after_is_read_from_the_headers() -> None:
     import httpx
     import litellm
 
-    from core.llm import classify, retry_after_s
+    from core.llm_failures import classify, retry_after_s
 
     def limited(**headers: str) -> BaseException:
         response = httpx.Response(429, headers=headers, request=httpx.Request("POST", "http://127.0.0.1/v1"))
@@ -159,7 +160,7 @@ def test_retry_after_is_read_from_the_headers() -> None:
 
 
 def test_advice_fits_the_cause(settings: Settings) -> None:
-    from core.llm import Failure, advice
+    from core.llm_failures import Failure, advice
 
     cfg = settings.model_copy(update={"model": "ollama_chat/qwen2.5-coder:7b", "api_base": "http://127.0.0.1:11434"})
     said = {
@@ -224,7 +225,8 @@ def test_a_role_may_have_its_own_answer_length_and_context(settings: Settings) -
 
 
 def test_tools_go_in_the_system_prompt_when_the_server_refuses_them() -> None:
-    from core.llm import refuses_tools, tools_in_prompt
+    from core.llm import tools_in_prompt
+    from core.llm_failures import refuses_tools
 
     assert refuses_tools("OllamaException - registry.ollama.ai/library/llama2:latest does not support tools")
     assert refuses_tools('"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set')

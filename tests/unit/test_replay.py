@@ -10,7 +10,8 @@ import pytest
 from sqlmodel import select
 
 from core.db import Database
-from core.llm import LLM, ModelUnreachable
+from core.llm import LLM
+from core.llm_failures import ModelUnreachable
 from core.replay import BUILTIN_DIR, MISMATCH_PREFIX, ReplayMismatch, Scenario, last_text
 from core.settings import Settings
 from models.tables import LLMCall
