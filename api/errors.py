@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from runtime.threads import NotAllowed, RuntimeInputError, ThreadStateConflict, UnknownProject, UnknownThread
+from runtime.errors import NotAllowed, RuntimeInputError, ThreadStateConflict, UnknownProject, UnknownThread
 
 
 def status_for(exc: RuntimeInputError) -> int:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.enums import AccessRole, ProjectStatus, ServerStatus
 from models.tables import Deployment, Project, Server
 from nodes.po_tools import project_url
-from runtime.threads import Answer
+from runtime.answers import Answer
 from services.budgets import ITEMS, BudgetLimits, BudgetView
 from services.servers import HOSTNAME_RE, ServerCreate
 

@@ -33,7 +33,7 @@ def chat(
 ) -> None:
     """Talk with the Product Owner. Shows each node as it runs and asks pending approvals inline."""
     from cli.render import Renderer
-    from runtime.threads import Answer
+    from runtime.answers import Answer
     from services.identities import cli_identity
 
     renderer = Renderer(console)
@@ -128,7 +128,7 @@ def resume(
 ) -> None:
     """Answer a pending interrupt from any process, any time later; with no answer, finish a run that stopped."""
     from cli.render import Renderer
-    from runtime.threads import Answer
+    from runtime.answers import Answer
     from services.identities import cli_identity
 
     chosen = [

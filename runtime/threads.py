@@ -23,7 +23,6 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.types import Command
-from pydantic import ValidationError
 from sqlmodel import col, select
 
 from core.checkpoints import open_saver
@@ -35,45 +34,33 @@ from graphs.context import Context
 from graphs.product_owner import build_product_owner
 from infra.forge.factory import make_forge
 from models.enums import AccessRole
-from models.interrupts import ANSWER_SCHEMAS
 from models.tables import Project, ThreadRecord, utcnow
+from runtime.answers import CANCEL_ANSWERS, Answer, answer_value
+from runtime.errors import NotAllowed, RuntimeInputError, ThreadStateConflict, UnknownProject, UnknownThread
 from services.approvals import AnswerRefused, check_answer, record_answer
 from services.cancel import CancelRefused, cancel_request, request_cancel, settle
 from services.identities import Identity, record
 from services.leases import ensure_default_server
 
-
-class RuntimeInputError(ValueError):
-    """Bad input to the runtime; nothing was changed. The subclasses say which (the API: 403, 404, 409, else 422)."""
-
-
-class UnknownThread(RuntimeInputError):
-    """No checkpoint exists for the thread id."""
-
-
-class UnknownProject(RuntimeInputError):
-    """No project has that name."""
-
-
-class ThreadStateConflict(RuntimeInputError):
-    """The thread's state does not allow the request: it waits for an answer, has nothing pending, or is running."""
-
-
-class NotAllowed(RuntimeInputError):
-    """The identity may not do this (its role is too low, or a rule such as the separate approver forbids it)."""
+__all__ = [
+    "Answer",
+    "NotAllowed",
+    "OrchestratorRuntime",
+    "Pending",
+    "RunEvent",
+    "RuntimeInputError",
+    "ThreadStateConflict",
+    "ThreadView",
+    "UnknownProject",
+    "UnknownThread",
+    "answer_value",
+    "new_thread_id",
+]
 
 
 def new_thread_id() -> str:
     """A fresh thread id, ``t-`` and 12 hex digits."""
     return f"t-{uuid.uuid4().hex[:12]}"
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A person's answer: ``approve``, ``reject`` (with ``text`` as the reason) or ``text`` (feedback/guidance)."""
-
-    kind: Literal["approve", "reject", "text"]
-    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,75 +101,6 @@ class ThreadView:
     pending: list[Pending] = field(default_factory=list)
     stopped_mid_run: bool = False
     """The last run stopped between supersteps (a crash or kill): ``continue_run`` finishes it."""
-
-
-def answer_value(payload: dict[str, Any], answer: Answer, by: str | None = None) -> dict[str, Any]:
-    """Map a person's answer onto the typed answer of this interrupt's kind; ``by`` names a deploy's approver.
-
-    Raises:
-        RuntimeInputError: the answer does not fit the question (e.g. ``approve`` to a guidance request).
-    """
-    kind = payload.get("kind", "")
-    if answer.kind not in ("approve", "reject", "text"):
-        raise RuntimeInputError(f"unknown answer kind {answer.kind!r}: use approve, reject or text")
-    raw: dict[str, Any]
-    if kind == "deploy_approval":
-        decision = {"approve": "approve", "reject": "reject", "text": "feedback"}[answer.kind]
-        raw = {
-            "decision": decision,
-            "reason": answer.text if decision == "reject" else None,
-            "feedback": answer.text if decision == "feedback" else None,
-            "by": by,
-        }
-    elif kind == "engineering_guidance":
-        if answer.kind == "approve":
-            raise RuntimeInputError(
-                "this thread asks for guidance, not approval: answer with text (--answer TEXT), or --reject to stop"
-            )
-        raw = {"answer": "stop" if answer.kind == "reject" else answer.text, "by": by}
-    elif kind == "budget_exhausted":
-        raw = {"action": "stop", "by": by} if answer.kind == "reject" else {"action": "extend", "by": by}
-        if answer.kind == "text":
-            raw.update(parse_budget_text(answer.text or ""))
-    elif kind == "waiting_for_resources":
-        if answer.kind == "reject":
-            raise RuntimeInputError("a resource wait is retried, not rejected: answer with --approve or text")
-        raw = {"reason": answer.text if answer.kind == "text" else "a person asked to retry"}
-    else:
-        raise RuntimeInputError(f"unknown interrupt kind {kind!r}")
-    try:
-        return ANSWER_SCHEMAS[kind].model_validate(raw).model_dump()
-    except ValidationError as exc:
-        raise RuntimeInputError(f"answer does not fit a {kind} question: {exc.errors()[0]['msg']}") from exc
-
-
-_CANCEL_ANSWERS = {
-    "engineering_guidance": Answer("text", "stop"),
-    "budget_exhausted": Answer("reject", "cancelled"),
-    "waiting_for_resources": Answer("text", "cancelled"),
-}
-"""How a cancel answers each kind of pending question (anything else, a deploy approval included: ``reject``)."""
-
-
-def parse_budget_text(text: str) -> dict[str, Any]:
-    """``"stop"`` or ``"tokens=100000 calls=20 cost=1.5 seconds=600"`` (any of them) as a budget answer's fields.
-
-    Raises:
-        RuntimeInputError: a word that is neither ``stop`` nor ``item=number`` of a known item.
-    """
-    if text.strip().lower() in ("stop", "no"):
-        return {"action": "stop"}
-    names = {"tokens": "tokens", "cost": "cost_usd", "cost_usd": "cost_usd", "calls": "calls", "seconds": "seconds"}
-    out: dict[str, Any] = {}
-    for word in text.replace(",", " ").split():
-        key, _, number = word.partition("=")
-        if key.lower() not in names or not number:
-            raise RuntimeInputError(
-                f"{word!r}: answer a budget question with stop, or extend amounts like tokens=100000 calls=20 "
-                "cost=1.5 seconds=600 (or --approve for one more default budget)"
-            )
-        out[names[key.lower()]] = number
-    return out
 
 
 class OrchestratorRuntime:
@@ -365,7 +283,7 @@ class OrchestratorRuntime:
                 yield self._cancel_event(project.name, project.status.value, thread_id, stopped=False)
                 return
             if pending:
-                answer = _CANCEL_ANSWERS.get(str(pending[0].payload.get("kind")), Answer("reject", reason))
+                answer = CANCEL_ANSWERS.get(str(pending[0].payload.get("kind")), Answer("reject", reason))
                 run = self.resume(thread_id, answer, pending[0].id, actor=actor)
             elif mid_run:
                 run = self.continue_run(thread_id, actor=actor)

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from models.interrupts import DeployDecision, GuidanceAnswer
-from runtime.threads import Answer, RuntimeInputError, answer_value
+from runtime.answers import Answer, answer_value
+from runtime.errors import RuntimeInputError
 
 DEPLOY: dict[str, Any] = {"kind": "deploy_approval", "question": "Deploy?", "project": "hello-api"}
 GUIDANCE: dict[str, Any] = {"kind": "engineering_guidance", "question": "Help?", "project": "hello-api"}
