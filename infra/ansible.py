@@ -36,9 +36,20 @@ class PlaybookResult:
 
 
 def inventory_for(
-    *, name: str, address: str, connection: str, ssh_port: int = 22, ssh_user: str = "root"
+    *,
+    name: str,
+    address: str,
+    connection: str,
+    ssh_port: int = 22,
+    ssh_user: str = "root",
+    key_path: Path | None = None,
+    known_hosts: Path | None = None,
 ) -> dict[str, Any]:
     """Build an ansible-runner inventory with a single host in the group ``targets``.
+
+    An ``ssh`` host is reached the way the sync's checks reach it: with ``key_path`` (only that key), and its host
+    key checked against ``known_hosts`` with ``StrictHostKeyChecking=yes`` (an unknown or changed host is refused,
+    never added).
 
     Args:
         name: Inventory host name.
@@ -46,6 +57,8 @@ def inventory_for(
         connection: ``"local"`` (run on this machine with this interpreter) or ``"ssh"``.
         ssh_port: SSH port, for ``ssh`` only.
         ssh_user: SSH user, for ``ssh`` only.
+        key_path: the private key file, for ``ssh`` only (None: ssh's defaults and agent).
+        known_hosts: the known_hosts file, for ``ssh`` only (None: ssh's default, still strict).
 
     Returns:
         The inventory dict, ready for ``ansible_runner.run(inventory=...)``.
@@ -56,7 +69,20 @@ def inventory_for(
     if connection == "local":
         host: dict[str, Any] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     elif connection == "ssh":
-        host = {"ansible_host": address, "ansible_port": ssh_port, "ansible_user": ssh_user}
+        options = ["-o StrictHostKeyChecking=yes"]
+        if known_hosts is not None:
+            options.append(f"-o UserKnownHostsFile={known_hosts}")
+        host = {
+            "ansible_host": address,
+            "ansible_port": ssh_port,
+            "ansible_user": ssh_user,
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_ssh_common_args": " ".join(options),
+        }
+        if key_path is not None:
+            host["ansible_ssh_private_key_file"] = str(key_path)
+            options.append("-o IdentitiesOnly=yes")
+            host["ansible_ssh_common_args"] = " ".join(options)
     else:
         raise ValueError(f"unknown connection {connection!r} (expected 'local' or 'ssh')")
     return {"all": {"children": {"targets": {"hosts": {name: host}}}}}
@@ -120,6 +146,9 @@ async def run_playbook(
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_LOCALHOST_WARNING": "False",
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+        # ansible-runner sets this to False unless told otherwise (ansible_runner/config/_base.py), and Ansible then
+        # puts "-o StrictHostKeyChecking=no" before the inventory's own ssh options, where ssh takes the first one.
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
     }
     timeout = max(1, int(timeout_s + 0.999))
