@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WHEELHOUSE := .wheelhouse
 
-.PHONY: install demo test lint layers typecheck unit integration bench api clean compose-check migration postgres pg sandbox
+.PHONY: install demo test lint layers typecheck unit integration bench api clean compose-check migration postgres pg sandbox sshd
 
 $(STAMP): pyproject.toml
 	@command -v git >/dev/null || (echo "git is required (apt-get install git)" && exit 1)
@@ -31,11 +31,14 @@ typecheck: install
 unit: install sandbox $(WHEELHOUSE)
 	$(BIN)/pytest tests/unit -q
 
-integration: install postgres sandbox $(WHEELHOUSE)
+integration: install postgres sandbox sshd $(WHEELHOUSE)
 	$(BIN)/pytest tests/integration -q
 
-test: lint layers typecheck postgres sandbox $(WHEELHOUSE)
+test: lint layers typecheck postgres sandbox sshd $(WHEELHOUSE)
 	$(BIN)/pytest -q
+
+sshd:  ## OpenSSH's server, a real remote host the tests start on a loopback port (apt-get as root if missing)
+	@scripts/ensure-sshd.sh
 
 sandbox:  ## bubblewrap, the sandbox generated code runs in (apt-get as root if missing)
 	@scripts/ensure-bubblewrap.sh

@@ -20,7 +20,8 @@ from core.settings import Settings
 from infra import workspace
 from infra.ansible import PlaybookResult, inventory_for, run_playbook
 from infra.forge.factory import make_forge
-from infra.git import GitAuth, GitError
+from infra.git import GitAuth, GitError, run_git
+from infra.ssh import known_hosts_path
 from infra.venvs import uv_binary
 from models.enums import DeploymentStatus, ServerStatus
 from models.tables import Deployment, Project, Server
@@ -32,6 +33,30 @@ ROLLED_BACK = re.compile(r"rolled back to ([0-9a-f]{40}): it answers")
 """How deploy.yml's failure message says the previous release was brought back and passed its checks."""
 REMOTE_PYTHON = "/usr/bin/python3"
 _RAM_DIR = Path("/dev/shm")
+
+
+REMOTE_URL_PREFIXES = ("https://", "http://", "ssh://", "git@")
+"""Clone URLs a remote host can reach by itself; anything else (the local forge's paths) travels as a bundle."""
+
+
+@contextmanager
+def repository_bundle(repo: Path) -> Iterator[str]:
+    """A ``git bundle`` of every branch of ``repo`` in a private temporary file; its path, removed afterwards.
+
+    How the local forge's code reaches a remote host: deploy.yml copies the bundle over the Ansible connection and
+    clones from it there, so the target never needs this machine's disk (git's bundle format,
+    https://git-scm.com/docs/git-bundle).
+
+    Raises:
+        GitError: the bundle could not be made.
+    """
+    folder = tempfile.mkdtemp(prefix="orchestrator-bundle-")
+    try:
+        path = os.path.join(folder, "repo.bundle")
+        run_git("bundle", "create", path, "--all", cwd=repo)
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def rolled_back_to(result: PlaybookResult) -> str | None:
@@ -57,6 +82,8 @@ async def run_on_server(
             connection=server.connection,
             ssh_port=server.ssh_port,
             ssh_user=server.ssh_user,
+            key_path=settings.ssh_key_path,
+            known_hosts=known_hosts_path(settings),
         ),
         extravars=extravars,
         work_root=settings.data_dir.resolve() / "ansible",
@@ -105,6 +132,9 @@ async def run_deploy(
     with ExitStack() as files:
         auth_file = files.enter_context(auth_header_file(auth))
         env_file = files.enter_context(private_file(env.text, prefix="orchestrator-env-", name="service.env"))
+        bundle = ""
+        if not local and not url.startswith(REMOTE_URL_PREFIXES):  # the local forge: a path only this disk has
+            bundle = files.enter_context(repository_bundle(Path(url)))
         return await run_on_server(
             settings,
             server,
@@ -128,6 +158,7 @@ async def run_deploy(
                 "uv_bin": uv_binary() if local else "",
                 "install_args": install_args(settings) if local else [],
                 "keep_releases": settings.releases_kept,
+                "repo_bundle": bundle,
             },
         )
 

@@ -46,6 +46,10 @@ def cli_env(settings: Settings) -> dict[str, str]:
         env["ORCH_API_BASE"] = settings.api_base
     if settings.api_key:
         env["ORCH_API_KEY"] = settings.api_key.get_secret_value()
+    if settings.ssh_key_path:
+        env["ORCH_SSH_KEY_PATH"] = str(settings.ssh_key_path)
+    if settings.ssh_known_hosts:
+        env["ORCH_SSH_KNOWN_HOSTS"] = str(settings.ssh_known_hosts)
     return env
 
 

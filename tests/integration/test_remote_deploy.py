@@ -1,0 +1,112 @@
+"""A remote server for real: Debian's sshd on a loopback port stands in for another machine. Registered, provisioned
+over SSH, chosen by Zavhoz, deployed to by Ansible over SSH (the local forge's code travelling as a git bundle),
+health-checked over SSH, undeployed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.db import Database
+from core.settings import Settings
+from models.tables import Deployment, PortLease, Project, Server
+from services.deploys import REMOTE_RELEASE_ROOT
+from sync_workers import health_checker
+from sync_workers.base import SyncContext
+from tests.fixtures.real_sshd import RealSSHD
+from tests.integration.helpers import REQUEST, cli, rows, run_turn
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[RealSSHD]:
+    with RealSSHD(tmp_path / "sshd") as host:
+        yield host
+
+
+async def test_add_provision_deploy_check_and_undeploy_over_real_ssh(settings: Settings, sshd: RealSSHD) -> None:
+    settings = settings.model_copy(
+        update={"register_localhost": False, "ssh_key_path": sshd.client_key, "ssh_known_hosts": sshd.known_hosts}
+    )
+    ports = f"{settings.port_range_start}-{settings.port_range_end}"
+    added = cli(
+        settings,
+        "add-server", "web-1", "--address", "127.0.0.1", "--ssh-port", str(sshd.port), "--ports", ports, "--provision",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    synced = cli(settings, "sync", "--once")  # provisioner_trigger runs provision.yml over SSH; server_sync checks
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    [server] = await rows(settings, Server)
+    assert server.status == "ready", synced.stdout
+
+    try:
+        events = await run_turn(settings, REQUEST, "t-remote")
+        [ask] = [e for e in events if e.kind == "interrupt"]
+        assert ask.payload is not None and ask.payload["kind"] == "deploy_approval", [e.error for e in events]
+        done = cli(settings, "resume", "t-remote", "--approve")
+        assert done.returncode == 0, done.stderr
+        [deployment] = await rows(settings, Deployment)
+        [project] = await rows(settings, Project)
+        assert (deployment.status, project.status, deployment.server_id) == ("succeeded", "active", server.id)
+        assert httpx.get(deployment.url or "", timeout=5, trust_env=False).status_code == 200
+
+        release = Path(REMOTE_RELEASE_ROOT) / "hello-api" / "releases" / deployment.commit_sha
+        origin = subprocess.run(
+            ["git", "-C", str(release), "remote", "get-url", "origin"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert origin.endswith("/run/repo.bundle")  # cloned from the bundle the deploy carried, not the forge
+
+        db = Database(settings.db_url)
+        try:
+            summary = await health_checker.run_pass(SyncContext(settings=settings, db=db))
+        finally:
+            await db.dispose()
+        assert summary.requests == 1 and summary.transient_failures == 0, summary.notes  # curl and proof over SSH
+    finally:
+        gone = cli(settings, "undeploy", "hello-api", "--json")
+    assert gone.returncode == 0, gone.stderr
+    assert json.loads(gone.stdout)["status"] == "undeployed"
+    assert await rows(settings, PortLease) == []
+    with pytest.raises(httpx.TransportError):
+        httpx.get(deployment.url or "", timeout=3, trust_env=False)
+
+
+async def test_provisioning_twice_changes_nothing_and_a_changed_host_key_is_refused(
+    settings: Settings, sshd: RealSSHD
+) -> None:
+    from infra.ansible import PlaybookResult, inventory_for, run_playbook
+
+    async def provision(known_hosts: Path) -> PlaybookResult:
+        inventory = inventory_for(
+            name="web-1",
+            address="127.0.0.1",
+            connection="ssh",
+            ssh_port=sshd.port,
+            key_path=sshd.client_key,
+            known_hosts=known_hosts,
+        )
+        extravars = {"release_root": REMOTE_RELEASE_ROOT, "service_user": settings.service_user}
+        work = settings.data_dir / "ansible"
+        return await run_playbook(
+            "provision.yml", inventory=inventory, extravars=extravars, work_root=work, timeout_s=120
+        )
+
+    other = sshd.dir / "other_host"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    wrong = sshd.dir / "wrong_known_hosts"
+    wrong.write_text(f"[127.0.0.1]:{sshd.port} " + " ".join(Path(f"{other}.pub").read_text().split()[:2]) + "\n")
+    # First, before any connection exists (Ansible's ssh keeps one open for a minute and reuses it): the host's key
+    # is not the one on record, so nothing connects and nothing is trusted.
+    refused = await provision(wrong)
+    assert not refused.ok and "unreachable=1" in refused.summary, refused.summary
+
+    first = await provision(sshd.known_hosts)
+    assert first.ok, first.summary
+    second = await provision(sshd.known_hosts)
+    assert second.ok and "changed=0" in second.summary, second.summary
