@@ -322,6 +322,7 @@ async def test_a_release_that_fails_its_check_is_rolled_back_and_the_old_one_ans
     assert pids_with(str(deployment.release_dir(good))) == [pid] and not pids_with(str(deployment.release_dir(bad)))
     state = (deployment.project_root / "run" / "service.commit").read_text().split()
     assert state == [good, str(deployment.port)]
+    assert (deployment.project_root / "current").resolve() == deployment.release_dir(good)  # still the live one
     again = await deployment.deploy(good)  # the old release is simply what runs
     assert again.ok and "changed=0" in again.summary, again.summary
 
@@ -334,5 +335,6 @@ async def test_only_the_newest_releases_are_kept_and_never_the_live_one(deployme
         assert result.ok, result.summary
     kept = {p.name for p in (deployment.project_root / "releases").iterdir()}
     assert kept == {shas[1], shas[2]}  # the first is pruned; the live one and the one before it stay
+    assert (deployment.project_root / "current").resolve() == deployment.release_dir(shas[2])
     again = await deployment.deploy(shas[2], keep=2)
     assert again.ok and "changed=0" in again.summary, again.summary  # nothing more to prune, nothing restarted
