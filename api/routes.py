@@ -324,12 +324,17 @@ async def undeploy_project_route(name: ProjectName, rt: RuntimeDep, who: Approve
 
 
 @router.delete("/projects/{name}", responses={**CHANGE, **errors(404, 409)})
-async def delete_project_route(name: ProjectName, rt: RuntimeDep, who: Approver) -> LifecycleOut:
+async def delete_project_route(
+    name: ProjectName,
+    rt: RuntimeDep,
+    who: Approver,
+    archive_repo: Annotated[bool, Query(description="also archive its repository on the forge")] = False,
+) -> LifecycleOut:
     """Undeploy the project and archive it (approver): kept on the record with its repository.
 
     Nothing works on it again. 409: work in flight, or already archived.
     """
-    return await _lifecycle(rt, name, who, delete_project)
+    return await _lifecycle(rt, name, who, functools.partial(delete_project, archive_repo=archive_repo))
 
 
 def _unknown_project(name: str) -> HTTPException:

@@ -78,9 +78,15 @@ def delete(
     ctx: typer.Context,
     project: Project,
     yes: Annotated[bool, typer.Option("--yes", help="Do it without asking (scripts).")] = False,
+    archive_repo: Annotated[
+        bool, typer.Option("--archive-repo", help="Also archive its repository on the forge (read-only, kept).")
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Undeploy the project and archive it: kept on the record with its repository, never worked on again."""
+    """Undeploy the project and archive it: kept on the record, never worked on again.
+
+    Its repository is kept as it is, or archived on the forge (read-only) with --archive-repo.
+    """
     from services.lifecycle import delete_project
 
     if not yes:
@@ -90,7 +96,7 @@ def delete(
         if not typer.confirm(f"Delete {project}? Its service stops and it is archived for good", default=False):
             err.print("nothing deleted")
             raise typer.Exit(1)
-    _run(ctx, lambda: delete_project, project, as_json)
+    _run(ctx, lambda: functools.partial(delete_project, archive_repo=archive_repo), project, as_json)
 
 
 @app.command()

@@ -15,6 +15,7 @@ The status moves only after the service did what the move says (a failed stop le
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 
@@ -23,11 +24,14 @@ from sqlmodel import col, select
 
 from core.db import Database
 from core.settings import Settings
+from infra.forge.base import ForgeError
+from infra.forge.factory import make_forge
 from models.enums import DeploymentStatus
 from models.enums import ProjectStatus as P
 from models.tables import Deployment, Project, Server, utcnow
 from models.transitions import transition_project
 from services.deploys import live_deployment, redeploy, rolled_back_to, stop_service
+from services.identities import record
 from services.leases import release_leases
 from services.secrets import SecretsError
 from services.verification import VerificationRefused
@@ -147,10 +151,13 @@ async def undeploy_project(settings: Settings, db: Database, name: str, *, actor
     return LifecycleOutcome(name, P.undeployed.value, f"{name} is undeployed: its service is stopped{released}")
 
 
-async def delete_project(settings: Settings, db: Database, name: str, *, actor: str) -> LifecycleOutcome:
+async def delete_project(
+    settings: Settings, db: Database, name: str, *, actor: str, archive_repo: bool = False
+) -> LifecycleOutcome:
     """Undeploy the project, then archive it.
 
-    It stays on the record (trail, deployments, repository) and nothing works on it again.
+    It stays on the record (trail, deployments) and nothing works on it again. Its repository is kept as it is, or
+    with ``archive_repo`` archived on its forge (read-only; GitHub's archive), on the trail as ``repo_archived``.
 
     Raises:
         LookupError: no such project. LifecycleRefused: as :func:`undeploy_project`, or already archived.
@@ -160,9 +167,27 @@ async def delete_project(settings: Settings, db: Database, name: str, *, actor: 
         raise LifecycleRefused(f"{name} is already archived")
     await undeploy_project(settings, db, name, actor=actor)
     project = await _project(db, name)
-    await _move(db, project, P.archived, why="deleted on request; its repository is kept", actor=actor)
+    kept = "kept as it is"
+    if archive_repo:
+        try:
+            await asyncio.to_thread(make_forge(settings).archive_repo, name)
+        except ForgeError as exc:
+            raise LifecycleRefused(f"{name} is undeployed, but its repository could not be archived: {exc}") from exc
+        kept = "archived (read-only)"
+        assert project.id is not None
+        async with db.session() as s:
+            await record(
+                s,
+                subject_type="project",
+                subject_id=project.id,
+                action="repo_archived",
+                reason=f"repository {project.repo_full_name or name} archived on request",
+                actor=actor,
+                thread_id=project.thread_id,
+            )
+    await _move(db, project, P.archived, why=f"deleted on request; its repository is {kept}", actor=actor)
     where = f" ({project.repo_url})" if project.repo_url else ""
-    return LifecycleOutcome(name, P.archived.value, f"{name} is deleted (archived); its repository is kept{where}")
+    return LifecycleOutcome(name, P.archived.value, f"{name} is deleted (archived); its repository is {kept}{where}")
 
 
 async def deployments_of(db: Database, name: str) -> list[Deployment]:

@@ -44,6 +44,14 @@ class Forge(Protocol):
         """Create ``name`` with an initial commit on its default branch; raise ForgeError if it exists."""
         ...
 
+    def archive_repo(self, name: str) -> None:
+        """Make ``name`` read-only, kept with its history (GitHub's archive); idempotent.
+
+        Raises:
+            ForgeError: no such repository, or the forge refused.
+        """
+        ...
+
     def git_auth(self) -> GitAuth:
         """Credentials for clone/fetch/push of this forge's repositories (``NO_AUTH`` if none are needed).
 

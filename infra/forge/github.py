@@ -124,6 +124,25 @@ class GitHubForge:
                 raise
         return self._info(repo)
 
+    def archive_repo(self, name: str) -> None:
+        """Archive ``org/name`` (read-only, kept): ``PATCH /repos/{owner}/{repo}`` with ``archived: true``.
+
+        See https://docs.github.com/en/rest/repos/repos#update-a-repository. Archiving an archived repository is
+        a no-op for GitHub.
+
+        Raises:
+            InvalidProjectName: ``name`` is not a safe slug. ForgeError: no such repository, bad credentials or
+                missing permission. ForgeUnavailable: GitHub unreachable, 5xx or rate limited after retries.
+        """
+        validate_slug(name)
+        with self._translate(f"archive repository {self.org}/{name}"):
+            try:
+                self._gh.get_repo(f"{self.org}/{name}").edit(archived=True)
+            except GithubException as e:
+                if e.status == 404:
+                    raise ForgeError(f"no repository {self.org}/{name} to archive") from e
+                raise
+
     def git_auth(self) -> GitAuth:
         """Return the credentials that authenticate https clone/fetch/push to GitHub.
 

@@ -85,6 +85,20 @@ class LocalForge:
             (self.root / "registry.json").write_text(json.dumps(registry, indent=2))
             return self._info(name, registry[name])
 
+    def archive_repo(self, name: str) -> None:
+        """Refuse every push from now on (a ``pre-receive`` hook saying why), keeping the history as it is.
+
+        Raises:
+            ForgeError: no such repository.
+        """
+        path = self._path(name)
+        if self.get_repo(name) is None:
+            raise ForgeError(f"no repository {self.org}/{name} to archive")
+        hook = path / "hooks" / "pre-receive"
+        hook.parent.mkdir(exist_ok=True)
+        hook.write_text(f"#!/bin/sh\necho 'repository {self.org}/{name} is archived (read-only)' >&2\nexit 1\n")
+        hook.chmod(0o755)
+
     def git_auth(self) -> GitAuth:
         """Local paths need no authentication."""
         return NO_AUTH

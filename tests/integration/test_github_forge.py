@@ -89,6 +89,17 @@ def test_duplicate_create_is_forge_error(gh: FakeGitHub) -> None:
     assert len(gh.repos) == 1
 
 
+def test_archive_makes_the_repository_archived_and_an_unknown_one_is_a_forge_error(gh: FakeGitHub) -> None:
+    forge = make_forge(gh)
+    forge.create_repo("old-api", "d")
+    forge.archive_repo("old-api")
+    forge.archive_repo("old-api")  # GitHub takes it again without complaint
+    assert gh.repos[f"{ORG}/old-api".lower()]["archived"] is True
+    assert gh.count("PATCH", f"/repos/{ORG}/old-api") == 2
+    with pytest.raises(ForgeError, match="no repository .*/ghost to archive"):
+        forge.archive_repo("ghost")
+
+
 def test_unknown_org_is_forge_error(gh: FakeGitHub) -> None:
     with pytest.raises(ForgeError, match="organization 'nope' not found or token cannot see it"):
         make_forge(gh, org="nope").create_repo("hello-api", "")

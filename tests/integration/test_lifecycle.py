@@ -4,6 +4,8 @@ trail, the port lease released when it says so, the service really stopped or an
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -29,7 +31,7 @@ def moved(settings: Settings, *args: str) -> dict[str, str]:
     return dict(json.loads(done.stdout))
 
 
-async def test_stop_start_undeploy_delete(settings: Settings) -> None:
+async def test_stop_start_undeploy_delete(settings: Settings, tmp_path: Path) -> None:
     await run_turn(settings, REQUEST, "t-life")
     approved = cli(settings, "resume", "t-life", "--approve")
     assert approved.returncode == 0, approved.stderr
@@ -56,7 +58,16 @@ async def test_stop_start_undeploy_delete(settings: Settings) -> None:
         [project] = await rows(settings, Project)
         assert (project.port, project.server_id) == (None, None)
 
-        assert moved(settings, "delete", "hello-api", "--yes")["status"] == "archived"
+        deleted = moved(settings, "delete", "hello-api", "--yes", "--archive-repo")
+        assert deleted["status"] == "archived" and "archived (read-only)" in deleted["message"]
+        work = tmp_path / "late-change"
+        subprocess.run(["git", "clone", "-q", project.clone_url or "", str(work)], check=True)
+        (work / "late.txt").write_text("too late\n")
+        git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+        subprocess.run([*git, "add", "late.txt"], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", "late"], check=True)
+        pushed = subprocess.run([*git, "push", "-q", "origin", "HEAD:main"], capture_output=True, text=True)
+        assert pushed.returncode != 0 and "is archived (read-only)" in pushed.stderr  # the forge keeps it read-only
         twice = cli(settings, "delete", "hello-api", "--yes")
         assert twice.returncode == 2 and "already archived" in twice.stderr
     finally:
@@ -69,6 +80,7 @@ async def test_stop_start_undeploy_delete(settings: Settings) -> None:
         ("stopped", "active", me),
         ("active", "undeployed", me),
         (None, "lease_released", me),
+        (None, "repo_archived", me),
         ("undeployed", "archived", me),
     ]:
         assert step in trail, (step, trail)
