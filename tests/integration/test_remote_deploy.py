@@ -5,7 +5,10 @@ health-checked over SSH, undeployed."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import pytest
 from core.db import Database
 from core.settings import Settings
 from models.tables import Deployment, PortLease, Project, Server
-from services.deploys import REMOTE_RELEASE_ROOT
+from services.deploys import REMOTE_RELEASE_ROOT, redeploy, run_deploy
 from sync_workers import health_checker
 from sync_workers.base import SyncContext
 from tests.fixtures.real_sshd import RealSSHD
@@ -30,7 +33,9 @@ def sshd(tmp_path: Path) -> Iterator[RealSSHD]:
         yield host
 
 
-async def test_add_provision_deploy_check_and_undeploy_over_real_ssh(settings: Settings, sshd: RealSSHD) -> None:
+async def test_add_provision_deploy_check_and_undeploy_over_real_ssh(
+    settings: Settings, sshd: RealSSHD, tmp_path: Path
+) -> None:
     settings = settings.model_copy(
         update={"register_localhost": False, "ssh_key_path": sshd.client_key, "ssh_known_hosts": sshd.known_hosts}
     )
@@ -68,13 +73,69 @@ async def test_add_provision_deploy_check_and_undeploy_over_real_ssh(settings: S
         finally:
             await db.dispose()
         assert summary.requests == 1 and summary.transient_failures == 0, summary.notes  # curl and proof over SSH
+
+        pid_file = Path(REMOTE_RELEASE_ROOT) / "hello-api" / "run" / "service.pid"
+        pid = pid_file.read_text().strip()
+        db = Database(settings.db_url)
+        try:  # the same commit deployed again: the running process is left alone, no second copy
+            again = await redeploy(settings, db, project, deployment, server)
+        finally:
+            await db.dispose()
+        assert again.ok and "changed=0" in again.summary and pid_file.read_text().strip() == pid, again.summary
+
+        # A release that fails its checks on the remote host: stopped, the good one brought back and proven.
+        crash = push_commit(project.clone_url or "", tmp_path / "crash", "app.py", CRASH)
+        result = await run_deploy(
+            settings, project=project, server=server, commit=crash, port=deployment.port, entrypoint="app.py",
+            health_path="/health",
+        )  # fmt: skip
+        assert not result.ok and f"rolled back to {deployment.commit_sha}" in result.summary, result.summary
+        assert httpx.get(deployment.url or "", timeout=5, trust_env=False).status_code == 200
+
+        # stop, a stranger takes the port, start refuses to call that a success; the port freed, start works
+        assert cli(settings, "stop", "hello-api").returncode == 0
+        stranger = subprocess.Popen([sys.executable, "-m", "http.server", str(deployment.port), "-b", "127.0.0.1"])
+        try:
+            wait_listening(deployment.port)
+            refused = cli(settings, "start", "hello-api")
+            assert refused.returncode == 2 and f"held by another process: pid {stranger.pid}" in refused.stderr
+        finally:
+            stranger.kill()
+            stranger.wait(timeout=5)
+        started = cli(settings, "start", "hello-api")
+        assert started.returncode == 0, started.stderr
+        assert httpx.get(deployment.url or "", timeout=5, trust_env=False).status_code == 200
     finally:
-        gone = cli(settings, "undeploy", "hello-api", "--json")
+        gone = cli(settings, "delete", "hello-api", "--yes", "--json")
     assert gone.returncode == 0, gone.stderr
-    assert json.loads(gone.stdout)["status"] == "undeployed"
+    assert json.loads(gone.stdout)["status"] == "archived"
     assert await rows(settings, PortLease) == []
     with pytest.raises(httpx.TransportError):
         httpx.get(deployment.url or "", timeout=3, trust_env=False)
+
+
+CRASH = "import sys\nprint('FATAL: no database', file=sys.stderr)\nraise SystemExit(3)\n"
+
+
+def push_commit(repo: str, work: Path, path: str, content: str) -> str:
+    """Clone ``repo``, commit ``content`` at ``path`` on main, push; return the commit."""
+    subprocess.run(["git", "clone", "-q", repo, str(work)], check=True)
+    (work / path).write_text(content)
+    git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "commit", "-q", "-am", "a release that cannot start"], check=True)
+    subprocess.run([*git, "push", "-q", "origin", "HEAD:main"], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def wait_listening(port: int, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
 
 
 async def test_provisioning_twice_changes_nothing_and_a_changed_host_key_is_refused(
