@@ -248,12 +248,23 @@ def test_inventory_for_local() -> None:
 def test_inventory_for_ssh() -> None:
     inv = inventory_for(name="vps1", address="203.0.113.7", connection="ssh", ssh_port=2222, ssh_user="deploy")
     host = inv["all"]["children"]["targets"]["hosts"]["vps1"]
-    assert host == {"ansible_host": "203.0.113.7", "ansible_port": 2222, "ansible_user": "deploy"}
-    assert inventory_for(name="v", address="h", connection="ssh")["all"]["children"]["targets"]["hosts"]["v"] == {
-        "ansible_host": "h",
-        "ansible_port": 22,
-        "ansible_user": "root",
+    assert host == {
+        "ansible_host": "203.0.113.7",
+        "ansible_port": 2222,
+        "ansible_user": "deploy",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=yes",  # strict even with ssh's default known_hosts
     }
+    keyed = inventory_for(
+        name="v", address="h", connection="ssh", key_path=Path("/k/id"), known_hosts=Path("/k/known_hosts")
+    )["all"]["children"]["targets"]["hosts"]["v"]
+    assert keyed["ansible_ssh_private_key_file"] == "/k/id" and (keyed["ansible_port"], keyed["ansible_user"]) == (
+        22,
+        "root",
+    )
+    assert keyed["ansible_ssh_common_args"] == (
+        "-o StrictHostKeyChecking=yes -o UserKnownHostsFile=/k/known_hosts -o IdentitiesOnly=yes"
+    )
 
 
 def test_inventory_for_rejects_unknown_connection() -> None:
