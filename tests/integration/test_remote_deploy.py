@@ -5,6 +5,7 @@ health-checked over SSH, undeployed."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -39,6 +40,7 @@ async def test_add_provision_deploy_check_and_undeploy_over_real_ssh(
     settings = settings.model_copy(
         update={"register_localhost": False, "ssh_key_path": sshd.client_key, "ssh_known_hosts": sshd.known_hosts}
     )
+    shutil.rmtree(Path(REMOTE_RELEASE_ROOT) / "hello-api", ignore_errors=True)  # the "remote" host is this machine
     ports = f"{settings.port_range_start}-{settings.port_range_end}"
     added = cli(
         settings,
