@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path, PurePosixPath
 
-from infra.git import NO_AUTH, GitAuth, run_git
+from infra.git import NO_AUTH, GitAuth, clear_stale_locks, run_git
 
 
 class PathOutsideWorkspace(ValueError):
@@ -40,13 +40,22 @@ def prepare(root: Path, clone_url: str, auth: GitAuth = NO_AUTH, branch: str | N
     files: what a crashed attempt half-wrote, or committed without pushing, is dropped (the re-run writes it again),
     and work pushed by someone else since is the base of the next commit instead of a rejected push.
 
+    A git killed part-way in an earlier attempt (kill -9 during a commit) leaves lock files that would fail every
+    later git here: those whose owner is gone are removed first (see :func:`infra.git.clear_stale_locks` for how
+    that is decided), and the reset then rewrites the index and the branch from the remote, whatever the dead git
+    had done.
+
     ``auth`` reaches git through its environment only: the working copy's ``.git/config`` and remote URL hold no
     credentials.
+
+    Raises:
+        GitError: git failed, e.g. the remote is unreachable, or a live git process still holds a lock here.
     """
     if not (root / ".git").is_dir():
         root.parent.mkdir(parents=True, exist_ok=True)
         run_git("clone", "--quiet", clone_url, str(root), auth=auth)
         return root
+    clear_stale_locks(root)
     if branch is not None:
         run_git("fetch", "--quiet", "origin", cwd=root, auth=auth)
         if run_git("branch", "--remotes", "--list", f"origin/{branch}", cwd=root):  # an empty remote has none
@@ -79,8 +88,13 @@ def write_files(root: Path, files: list[tuple[str, str]]) -> list[str]:
 def commit_and_push(root: Path, message: str, auth: GitAuth = NO_AUTH, branch: str = "main") -> str:
     """Commit everything (if anything changed) and push ``branch``; return the HEAD sha.
 
-    Idempotent: re-running after a crash with the same files commits nothing new and pushes the same sha.
+    Idempotent: re-running after a crash with the same files commits nothing new and pushes the same sha. Lock
+    files of a git that died here (e.g. killed by a timeout) are removed first, as in :func:`prepare`.
+
+    Raises:
+        GitError: git failed (a live git process holds a lock here, the push was rejected, the remote is down).
     """
+    clear_stale_locks(root)
     run_git("add", "-A", cwd=root)
     if run_git("status", "--porcelain", cwd=root):
         run_git("commit", "--quiet", "-m", message, cwd=root)
