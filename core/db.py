@@ -3,12 +3,16 @@
 See STACK_FACTS: ``expire_on_commit=False`` avoids MissingGreenlet on attribute access after commit, and WAL plus a
 busy timeout lets several processes share one SQLite file. The pragmas are SQLite's only; on PostgreSQL the pool
 pings a connection before handing it out, so a restarted server costs no failed request.
+
+Schema set-up is all or nothing: every migration of one start runs in one database transaction, so a process
+killed part-way leaves the schema as it was before (see :meth:`Database.migrate`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,12 +21,23 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import Connection, event, func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 MIGRATION_LOCK_KEY = 0x4D494752
 """ASCII "MIGR": the PostgreSQL advisory lock key that serializes schema setup (Alembic and the checkpoint tables)."""
+
+log = logging.getLogger(__name__)
+
+
+class SchemaStateError(RuntimeError):
+    """The database holds tables of this schema but no Alembic revision, and rows in some of them.
+
+    A schema set-up that ran each statement on its own stopped part-way, and rows were written since; the message
+    names the database, the tables holding rows and what to do.
+    """
 
 
 def is_sqlite_url(url: str) -> bool:
@@ -36,6 +51,20 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_manual_transactions(dbapi_conn: Any, record: Any) -> None:
+    # pysqlite's legacy mode sends no BEGIN before DDL, so each CREATE would commit on its own; with
+    # isolation_level None it sends none at all and _begin_immediate below opens every transaction instead
+    # (SQLAlchemy's SQLite docs: "Enabling Non-Legacy SQLite Transactional Modes").
+    _sqlite_pragmas(dbapi_conn, record)
+    dbapi_conn.isolation_level = None
+
+
+def _begin_immediate(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock up front (waiting out other writers under the busy timeout) rather than
+    # failing on a read-to-write upgrade after another process wrote.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:
@@ -59,17 +88,52 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
     async def migrate(self) -> None:
-        """Bring the schema to the latest Alembic revision (idempotent).
+        """Bring the schema to the latest Alembic revision (idempotent), all at once or not at all.
 
-        Concurrent starters are serialized: on SQLite by a file lock beside the database file, on PostgreSQL by a
-        transaction-level advisory lock taken in the migration's own transaction (PostgreSQL's DDL is
-        transactional, so a second starter waits, then finds the schema at head and does nothing).
+        Every pending revision, and the ``alembic_version`` row, is applied in ONE transaction: a process killed
+        part-way leaves the schema as it was, and the next start migrates again from there. PostgreSQL's DDL is
+        transactional as it is; on a SQLite file the migration runs on a connection of its own on which the driver's
+        legacy transaction handling is off and ``BEGIN IMMEDIATE`` opens the transaction, so CREATE, ALTER and DROP
+        are part of it (a ``:memory:`` database keeps its one connection, and no crash to survive).
+
+        Concurrent starters are serialized: on SQLite by a file lock beside the database file (and SQLite's write
+        lock), on PostgreSQL by a transaction-level advisory lock taken in the migration's own transaction; a second
+        starter waits, then finds the schema at head and does nothing.
+
+        A database an older set-up left half-built (tables of this schema, no ``alembic_version`` row) is rebuilt
+        when none of those tables holds a row, which loses nothing; otherwise it is refused untouched.
+
+        Raises:
+            SchemaStateError: a half-built schema whose tables hold rows (the message says which and what to do).
+            sqlalchemy.exc.SQLAlchemyError: the database failed or is unreachable; nothing of the migration stays.
         """
+        where = self._where()
         async with self._migration_lock():
-            async with self.engine.begin() as conn:
-                if not is_sqlite_url(self.url):
-                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-                await conn.run_sync(lambda sync_conn: command.upgrade(alembic_config(sync_conn), "head"))
+            engine = self._migration_engine()
+            try:
+                async with engine.begin() as conn:
+                    if not is_sqlite_url(self.url):
+                        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                    await conn.run_sync(_upgrade_to_head, where)
+            finally:
+                if engine is not self.engine:
+                    await engine.dispose()
+
+    def _migration_engine(self) -> AsyncEngine:
+        """The engine the migration runs on: this one, or on a SQLite file an unpooled one with real transactions."""
+        path = self.engine.url.database
+        if not is_sqlite_url(self.url) or not path or path == ":memory:":
+            return self.engine
+        engine = create_async_engine(self.url, connect_args={"timeout": 30}, poolclass=NullPool)
+        event.listen(engine.sync_engine, "connect", _sqlite_manual_transactions)
+        event.listen(engine.sync_engine, "begin", _begin_immediate)
+        return engine
+
+    def _where(self) -> str:
+        """The database as a person knows it: the SQLite file's path, or the URL without its password."""
+        if is_sqlite_url(self.url):
+            return str(self.engine.url.database)
+        return self.engine.url.render_as_string(hide_password=True)
 
     @asynccontextmanager
     async def _migration_lock(self) -> AsyncIterator[None]:
@@ -98,6 +162,44 @@ class Database:
 
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "models" / "migrations"
+
+
+def _upgrade_to_head(conn: Connection, where: str) -> None:
+    _clear_half_built(conn, where)
+    command.upgrade(alembic_config(conn), "head")
+
+
+def _clear_half_built(conn: Connection, where: str) -> None:
+    """Drop the tables a set-up stopped part-way left behind, when they hold no row; else refuse.
+
+    "Half-built" is: no row in ``alembic_version`` (the table missing or empty) while tables of the models exist.
+    Only tables of the models are looked at and dropped (others, such as the checkpoint tables PostgreSQL keeps in
+    the same database, are left alone). Runs inside the migration's transaction, so the drop and the rebuild are
+    one change.
+
+    Raises:
+        SchemaStateError: some of those tables hold rows; nothing is changed.
+    """
+    from sqlmodel import SQLModel
+
+    import models  # noqa: F401  (registers every table on SQLModel.metadata)
+
+    present = set(inspect(conn).get_table_names())
+    if "alembic_version" in present and conn.execute(text("SELECT count(*) FROM alembic_version")).scalar():
+        return
+    tables = [t for t in SQLModel.metadata.sorted_tables if t.name in present]
+    if not tables:
+        return
+    counts = {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one()) for t in tables}
+    held = [f"{name} ({n} row{'' if n == 1 else 's'})" for name, n in counts.items() if n]
+    if held:
+        raise SchemaStateError(
+            f"{where}: tables of the schema exist but alembic_version records no revision: an earlier schema set-up "
+            f"stopped part-way, and rows were written since in {', '.join(held)}, so it is not rebuilt. Restore a "
+            "backup, or move the database aside (keeping those rows) and start again with a new one."
+        )
+    log.warning("%s: rebuilding a half-built, empty schema (tables %s)", where, ", ".join(sorted(counts)))
+    SQLModel.metadata.drop_all(conn, tables=tables)
 
 
 def alembic_config(connection: Any) -> Config:
