@@ -167,6 +167,14 @@ class Settings(BaseSettings):
     """Release folders kept per project on its server after a good deploy (the newest ones; the live one and the one
     before it always stay, so a rollback has somewhere to go)."""
     health_timeout_s: float = 30.0
+    deploy_strategy: Literal["blue_green", "recreate"] = "blue_green"
+    """How a new release takes over its project's port. ``blue_green``: it starts beside the live one on a port of
+    its own and takes the traffic through the project's deploy switch only once proven there (no gap, and a failing
+    release never answers a request). ``recreate``: the live release stops, the new one starts on the project's
+    port (a gap of its start-up time), for services that cannot run twice at once or ignore PORT. README "How a
+    new release takes the traffic"."""
+    deploy_drain_s: float = Field(default=2.0, ge=0, le=300)
+    """Seconds the previous release keeps its open connections after a blue/green switch, before it is stopped."""
 
     api_allowed_hosts: Annotated[list[str], NoDecode] = ["127.0.0.1", "localhost", "::1"]
     """Host header values the API answers (comma-separated in the environment; ``*`` allows any): a request naming

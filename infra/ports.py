@@ -1,7 +1,9 @@
 """Which process serves a port: the deployed service or a stranger (``playbooks/files/port_owner.py``).
 
 The deploy runs the script on the target through Ansible; the health checker runs the same file here (local servers)
-or on the host over SSH, so both tell a service that answers from one that something else answers for.
+or on the host over SSH, so both tell a service that answers from one that something else answers for. Behind the
+blue/green deploy switch (``playbooks/files/switch_proxy.py``) the proof is a chain: the switch holds the port, and
+the port it forwards to is held by the service.
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ REMOTE_RELEASE_ROOT = "/srv/orchestrator"
 ROLLED_BACK = re.compile(r"rolled back to ([0-9a-f]{40}): it answers")
 """How deploy.yml's failure message says the previous release was brought back and passed its checks."""
 REMOTE_PYTHON = "/usr/bin/python3"
+REMOTE_UV = "/usr/local/bin/uv"
+"""Where provision.yml installs uv on a remote host (a deploy falls back to venv and pip where it is missing)."""
 _RAM_DIR = Path("/dev/shm")
 
 
@@ -103,7 +105,11 @@ async def run_deploy(
     env: ServiceEnv | None = None,
     tree: str = "",
 ) -> PlaybookResult:
-    """Run playbooks/deploy.yml: fetch ``commit``, install, (re)start on ``port``, wait, check ``health_path``.
+    """Run playbooks/deploy.yml: fetch ``commit``, install, start it, prove it, and give it ``port``'s traffic.
+
+    How the new release takes the port is ``settings.deploy_strategy``: ``blue_green`` starts it beside the live
+    release on a port of its own and switches the project's deploy switch to it once it answers there;
+    ``recreate`` stops the live release first (see the README, "How a new release takes the traffic").
 
     ``tree`` (the git tree the signed verification attests, see :func:`check_verification`) is checked on the
     target right after the checkout: a repository that serves other content under the same commit id fails the
@@ -155,9 +161,11 @@ async def run_deploy(
                 "git_auth_key": auth.config_key,
                 "secrets_file": env_file,
                 "env_digest": env.digest,
-                "uv_bin": uv_binary() if local else "",
+                "uv_bin": uv_binary() if local else REMOTE_UV,
                 "install_args": install_args(settings) if local else [],
                 "keep_releases": settings.releases_kept,
+                "strategy": settings.deploy_strategy,
+                "drain_s": settings.deploy_drain_s,
                 "repo_bundle": bundle,
             },
         )

@@ -6,8 +6,9 @@ For each project in status ``active`` whose latest succeeded Deployment has a UR
 * on an SSH server, ``curl`` of ``http://127.0.0.1:PORT/PATH`` run on the host over SSH (the service's port need
   not be exposed), through :func:`infra.ssh.ssh_run`.
 
-A 2xx/3xx answer is healthy only when the process listening on the port is the deployed service's
-(:mod:`infra.ports`: the same proof the deploy makes), so a stranger that took the port is unhealthy, named.
+A 2xx/3xx answer is healthy only when the process serving the port is the deployed service's (:mod:`infra.ports`:
+the same proof the deploy makes; behind a blue/green deploy switch, the switch holds the port and forwards to the
+live release's own port, and both links are proven), so a stranger that took the port is unhealthy, named.
 Consecutive unhealthy answers are counted per project in ``SyncCursor(key="health:project:<id>")
 .consecutive_failures`` (an atomic upsert); reaching ``settings.sync_failure_threshold`` opens a critical
 ``service_unhealthy`` incident on the project, a healthy answer resets the count and resolves it. The project's

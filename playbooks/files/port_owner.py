@@ -1,15 +1,20 @@
 """Prove which process serves a TCP port: the deployed service, or a stranger.
 
-Usage: python3 port_owner.py PORT PID_FILE
+Usage: python3 port_owner.py [--direct] PORT PID_FILE
 
 The service was started with ``setsid``, so its pid is the id of a session holding every process it starts. The
 LISTEN sockets on PORT are read from /proc/net/tcp and /proc/net/tcp6 (their inodes), and the process holding one
 of them is found through /proc/<pid>/fd (a ``socket:[inode]`` link); its session (``os.getsid``) says whose it is.
 
-Prints one line and exits 0 when a process of the service's session listens on PORT; 1 when another process does,
-nothing does, or the service is not running; 2 when it cannot tell (no permission to read the other processes'
-fds) while the service itself is alive. Standard library only: it runs on the target with its system python3.
-Linux only (procfs), like the services it checks.
+Blue/green releases (deploy.yml's ``blue_green`` strategy) sit behind the project's switch (files/switch_proxy.py):
+when a live ``proxy.pid`` lies beside PID_FILE, the proof is a chain of two: PORT is held by the switch's session,
+and the port the switch forwards to (the ``upstream`` file beside it) is held by the service's session. ``--direct``
+checks PORT against PID_FILE alone (a release being started on its own port, before it takes any traffic).
+
+Prints one line and exits 0 when the service's session serves PORT (itself, or through the switch); 1 when another
+process does, nothing does, or the service is not running; 2 when it cannot tell (no permission to read the other
+processes' fds) while the service itself is alive. Standard library only: it runs on the target with its system
+python3. Linux only (procfs), like the services it checks.
 """
 
 from __future__ import annotations
@@ -77,38 +82,63 @@ def alive(pid: int) -> bool:
         return False
 
 
-def main(port: int, pid_file: str) -> int:
-    """Print the verdict and return the exit code (see the module docstring)."""
+def read_int(path: str) -> int | None:
+    """The integer a small file holds (a pid, a port), or None when it is missing or holds something else."""
     try:
-        with open(pid_file) as fh:
-            service = int(fh.read().strip())
+        with open(path) as fh:
+            return int(fh.read().strip())
     except (OSError, ValueError):
-        service = None
+        return None
+
+
+def owned_by(port: int, session: int | None, what: str) -> tuple[int, str]:
+    """``(code, line)``: whether the process listening on ``port`` is in ``session`` (``what`` names it in words)."""
     inodes = listening_inodes(port)
     if not inodes:
-        print(f"nothing listens on port {port}")
-        return 1
+        return 1, f"nothing listens on port {port}"
     pid, denied = holder(inodes)
     if pid is None:
-        if denied and service is not None and alive(service):
-            print(f"cannot see which process listens on port {port} (no permission); the service (pid {service}) runs")
-            return 2
-        print(f"port {port} is held by a process this user cannot see; the service is not running")
-        return 1
+        if denied and session is not None and alive(session):
+            why = f"cannot see which process listens on port {port} (no permission)"
+            return 2, f"{why}; the {what} (pid {session}) runs"
+        return 1, f"port {port} is held by a process this user cannot see; the {what} is not running"
     try:
-        session = os.getsid(pid)
+        held_by = os.getsid(pid)
     except OSError:
-        session = None
-    if service is not None and session == service:
-        print(f"port {port} is served by the deployed service (pid {pid}, session {service})")
-        return 0
-    who = "not running" if service is None or not alive(service) else f"pid {service}, running"
-    print(f"port {port} is held by another process: pid {pid} ({command_of(pid)}); the deployed service is {who}")
-    return 1
+        held_by = None
+    if session is not None and held_by == session:
+        return 0, f"port {port} is served by the {what} (pid {pid}, session {session})"
+    who = "not running" if session is None or not alive(session) else f"pid {session}, running"
+    return 1, f"port {port} is held by another process: pid {pid} ({command_of(pid)}); the {what} is {who}"
+
+
+def main(port: int, pid_file: str, direct: bool = False) -> int:
+    """Print the verdict and return the exit code (see the module docstring)."""
+    service = read_int(pid_file)
+    run_dir = os.path.dirname(pid_file)
+    proxy = None if direct else read_int(os.path.join(run_dir, "proxy.pid"))
+    if proxy is None or not alive(proxy):
+        code, line = owned_by(port, service, "deployed service")
+        print(line)
+        return code
+    code, line = owned_by(port, proxy, "deploy switch")
+    if code == 1:
+        print(line)
+        return code
+    upstream = read_int(os.path.join(run_dir, "upstream"))
+    if upstream is None:
+        print(f"the deploy switch on port {port} names no release to forward to")
+        return 1
+    inner, inner_line = owned_by(upstream, service, "deployed service")
+    print(f"{line}, forwarding to {inner_line}")
+    return 1 if inner == 1 else max(code, inner)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or not sys.argv[1].isdigit():
-        print("usage: port_owner.py PORT PID_FILE", file=sys.stderr)
+    args = sys.argv[1:]
+    direct = args[:1] == ["--direct"]
+    args = args[1:] if direct else args
+    if len(args) != 2 or not args[0].isdigit():
+        print("usage: port_owner.py [--direct] PORT PID_FILE", file=sys.stderr)
         sys.exit(64)
-    sys.exit(main(int(sys.argv[1]), sys.argv[2]))
+    sys.exit(main(int(args[0]), args[1], direct))

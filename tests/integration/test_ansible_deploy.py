@@ -127,8 +127,11 @@ class Deployment:
     def release_dir(self, commit: str) -> Path:
         return self.project_root / "releases" / commit
 
-    async def deploy(self, commit: str, health_timeout: int = 15, tree: str = "", keep: int = 5) -> PlaybookResult:
+    async def deploy(
+        self, commit: str, health_timeout: int = 15, tree: str = "", keep: int = 5, **more: object
+    ) -> PlaybookResult:
         extravars = {
+            **more,
             "keep_releases": keep,
             "tree": tree,
             "project": self.project,
@@ -152,21 +155,25 @@ class Deployment:
         )
 
 
+async def stop_everything(d: Deployment) -> None:
+    """Stop what a test deployed; then kill whatever of it still runs (releases, the switch)."""
+    try:
+        await d.stop()
+    finally:
+        for pid in pids_with(str(d.project_root / "releases")) + pids_with(str(d.project_root / "bin")):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 @pytest.fixture
 async def deployment(tmp_path: Path, settings: Settings) -> AsyncIterator[Deployment]:
     d = Deployment(tmp_path, settings.release_root)
     try:
         yield d
     finally:
-        try:
-            await d.stop()
-        finally:
-            # Belt and braces: nothing started from this tmp dir may outlive the test.
-            for pid in pids_with(str(d.project_root / "releases")):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        await stop_everything(d)  # nothing started from this tmp dir may outlive the test
 
 
 @pytest.mark.slow

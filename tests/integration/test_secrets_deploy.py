@@ -156,7 +156,7 @@ async def stage(tmp_path: Path, settings: Settings) -> AsyncIterator[Stage]:
         try:
             await stop_service(st.settings, project=NAME, server=local_server())
         finally:
-            for pid in pids_with(str(st.project_root / "releases")):
+            for pid in pids_with(str(st.project_root / "releases")) + pids_with(str(st.project_root / "bin")):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -339,7 +339,9 @@ async def test_a_deployed_service_sees_only_its_own_environment(stage: Stage, mo
     assert not [k for k in environ if k.startswith("ORCH_") or k == "DATABASE_URL"], environ
     assert "leak-me" not in json.dumps(environ)
     assert set(environ) <= {"PORT", "PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "API_TOKEN", "PWD", "SHLVL", "_"}
-    assert environ["API_TOKEN"] == SECOND and environ["PORT"] == str(stage.info["port"] if stage.info else "")
+    # PORT is the release's own port (blue/green: the deploy switch holds the project's port and forwards to it)
+    own_port = (stage.project_root / "run" / "service.port").read_text().strip()
+    assert environ["API_TOKEN"] == SECOND and environ["PORT"] == own_port != str(stage.info and stage.info["port"])
     assert environ["PATH"] == "/usr/local/bin:/usr/bin:/bin"
 
 
