@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ from infra import workspace
 from infra.ansible import PlaybookResult, inventory_for, run_playbook
 from infra.forge.factory import make_forge
 from infra.git import GitAuth, GitError, run_git
+from infra.orphans import owned_mkdtemp
 from infra.ssh import known_hosts_path
 from infra.venvs import uv_binary
 from models.enums import DeploymentStatus, ServerStatus
@@ -52,7 +52,7 @@ def repository_bundle(repo: Path) -> Iterator[str]:
     Raises:
         GitError: the bundle could not be made.
     """
-    folder = tempfile.mkdtemp(prefix="orchestrator-bundle-")
+    folder = owned_mkdtemp(prefix="orchestrator-bundle-")  # a kill's leftover is swept at the next start
     try:
         path = os.path.join(folder, "repo.bundle")
         run_git("bundle", "create", path, "--all", cwd=repo)
@@ -289,7 +289,7 @@ def private_file(content: str, *, prefix: str, name: str) -> Iterator[str]:
         yield ""
         return
     parent = str(_RAM_DIR) if _RAM_DIR.is_dir() and os.access(_RAM_DIR, os.W_OK) else None
-    folder = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    folder = owned_mkdtemp(prefix=prefix, dir=parent)  # names this process: a kill's leftover is swept at start-up
     try:
         path = os.path.join(folder, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
