@@ -42,12 +42,19 @@ def main(
     model: Annotated[str | None, typer.Option(help="litellm model for every role. Env: ORCH_MODEL.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress (INFO) to stderr.")] = False,
 ) -> None:
-    """Global options; every other setting comes from ORCH_* environment variables."""
+    """Global options; every other setting comes from ORCH_* environment variables.
+
+    Every command starts by sweeping what a killed orchestrator left behind (secrets files in RAM, the processes
+    of its playbook runs; see infra/orphans.py): a chat, the API and the sync all start here.
+    """
+    from infra.orphans import sweep_orphans
+
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    sweep_orphans()
     ctx.obj = {k: v for k, v in {"data_dir": data_dir, "model": model}.items() if v is not None}
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import ansible_runner
 
+from infra.orphans import OWNER_ENV, end_marked, end_orphaned_runs, run_marker
+
 PLAYBOOK_DIR: Path = Path(__file__).resolve().parent.parent / "playbooks"
 _MAX_DETAIL = 1500
 
@@ -123,8 +125,15 @@ async def run_playbook(
     ``KEPT_FAILED_RUNS`` of them; older ones are pruned); note that it then holds the inventory and the
     extravars as written by ansible-runner (``env/extravars``), which therefore never carry a secret.
 
+    The run's processes end with it, and with this process: every one of them inherits the environment variable
+    ``ORCH_RUN_OWNER`` (this process as owner, and a run id; see infra/orphans.py), which outlasts the ``setsid()``
+    calls of ansible-runner and of Ansible's workers that take them out of any process group. After the run, what
+    still carries its run id is ended (e.g. a timed-out run's workers); before it, every run whose owner is gone (a
+    killed orchestrator's) is. A process meant to outlive its run must start from a clean environment
+    (``env -i``), as deploy.yml's service and switch do.
+
     Args:
-        playbook: File name inside ``PLAYBOOK_DIR``, e.g. ``"deploy.yml"``.
+        playbook: File name inside ``PLAYBOOK_DIR``, e.g. ``"deploy.yml"`` (an absolute path is taken as is).
         inventory: Inventory dict, see ``inventory_for``.
         extravars: Playbook variables; never logged nor put into the summary.
         work_root: Parent directory for the private data dirs (created if missing).
@@ -142,6 +151,7 @@ async def run_playbook(
     work_root.mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix=f"{path.stem}-", dir=work_root))
     venv_bin = str(Path(sys.executable).parent)
+    marker = run_marker()
     envvars = {
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_LOCALHOST_WARNING": "False",
@@ -150,8 +160,10 @@ async def run_playbook(
         # puts "-o StrictHostKeyChecking=no" before the inventory's own ssh options, where ssh takes the first one.
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+        OWNER_ENV: marker,
     }
     timeout = max(1, int(timeout_s + 0.999))
+    await asyncio.to_thread(end_orphaned_runs)
     runner = await asyncio.to_thread(
         ansible_runner.run,
         private_data_dir=str(data_dir),
@@ -162,6 +174,7 @@ async def run_playbook(
         quiet=True,
         timeout=timeout,
     )
+    await asyncio.to_thread(end_marked, marker.__eq__)  # what outlived the run: a timed-out run's workers
     status = str(runner.status)
     rc = runner.rc if isinstance(runner.rc, int) else -1
     stats: dict[str, Any] = dict(runner.stats or {})
