@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import platform
 import re
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from core.db import Database
 from core.settings import Settings
 from infra.ansible import PlaybookResult
 from infra.ssh import describe_error, ssh_run
+from infra.venvs import uv_binary
 from models.enums import ServerStatus
 from models.tables import Event, Server, utcnow
 from models.transitions import transition_server
@@ -236,6 +238,8 @@ async def provision_server(settings: Settings, db: Database, server: Server, *, 
     extravars: dict[str, object] = {
         "release_root": release_root(settings, server),
         "service_user": settings.service_user,
+        "uv_src": uv_binary(),
+        "uv_arch": platform.machine(),
     }
     result = await run_on_server(settings, server, "provision.yml", extravars)
     async with db.session() as s:

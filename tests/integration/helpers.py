@@ -220,3 +220,24 @@ def contract_variant(tmp: Path, mode: str | None = None, **max_rounds: int) -> P
     path = tmp / "contract.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+VERSION_UPDATE = "Please add a /version endpoint to hello-api."
+"""A person's update of a live hello-api, which :func:`version_update_exchanges` answer."""
+
+
+def version_update_exchanges() -> list[dict[str, Any]]:
+    """The PO's recorded classification of :data:`VERSION_UPDATE` as an update, then the teams' /version change."""
+    change = "add a /version endpoint that answers the version"
+    return [
+        {
+            "id": "po-update",
+            "role": "po",
+            "when": {"contains": ["/version", "hello-api"], "absent": ["HTTP service"]},
+            "reply": {
+                "content": "An update of hello-api: the teams will add /version.",
+                "tool_calls": [{"name": "update_project_intent", "arguments": {"name": "hello-api", "change": change}}],
+            },
+        },
+        *version_change(change),
+    ]

@@ -5,6 +5,7 @@ health-checked over SSH, undeployed."""
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import socket
 import subprocess
@@ -18,12 +19,21 @@ import pytest
 
 from core.db import Database
 from core.settings import Settings
+from infra.venvs import uv_binary
 from models.tables import Deployment, PortLease, Project, Server
 from services.deploys import REMOTE_RELEASE_ROOT, redeploy, run_deploy
 from sync_workers import health_checker
 from sync_workers.base import SyncContext
 from tests.fixtures.real_sshd import RealSSHD
-from tests.integration.helpers import REQUEST, cli, rows, run_turn
+from tests.integration.helpers import (
+    REQUEST,
+    VERSION_UPDATE,
+    cli,
+    rows,
+    run_turn,
+    scenario_variant,
+    version_update_exchanges,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +48,13 @@ async def test_add_provision_deploy_check_and_undeploy_over_real_ssh(
     settings: Settings, sshd: RealSSHD, tmp_path: Path
 ) -> None:
     settings = settings.model_copy(
-        update={"register_localhost": False, "ssh_key_path": sshd.client_key, "ssh_known_hosts": sshd.known_hosts}
+        update={
+            "register_localhost": False,
+            "ssh_key_path": sshd.client_key,
+            "ssh_known_hosts": sshd.known_hosts,
+            "model": "replay/update",
+            "replay_dir": scenario_variant(tmp_path / "rec", "update", extra=version_update_exchanges()),
+        }
     )
     shutil.rmtree(Path(REMOTE_RELEASE_ROOT) / "hello-api", ignore_errors=True)  # the "remote" host is this machine
     ports = f"{settings.port_range_start}-{settings.port_range_end}"
@@ -85,14 +101,37 @@ async def test_add_provision_deploy_check_and_undeploy_over_real_ssh(
             await db.dispose()
         assert again.ok and "changed=0" in again.summary and pid_file.read_text().strip() == pid, again.summary
 
-        # A release that fails its checks on the remote host: stopped, the good one brought back and proven.
+        # An update over SSH (a second good release), then `rollback` to the first and `rollback --to` the second.
+        events = await run_turn(settings, VERSION_UPDATE, "t-remote")
+        [approval] = [e for e in events if e.kind == "interrupt"]
+        assert approval.payload is not None and approval.payload["kind"] == "deploy_approval"
+        assert cli(settings, "resume", "t-remote", "--approve").returncode == 0
+        first, second = sorted(
+            (d for d in await rows(settings, Deployment) if d.status == "succeeded"), key=lambda d: d.id or 0
+        )
+        version = (deployment.url or "").replace("/health", "/version")
+        assert httpx.get(version, timeout=5, trust_env=False).json() == {"version": "1.0.0"}
+        back = cli(settings, "rollback", "hello-api")
+        assert back.returncode == 0, back.stderr
+        assert httpx.get(version, timeout=5, trust_env=False).status_code == 404  # the first release: no /version
+        current = Path(REMOTE_RELEASE_ROOT) / "hello-api" / "current"
+        assert current.resolve().name == first.commit_sha
+        forward = cli(settings, "rollback", "hello-api", "--to", str(second.id))
+        assert forward.returncode == 0, forward.stderr
+        assert httpx.get(version, timeout=5, trust_env=False).json() == {"version": "1.0.0"}
+        assert current.resolve().name == second.commit_sha
+        [project] = await rows(settings, Project)
+        assert project.status == "active"
+
+        # A release that fails its checks on the remote host: stopped, never switched to; the live one still answers.
         crash = push_commit(project.clone_url or "", tmp_path / "crash", "app.py", CRASH)
         result = await run_deploy(
             settings, project=project, server=server, commit=crash, port=deployment.port, entrypoint="app.py",
             health_path="/health",
         )  # fmt: skip
-        assert not result.ok and f"rolled back to {deployment.commit_sha}" in result.summary, result.summary
-        assert httpx.get(deployment.url or "", timeout=5, trust_env=False).status_code == 200
+        assert not result.ok and f"rolled back to {second.commit_sha}" in result.summary, result.summary
+        assert "(the new release never took the traffic)" in result.summary, result.summary
+        assert httpx.get(version, timeout=5, trust_env=False).json() == {"version": "1.0.0"}
 
         # stop, a stranger takes the port, start refuses to call that a success; the port freed, start works
         assert cli(settings, "stop", "hello-api").returncode == 0
@@ -145,6 +184,9 @@ async def test_provisioning_twice_changes_nothing_and_a_changed_host_key_is_refu
 ) -> None:
     from infra.ansible import PlaybookResult, inventory_for, run_playbook
 
+    uv_dest = sshd.dir / "bin" / "uv"  # where provision.yml puts uv (/usr/local/bin on a real host); not there yet
+    uv_dest.parent.mkdir()
+
     async def provision(known_hosts: Path) -> PlaybookResult:
         inventory = inventory_for(
             name="web-1",
@@ -154,7 +196,13 @@ async def test_provisioning_twice_changes_nothing_and_a_changed_host_key_is_refu
             key_path=sshd.client_key,
             known_hosts=known_hosts,
         )
-        extravars = {"release_root": REMOTE_RELEASE_ROOT, "service_user": settings.service_user}
+        extravars = {
+            "release_root": REMOTE_RELEASE_ROOT,
+            "service_user": settings.service_user,
+            "uv_src": uv_binary(),
+            "uv_arch": platform.machine(),
+            "uv_dest": str(uv_dest),
+        }
         work = settings.data_dir / "ansible"
         return await run_playbook(
             "provision.yml", inventory=inventory, extravars=extravars, work_root=work, timeout_s=120
@@ -171,5 +219,7 @@ async def test_provisioning_twice_changes_nothing_and_a_changed_host_key_is_refu
 
     first = await provision(sshd.known_hosts)
     assert first.ok, first.summary
+    version = subprocess.run([str(uv_dest), "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith("uv "), version  # the controller's uv, copied over SSH: it builds the release venvs
     second = await provision(sshd.known_hosts)
     assert second.ok and "changed=0" in second.summary, second.summary

@@ -13,28 +13,25 @@ from core.db import Database
 from core.settings import Settings
 from models.enums import ProjectStatus
 from models.tables import Deployment, Event, PortLease, Project
-from tests.integration.helpers import REQUEST, cli, rows, run_turn, scenario_variant, stop_service, version_change
-
-UPDATE = "Please add a /version endpoint to hello-api."
-CHANGE = "add a /version endpoint that answers the version"
-EXTRA = [
-    {
-        "id": "po-update",
-        "role": "po",
-        "when": {"contains": ["/version", "hello-api"], "absent": ["HTTP service"]},
-        "reply": {
-            "content": "An update of hello-api: the teams will add /version.",
-            "tool_calls": [{"name": "update_project_intent", "arguments": {"name": "hello-api", "change": CHANGE}}],
-        },
-    },
-    *version_change(CHANGE),
-]
+from tests.integration.helpers import (
+    REQUEST,
+    VERSION_UPDATE,
+    cli,
+    rows,
+    run_turn,
+    scenario_variant,
+    stop_service,
+    version_update_exchanges,
+)
 
 
 @pytest.mark.slow
 async def test_updating_a_live_project_redeploys_it_on_the_same_port(settings: Settings, tmp_path) -> None:
     settings = settings.model_copy(
-        update={"model": "replay/update", "replay_dir": scenario_variant(tmp_path / "rec", "update", extra=EXTRA)}
+        update={
+            "model": "replay/update",
+            "replay_dir": scenario_variant(tmp_path / "rec", "update", extra=version_update_exchanges()),
+        }
     )
     try:
         await run_turn(settings, REQUEST, "t-up")
@@ -45,7 +42,7 @@ async def test_updating_a_live_project_redeploys_it_on_the_same_port(settings: S
             await s.exec(update(Project).values(setup_required=True))  # type: ignore[call-overload]
         await db.dispose()
 
-        events = await run_turn(settings, UPDATE, "t-up")
+        events = await run_turn(settings, VERSION_UPDATE, "t-up")
         [approval] = [e for e in events if e.kind == "interrupt"]
         assert approval.payload is not None and approval.payload["kind"] == "deploy_approval"
         assert approval.payload["port"] == first.port and approval.payload["commit"] != first.commit_sha
