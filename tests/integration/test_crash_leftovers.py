@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from core.settings import Settings
@@ -202,3 +203,83 @@ async def test_a_killed_orchestrators_playbook_is_ended_by_the_next_start(
     kill_group(live)
     assert run_processes(live.pid) != {}
     assert sweep_orphans().pids and run_processes(live.pid) == {}
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    """A process's environment (empty when it is gone or not ours to read)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def processes_owned_by(owner_pid: int) -> list[int]:
+    """Live processes of playbook runs that ``owner_pid`` started (their inherited run marker names it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and environ_of(int(entry.name)).get(OWNER_ENV, "").startswith(f"{owner_pid}-"):
+            found.append(int(entry.name))
+    return found
+
+
+def ram_files_holding(value: str) -> list[Path]:
+    found = []
+    for path in RAM_DIR.rglob("*"):
+        try:
+            if path.is_file() and value.encode() in path.read_bytes():
+                found.append(path)
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+async def test_kill_9_in_the_middle_of_the_deploy_playbook_then_resume(settings: Settings, tmp_path: Path) -> None:
+    """The approved deploy is killed (the CLI's whole process group) while its playbook runs with the service's
+    secret in its RAM file; `resume` finishes it: one deployment, the service answers, no file holds the secret,
+    no process of the killed run is left."""
+    from models.tables import Deployment, Project
+    from tests.integration.helpers import REQUEST, cli_env, rows, run_turn, stop_service
+
+    value = f"kill-mid-deploy-{secrets.token_hex(6)}"
+    events = await run_turn(settings, REQUEST, "t-kill-deploy")
+    assert [e.payload["kind"] for e in events if e.kind == "interrupt" and e.payload] == ["deploy_approval"]
+    assert cli(settings, "secret-set", "hello-api", "API_TOKEN", stdin=value).returncode == 0
+    out = (tmp_path / "approve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "resume", "t-kill-deploy", "--approve"],
+        env=cli_env(settings),
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (ram_files_holding(value) and processes_owned_by(proc.pid)):
+            assert proc.poll() is None, "the deploy ended early: " + (tmp_path / "approve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the deploy's playbook never ran with the secret's file"
+            time.sleep(0.05)
+        time.sleep(1.0)  # between tasks: the playbook has started working on the host
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        out.close()
+    try:
+        survivors = processes_owned_by(proc.pid)
+        assert survivors, "the playbook run outlives its killed owner until the next start"
+        assert ram_files_holding(value), "the killed deploy's secret file is still in RAM until the next start"
+
+        done = cli(settings, "resume", "t-kill-deploy")
+        assert done.returncode == 0, done.stdout + done.stderr
+
+        assert processes_owned_by(proc.pid) == []
+        assert ram_files_holding(value) == []
+        [project] = await rows(settings, Project)
+        deployments = await rows(settings, Deployment)
+        assert project.status == "active" and [d.status for d in deployments] == ["succeeded"], deployments
+        assert httpx.get(deployments[0].url or "", timeout=5, trust_env=False).status_code == 200
+    finally:
+        await stop_service(settings)
