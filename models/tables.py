@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Enum, Index, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Column, Enum, Index, Integer, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from models.enums import AccessRole, DeploymentStatus, ProjectStatus, ServerStatus
@@ -14,6 +14,10 @@ from models.enums import AccessRole, DeploymentStatus, ProjectStatus, ServerStat
 def utcnow() -> datetime:
     """Timezone-aware now in UTC."""
     return datetime.now(UTC)
+
+
+REPO_ID = BigInteger().with_variant(Integer(), "sqlite")
+"""GitHub's repository ids are 64-bit: ``bigint`` on PostgreSQL; SQLite's INTEGER already holds 64 bits."""
 
 
 def _enum(cls: type) -> Any:
@@ -28,7 +32,8 @@ class Project(SQLModel, table=True):
     description: str = ""
     status: ProjectStatus = Field(sa_column=_enum(ProjectStatus))
     spec: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    github_repo_id: int | None = Field(default=None, unique=True)
+    github_repo_id: int | None = Field(default=None, unique=True, sa_type=REPO_ID)
+    """The forge's immutable repository id: GitHub's are 64-bit and positive, the local forge's negative."""
     repo_full_name: str | None = None
     repo_url: str | None = None
     clone_url: str | None = None
@@ -260,7 +265,8 @@ class Incident(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(index=True)
-    """``repo_missing``, ``github_unreachable``, ``server_down``, ``provision_failed``."""
+    """``repo_missing``, ``repo_transferred``, ``repo_inaccessible``, ``github_unreachable``, ``mass_missing``,
+    ``server_down``, ``provision_failed``, ``service_unhealthy``."""
     severity: str
     """``critical``, ``warning`` or ``info``."""
     subject_type: str

@@ -1,13 +1,17 @@
 """A local forge: bare git repositories under ``<data_dir>/forge``, the embedded default.
 
 It stands in for GitHub with the same contract: numeric immutable ids, an initial commit on ``main`` (like
-GitHub's ``auto_init``), clone URLs that real git uses.
+GitHub's ``auto_init``), clone URLs that real git uses. Its ids are negative (the registry keeps the positive
+counter ``n``, the repository's id is ``-n``): GitHub's are positive, so a project made here and later synced with
+GitHub is never confirmed by id against GitHub (a false ``missing``) nor matched to someone else's repository.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from infra.forge.base import ForgeError, RepoInfo
@@ -19,6 +23,9 @@ README = "# {name}\n\n{description}\n"
 
 class LocalForge:
     """Bare repos in ``root/<name>.git``; ids from ``root/registry.json`` under an exclusive file lock.
+
+    The registry is replaced whole (a temporary file renamed over it), so a reader in another process, which takes
+    no lock, sees either the old registry or the new one, never a half-written file.
 
     Building one touches no disk: ``root`` (and any missing parent, such as the data dir) is created 0700 by the
     first :meth:`create_repo`, so the forge never leaves a data dir readable by others.
@@ -34,10 +41,10 @@ class LocalForge:
     def _path(self, name: str) -> Path:
         return self.root / f"{validate_slug(name)}.git"
 
-    def _info(self, name: str, repo_id: int) -> RepoInfo:
+    def _info(self, name: str, counter: int) -> RepoInfo:
         path = self._path(name)
         return RepoInfo(
-            id=repo_id,
+            id=-abs(counter),
             name=name,
             full_name=f"{self.org}/{name}",
             html_url=path.as_uri(),
@@ -47,7 +54,23 @@ class LocalForge:
 
     def _registry(self) -> dict[str, int]:
         reg = self.root / "registry.json"
-        return json.loads(reg.read_text()) if reg.exists() else {}
+        try:
+            return json.loads(reg.read_text())
+        except FileNotFoundError:
+            return {}
+
+    def _write_registry(self, registry: dict[str, int]) -> None:
+        """Replace the registry atomically: write a temporary file beside it, flush it to disk, rename it over."""
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".registry-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(registry, f, indent=2)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.root / "registry.json")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def get_repo(self, name: str) -> RepoInfo | None:
         """Return the repository or None; a registry entry whose directory is gone counts as gone."""
@@ -57,7 +80,7 @@ class LocalForge:
         return self._info(name, repo_id)
 
     def create_repo(self, name: str, description: str) -> RepoInfo:
-        """Create a bare repo with an initial README commit on ``main`` and a new id.
+        """Create a bare repo with an initial README commit on ``main`` and a new (negative) id.
 
         Raises:
             ForgeError: the repository exists already.
@@ -82,7 +105,7 @@ class LocalForge:
             commit = run_git("--git-dir", str(path), "commit-tree", tree, "-m", "Initial commit")
             run_git("--git-dir", str(path), "update-ref", "refs/heads/main", commit)
             registry[name] = max(registry.values(), default=1000) + 1
-            (self.root / "registry.json").write_text(json.dumps(registry, indent=2))
+            self._write_registry(registry)
             return self._info(name, registry[name])
 
     def archive_repo(self, name: str) -> None:
