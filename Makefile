@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WHEELHOUSE := .wheelhouse
+GITHUB_OPENAPI := .cache/github-openapi
+GITHUB_OPENAPI_VERSION := 23.0.2
 
-.PHONY: install demo test lint layers typecheck unit integration bench api clean compose-check migration postgres pg sandbox sshd
+.PHONY: install demo test lint layers typecheck unit integration bench api clean compose-check migration postgres pg sandbox sshd github-openapi
 
 $(STAMP): pyproject.toml
 	@command -v git >/dev/null || (echo "git is required (apt-get install git)" && exit 1)
@@ -31,10 +33,10 @@ typecheck: install
 unit: install sandbox $(WHEELHOUSE)
 	$(BIN)/pytest tests/unit -q
 
-integration: install postgres sandbox sshd $(WHEELHOUSE)
+integration: install postgres sandbox sshd github-openapi $(WHEELHOUSE)
 	$(BIN)/pytest tests/integration -q
 
-test: lint layers typecheck postgres sandbox sshd $(WHEELHOUSE)
+test: lint layers typecheck postgres sandbox sshd github-openapi $(WHEELHOUSE)
 	$(BIN)/pytest -q
 
 sshd:  ## OpenSSH's server, a real remote host the tests start on a loopback port (apt-get as root if missing)
@@ -47,6 +49,13 @@ sandbox:  ## bubblewrap, the sandbox generated code runs in (apt-get as root if 
 $(WHEELHOUSE): tests/wheelhouse.txt | install
 	$(BIN)/python -m pip download --disable-pip-version-check -q --only-binary :all: -d $(WHEELHOUSE) -r tests/wheelhouse.txt
 	@touch $(WHEELHOUSE)
+
+github-openapi: $(GITHUB_OPENAPI)/.installed-$(GITHUB_OPENAPI_VERSION)  ## GitHub's OpenAPI description (npm @octokit/openapi) the fake GitHub is validated against
+
+$(GITHUB_OPENAPI)/.installed-$(GITHUB_OPENAPI_VERSION):
+	@command -v npm >/dev/null || scripts/apt-install.sh npm
+	npm install --prefix $(GITHUB_OPENAPI) --no-save --no-audit --no-fund --loglevel=error @octokit/openapi@$(GITHUB_OPENAPI_VERSION)
+	@touch $@
 
 postgres:  ## the PostgreSQL server binaries the tests start throwaway clusters with (apt-get as root if missing)
 	@scripts/ensure-postgres.sh
@@ -61,7 +70,7 @@ api: install
 	$(BIN)/orchestrator api
 
 clean:
-	rm -rf $(VENV) $(WHEELHOUSE) .orchestrator .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(WHEELHOUSE) .cache .orchestrator .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 # A throwaway password only for interpolation: compose.yaml demands one and defaults none.
 compose-check:  ## validate compose.yaml with `docker compose`, else docker-compose (Debian's, installed if missing)
