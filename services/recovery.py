@@ -14,12 +14,13 @@ from sqlmodel import col, select
 
 from core.db import Database
 from core.settings import Settings
-from infra.forge.base import Forge
+from infra.forge.base import Forge, RepoTransferred
 from models.enums import ProjectStatus, ServerStatus
 from models.tables import Incident, Project, Server, utcnow
 from models.transitions import transition_project, transition_server
 from services.deploys import live_deployment, redeploy
-from services.incidents import resolve_incident
+from services.identities import record
+from services.incidents import open_incident, resolve_incident
 from services.secrets import SecretsError
 from services.servers import check_server, provision_server
 from services.verification import VerificationRefused
@@ -41,6 +42,7 @@ async def recover(
         raise ValueError(f"incident #{incident_id} is already resolved")
     handlers = {
         "repo_missing": _relink_repository,
+        "repo_transferred": _relink_repository,
         "server_down": _recheck_server,
         "service_unhealthy": _redeploy_service,
         "provision_failed": _reprovision_server,
@@ -55,14 +57,36 @@ async def recover(
 async def _relink_repository(
     settings: Settings, db: Database, forge: Forge, incident: Incident, thread_id: str, actor: str
 ) -> tuple[bool, str]:
-    """Look the repository up by name (a re-created repository has a new id) and re-link the project to it."""
+    """Look the repository up by name (a re-created repository has a new id) and re-link the project to it.
+
+    GitHub answers an old name with the repository it was renamed or transferred to (a 301, followed): a
+    repository now under another owner is not re-linked (``repo_transferred`` is opened, or refreshed); one renamed
+    within the org is re-linked only if it is the project's own repository (same id), and the rename is recorded.
+    """
     async with db.session() as s:
         project = await s.get(Project, incident.subject_id)
     assert project is not None
     name = (project.repo_full_name or project.name).split("/")[-1]
-    repo = await asyncio.to_thread(forge.get_repo, name)
+    try:
+        repo = await asyncio.to_thread(forge.get_repo, name)
+    except RepoTransferred as moved:
+        message = (
+            f"{moved}: project {project.name!r} is not re-linked to a repository outside the organization; transfer "
+            f"it back, or re-create {moved.asked}, and ask me again"
+        )
+        async with db.session() as s:
+            await open_incident(
+                s, kind="repo_transferred", severity="critical", subject_type="project", subject_id=incident.subject_id,
+                message=message,
+            )  # fmt: skip
+        return False, message
     if repo is None:
         return False, f"no repository named {name!r} exists: re-create it, and ask me again"
+    if repo.moved_from is not None and repo.id != project.github_repo_id:
+        return False, (
+            f"{repo.moved_from} now redirects to {repo.full_name} (id {repo.id}), a repository renamed from that name "
+            f"that is not {project.name}'s: re-create {repo.moved_from}, and ask me again"
+        )
     async with db.session() as s:
         owner = (await s.exec(select(Project).where(Project.github_repo_id == repo.id))).first()
     if owner is not None and owner.id != project.id:
@@ -76,6 +100,12 @@ async def _relink_repository(
         row.github_repo_id, row.repo_full_name, row.repo_url = repo.id, repo.full_name, repo.html_url
         row.clone_url, row.default_branch = repo.clone_url, repo.default_branch
         s.add(row)
+        if repo.moved_from is not None:
+            renamed = f"repository {repo.moved_from} was renamed to {repo.full_name} (id {repo.id})"
+            await record(
+                s, subject_type="project", subject_id=row.id or 0, action="repo_renamed", actor=actor,
+                thread_id=thread_id, reason=renamed,
+            )  # fmt: skip
         if row.status == ProjectStatus.missing:
             await transition_project(
                 s,
@@ -85,7 +115,8 @@ async def _relink_repository(
                 actor=actor,
                 reason=f"re-linked to {repo.full_name} (id {repo.id})",
             )
-        await resolve_incident(s, kind="repo_missing", subject_type="project", subject_id=incident.subject_id)
+        for kind in ("repo_missing", "repo_transferred"):
+            await resolve_incident(s, kind=kind, subject_type="project", subject_id=incident.subject_id)
     return True, f"re-linked {project.name} to {repo.full_name} (id {repo.id}); it needs a new deploy to be active"
 
 
@@ -122,6 +153,9 @@ async def _redeploy_service(
 ) -> tuple[bool, str]:
     """Deploy the last good commit again (the playbook restarts a dead service, leaves a live one alone).
 
+    Not for a project whose repository is missing or was transferred out of the org (its clone URL is cleared):
+    GitHub would serve the old URL from the new owner.
+
     The deployment's signed verification is checked again against that commit and its tree (not its expiry: it
     was valid when the commit was first deployed); a deployment without one is not redeployed.
     """
@@ -131,6 +165,11 @@ async def _redeploy_service(
         server = await s.get(Server, dep.server_id) if dep else None
     if project is None or dep is None or server is None:
         return False, "no successful deployment to restore"
+    if project.status == ProjectStatus.missing or not project.clone_url:
+        return False, (
+            f"{project.name}'s repository is missing or left the organization (see its repository incident): "
+            "nothing is deployed from its old URL; fix that incident first"
+        )
     try:
         result = await redeploy(settings, db, project, dep, server)
     except VerificationRefused as exc:

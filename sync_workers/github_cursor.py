@@ -2,13 +2,15 @@
 
 The worker's row (key ``github_sync``) holds ``paused_until``, ``consecutive_failures`` and, in ``cached["pages"]``,
 the URLs of the listing pages; each page has its own row (key = the page URL) with its ETag and its repositories,
-which a 304 stands for.
+which a 304 stands for. A repository whose by-id check was refused (451, or a 403 that is no rate limit) has a row
+of its own (key :func:`backoff_key`) whose ``paused_until`` holds its next check back, doubling each time.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,6 +26,10 @@ from sync_workers.base import PassSummary
 from sync_workers.github_types import REPOS, WORKER, Listing, Page
 
 log = logging.getLogger(__name__)
+BACKOFF_FIRST_S = 900
+"""The first hold on a refused repository's by-id check (15 minutes), doubled after each refusal..."""
+BACKOFF_MAX_S = 86_400
+"""...up to a day."""
 
 
 async def load_state(session: AsyncSession) -> tuple[datetime | None, dict[str, Page]]:
@@ -129,3 +135,49 @@ async def _count_failure(session: AsyncSession, settings: Settings, failure: str
 def _aware(value: datetime) -> datetime:
     """SQLite hands datetimes back naive: they were stored in UTC."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# ---- backoff of refused by-id checks -----------------------------------------------------------------------------
+def backoff_key(repo_id: int) -> str:
+    """The ``SyncCursor`` key of a repository's by-id check backoff."""
+    return f"{WORKER}:repositories/{repo_id}"
+
+
+async def held_back(session: AsyncSession, repo_ids: Iterable[int]) -> set[int]:
+    """The repositories among ``repo_ids`` whose by-id check is held back by a backoff that has not ended."""
+    keys = {backoff_key(i): i for i in repo_ids}
+    if not keys:
+        return set()
+    stmt = select(SyncCursor).where(col(SyncCursor.key).in_(keys))
+    now = utcnow()
+    return {keys[c.key] for c in (await session.exec(stmt)).all() if c.paused_until and _aware(c.paused_until) > now}
+
+
+async def back_off(session: AsyncSession, repo_id: int) -> tuple[int, datetime]:
+    """Count one more refusal of ``repo_id``'s by-id check (atomically) and hold the next one back.
+
+    Returns:
+        How many refusals in a row, and when the next check may run (``BACKOFF_FIRST_S * 2**(n-1)``, at most
+        ``BACKOFF_MAX_S``).
+    """
+    conn = await session.connection()
+    key = backoff_key(repo_id)
+    await conn.execute(upsert_for(conn.dialect.name)(SyncCursor).values(key=key).on_conflict_do_nothing())
+    bumped = (
+        update(SyncCursor)
+        .where(col(SyncCursor.key) == key)
+        .values(consecutive_failures=col(SyncCursor.consecutive_failures) + 1, updated_at=utcnow())
+        .returning(col(SyncCursor.consecutive_failures))
+    )
+    count = (await conn.execute(bumped)).scalar_one()
+    until = utcnow() + timedelta(seconds=min(BACKOFF_FIRST_S * 2 ** (count - 1), BACKOFF_MAX_S))
+    await conn.execute(update(SyncCursor).where(col(SyncCursor.key) == key).values(paused_until=until))
+    return count, until
+
+
+async def clear_backoff(session: AsyncSession, repo_ids: Iterable[int]) -> None:
+    """Forget the backoff of these repositories (their by-id check was answered, or they are listed again)."""
+    keys = [backoff_key(i) for i in repo_ids]
+    if keys:
+        conn = await session.connection()
+        await conn.execute(delete(SyncCursor).where(col(SyncCursor.key).in_(keys)))

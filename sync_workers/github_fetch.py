@@ -12,38 +12,51 @@ confirmation by id goes through PyGithub (same token, same ``base_url``): a hand
 from ETags and reuse its 404 mapping. PyGithub's default retry (10 immediate retries on 5xx, then a ``requests``
 ``RetryError`` that is not a ``GithubException``) never runs, and neither does ``GithubRetry``, which sleeps in the
 request for a rate limit (up to its ``max_rate_limit_wait``, or ``Retry-After`` capped at ``retry_after_max``): the
-client gets a plain urllib3 ``Retry`` that retries only 5xx and connection errors, a bounded number of times with
-exponential backoff, ignores ``Retry-After`` and hands every 403/429 back as a ``GithubException``, whose headers
-:func:`rate_limit_pause` turns into a stored pause. Nothing here sleeps on a rate limit.
+client (:func:`infra.forge.github_http.pygithub`) gets a plain urllib3 ``Retry`` that retries only 5xx and
+connection errors, a bounded number of times with exponential backoff, ignores ``Retry-After`` and hands every
+403/429 back as a ``GithubException``, whose headers :func:`rate_limit_pause` turns into a stored pause. Nothing here
+sleeps on a rate limit, and a listing stops (and pauses) at a page answered with ``X-RateLimit-Remaining: 0``.
 
+Redirects (https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#follow-redirects):
+the listing follows a 301/302/307/308 to the same scheme and host (a renamed organization), at most
+:data:`MAX_REDIRECTS` in a row, and refuses any other with a clear error; PyGithub follows a same-host 301 itself
+and raises a bare ``RuntimeError`` for another host, which becomes a ``refused`` confirmation.
+
+Every request carries :func:`infra.forge.github_http.headers` (media type, API version, this project's User-Agent).
 The token is sent in headers only; every message built here is scrubbed of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
+from dataclasses import replace
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import requests
 from github import Auth, Github, GithubException
 from pydantic import ValidationError
 from requests.structures import CaseInsensitiveDict
-from urllib3.util.retry import Retry
 
 from core.settings import Settings
+from infra.forge.github_http import (
+    cross_origin_redirect,
+    error_message,
+    exhausted_wait,
+    headers,
+    pygithub,
+    rate_limit_wait,
+    sso_url,
+)
 from models.tables import utcnow
-from sync_workers.github_types import REPOS, Absent, Confirmation, Listing, Outcome, Page
+from sync_workers.github_types import REPOS, Absent, Confirmation, Listing, Outcome, Page, RepoSummary
 
 PER_PAGE = 100
-API_VERSION = "2022-11-28"
-RATE_LIMIT_WAIT_S = 60
-"""Pause after a rate-limit answer that says neither when (GitHub: wait at least a minute)."""
 MAX_PAUSE_S = 3600
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
 REFUSAL_HINTS = {
     401: "check ORCH_GITHUB_TOKEN is valid and not expired",
     403: "check the token's access to the organization",
@@ -58,19 +71,21 @@ def listing_url(base_url: str, org: str) -> str:
 
 
 def http_client(token: str, timeout_s: float) -> httpx.AsyncClient:
-    """An httpx client for the REST API: the token as PyGithub sends it, GitHub's JSON media type and API version."""
+    """An httpx client for the REST API: the token as PyGithub sends it, and :func:`infra.forge.github_http.headers`.
+
+    It follows no redirect by itself: :func:`fetch_listing` decides which to follow.
+    """
     auth = Auth.Token(token)
-    headers = {
-        "Authorization": f"{auth.token_type} {auth.token}",
-        "Accept": "application/vnd.github+json",
-        "X-GitHub-Api-Version": API_VERSION,
-        "User-Agent": "orchestrator-github-sync",
-    }
-    return httpx.AsyncClient(headers=headers, timeout=timeout_s)
+    sent = {"Authorization": f"{auth.token_type} {auth.token}", **headers()}
+    return httpx.AsyncClient(headers=sent, timeout=timeout_s, follow_redirects=False)
 
 
 async def fetch_listing(client: httpx.AsyncClient, first_url: str, pages: dict[str, Page]) -> Listing:
     """List the org's repositories page by page, conditionally; stop at the first failure.
+
+    A page answered with ``X-RateLimit-Remaining: 0`` is kept, but the next one is not asked for: the listing
+    stops there (incomplete, ``paused_until`` set). A redirect to the same scheme and host is followed; one to
+    another is an ``error``.
 
     Args:
         client: an authenticated client (:func:`http_client`).
@@ -82,7 +97,7 @@ async def fetch_listing(client: httpx.AsyncClient, first_url: str, pages: dict[s
         The listing; ``complete`` only if every page was answered 200 or 304.
     """
     listing, url = Listing(), first_url  # type: tuple[Listing, str | None]
-    origin = urlsplit(first_url)[:2]
+    origin, hops = urlsplit(first_url)[:2], 0
     while url is not None:
         if url in listing.visited or urlsplit(url)[:2] != origin:
             listing.error = f"refusing to follow the Link header to {url!r} (a loop or another host)"
@@ -99,10 +114,25 @@ async def fetch_listing(client: httpx.AsyncClient, first_url: str, pages: dict[s
             listing.failure = f"GitHub unreachable at {url} ({type(e).__name__}: {e})"
             return listing
         listing.requests += 1
+        if response.status_code in REDIRECTS and response.headers.get("location"):
+            target = urljoin(url, response.headers["location"])
+            hops += 1
+            if urlsplit(target)[:2] != origin or hops > MAX_REDIRECTS:
+                why = "another scheme or host" if hops <= MAX_REDIRECTS else f"more than {MAX_REDIRECTS} redirects"
+                listing.error = (
+                    f"GitHub redirected {url} to {target} ({why}): not followed; check ORCH_GITHUB_BASE_URL "
+                    "and ORCH_GITHUB_ORG"
+                )
+                return listing
+            url = target
+            continue
+        hops = 0
         page = _read_page(response, known, listing)
         if page is None:
             return listing
         listing.repos.extend(page.repos)
+        if listing.paused_until is not None and page.next_url is not None:
+            return listing  # the rate limit is spent: the next page would be refused
         url = page.next_url
     listing.complete = True
     return listing
@@ -113,6 +143,7 @@ def _read_page(response: httpx.Response, known: Page | None, listing: Listing) -
     url, status = str(response.request.url), response.status_code
     if status == 304 and known is not None:
         listing.not_modified += 1
+        listing.paused_until = listing.paused_until or _exhausted_until(response.headers)
         return known
     if status == 200:
         try:
@@ -131,7 +162,9 @@ def _read_page(response: httpx.Response, known: Page | None, listing: Listing) -
     elif status >= 500 or status == 304:
         listing.failure = f"GitHub answered {status} on {url}"
     elif status in REFUSAL_HINTS:
-        listing.error = f"GitHub refused {url}: {status} {_message(response)}; {REFUSAL_HINTS[status]}"
+        sso = sso_url(response.headers)
+        hint = f"authorize the token for SAML SSO at {sso}" if sso else REFUSAL_HINTS[status]
+        listing.error = f"GitHub refused {url}: {status} {_message(response)}; {hint}"
     else:
         listing.error = f"GitHub answered {status} on {url}: {_message(response)}"
     return None
@@ -149,73 +182,35 @@ def _message(response: httpx.Response) -> str:
 def rate_limit_pause(status: int, headers: Any, message: str = "") -> datetime | None:
     """When GitHub allows the next request after a rate-limit answer, or None if this is not one.
 
-    A 403/429 with ``Retry-After`` (secondary limit) pauses that many seconds; one with
-    ``X-RateLimit-Remaining: 0`` (primary limit) pauses until ``X-RateLimit-Reset`` (epoch seconds); one whose
-    message says "rate limit" without either pauses a minute. Pauses are capped at an hour.
+    The wait is :func:`infra.forge.github_http.rate_limit_wait` (``Retry-After``, else ``X-RateLimit-Reset`` when
+    ``X-RateLimit-Remaining`` is 0, else a minute for a 429 or a "rate limit" message), capped at an hour.
 
     Args:
         status: the HTTP status.
         headers: a case-insensitive mapping (httpx or requests headers).
         message: GitHub's ``message`` from the body.
     """
-    if status not in (403, 429):
-        return None
     now = utcnow()
-    wait: float | None = None
-    if headers.get("retry-after"):
-        wait = _seconds(headers["retry-after"], now)
-    elif headers.get("x-ratelimit-remaining") == "0" and str(headers.get("x-ratelimit-reset", "")).isdigit():
-        wait = int(headers["x-ratelimit-reset"]) - now.timestamp()
-    elif "rate limit" in message.lower():
-        wait = RATE_LIMIT_WAIT_S
-    if wait is None:
-        return None
-    return now + timedelta(seconds=min(max(wait, 1.0), MAX_PAUSE_S))
+    wait = rate_limit_wait(status, headers, message, now)
+    return None if wait is None else now + timedelta(seconds=min(wait, MAX_PAUSE_S))
 
 
 def _exhausted_until(headers: Any) -> datetime | None:
     """The reset time of a good answer that used the last request of the primary limit, else None.
 
-    ``X-RateLimit-Remaining: 0`` on a 200 means the next request gets a 403: pause until ``X-RateLimit-Reset``
-    instead of spending that request.
+    ``X-RateLimit-Remaining: 0`` on a 200 (or 304) means the next request gets a 403: pause until
+    ``X-RateLimit-Reset`` instead of spending that request.
     """
-    reset = str(headers.get("x-ratelimit-reset", ""))
-    if headers.get("x-ratelimit-remaining") != "0" or not reset.isdigit():
-        return None
     now = utcnow()
-    return now + timedelta(seconds=min(max(int(reset) - now.timestamp(), 1.0), MAX_PAUSE_S))
-
-
-def _seconds(retry_after: str, now: datetime) -> float:
-    if retry_after.strip().isdigit():
-        return float(retry_after)
-    try:  # an HTTP date
-        return (parsedate_to_datetime(retry_after) - now).total_seconds()
-    except (TypeError, ValueError):
-        return RATE_LIMIT_WAIT_S
+    wait = exhausted_wait(headers, now)
+    return None if wait is None else now + timedelta(seconds=min(wait, MAX_PAUSE_S))
 
 
 # ---- the confirmation by id (PyGithub) ---------------------------------------------------------------------------
 def _github(settings: Settings, token: str, timeout_s: float, backoff_s: float) -> Github:
-    """PyGithub for the confirmations: 5xx/connection retries with backoff, rate limits raised at once, a timeout.
-
-    ``raise_on_status=False`` makes the last 5xx come back as a response (PyGithub raises ``GithubException`` for
-    it) instead of urllib3's ``MaxRetryError``. PyGithub asserts that ``timeout`` is an int (seconds): round up.
-    """
-    retry = Retry(
-        total=settings.github_retries,
-        backoff_factor=backoff_s,
-        status_forcelist=range(500, 600),
-        allowed_methods={"GET"},
-        respect_retry_after_header=False,
-        raise_on_status=False,
-    )
-    return Github(
-        base_url=settings.github_base_url.rstrip("/"),
-        auth=Auth.Token(token),
-        retry=retry,
-        seconds_between_requests=None,
-        timeout=max(1, math.ceil(timeout_s)),
+    """PyGithub for the confirmations: 5xx/connection retries with backoff, rate limits raised at once, a timeout."""
+    return pygithub(
+        settings.github_base_url, token, retries=settings.github_retries, backoff_s=backoff_s, timeout_s=timeout_s
     )
 
 
@@ -231,8 +226,10 @@ async def confirm_absent(
     """Ask GitHub for each absent repository by id (``GET /repositories/{id}``), one after the other.
 
     PyGithub is synchronous: each request runs in a thread. A rate-limit answer stops the confirmations (the rest
-    wait for the next pass), and so does the ``stop_after_gone``-th 404 (the caller's cap is exceeded: more
-    requests would not change its decision).
+    wait for the next pass), and so do the ``stop_after_gone``-th 404 (the caller's cap is exceeded: more
+    requests would not change its decision) and a redirect to another host (every request would get it). A
+    repository answered under an owner other than ``settings.github_org`` is ``transferred``; a 451, or a 403
+    that is no rate limit, is ``blocked`` with GitHub's message and the ``X-GitHub-SSO`` URL when sent.
 
     Args:
         settings: the token's base URL and retries.
@@ -251,30 +248,50 @@ async def confirm_absent(
     done: list[Confirmation] = []
     try:
         for item in absent:
-            outcome, detail, pause = await asyncio.to_thread(_confirm_one, gh, item.repo_id)
-            done.append(Confirmation(item, outcome, scrub(detail, token), pause))
+            answer = await asyncio.to_thread(_confirm_one, gh, item, settings.github_org or "")
+            done.append(replace(answer, detail=scrub(answer.detail, token)))
             gone = sum(c.outcome == "gone" for c in done)
-            if outcome == "rate_limited" or (stop_after_gone is not None and gone >= stop_after_gone):
+            if answer.outcome in ("rate_limited", "refused") or (
+                stop_after_gone is not None and gone >= stop_after_gone
+            ):
                 break
     finally:
         gh.close()
     return done
 
 
-def _confirm_one(gh: Github, repo_id: int) -> tuple[Outcome, str, datetime | None]:
+def _confirm_one(gh: Github, item: Absent, org: str) -> Confirmation:
+    def answer(outcome: Outcome, detail: str, **kw: Any) -> Confirmation:
+        return Confirmation(item, outcome, detail, **kw)
+
     try:
-        repo = gh.get_repo(repo_id)
+        repo = gh.get_repo(item.repo_id)
     except GithubException as e:  # a 404 is UnknownObjectException, or a plain GithubException if oddly worded
         if e.status == 404:
-            return "gone", "404", None
-        data = e.data if isinstance(e.data, dict) else {}
-        pause = rate_limit_pause(e.status, CaseInsensitiveDict(e.headers or {}), str(data.get("message", "")))
+            return answer("gone", "404", status=404)
+        message = error_message(e.data)
+        found = CaseInsensitiveDict(e.headers or {})
+        pause = rate_limit_pause(e.status, found, message)
         if pause is not None:
-            return "rate_limited", f"rate limited ({e.status})", pause
-        return "failed", f"GitHub answered {e.status}", None
+            return answer("rate_limited", f"rate limited ({e.status})", paused_until=pause, status=e.status)
+        if e.status in (403, 451):
+            sso = sso_url(found)
+            detail = f"{e.status} {message or 'Forbidden'}" + (f"; authorize the token for SSO at {sso}" if sso else "")
+            return answer("blocked", detail, status=e.status)
+        return answer("failed", f"GitHub answered {e.status}", status=e.status)
     except requests.exceptions.RequestException as e:  # RetryError after 5xx retries, ConnectionError, Timeout
-        return "failed", f"GitHub unavailable ({type(e).__name__})", None
-    return "present", f"exists as {repo.full_name}", None
+        return answer("failed", f"GitHub unavailable ({type(e).__name__})")
+    except RuntimeError as e:  # PyGithub's refusal of a 301 to another scheme or host
+        if not cross_origin_redirect(e):
+            raise
+        return answer("refused", f"GitHub redirected to another host or scheme, not followed ({e})")
+    try:
+        summary = RepoSummary.model_validate(repo.raw_data)
+    except ValidationError as e:
+        return answer("failed", f"GitHub answered with an unexpected repository ({e.error_count()} errors)")
+    if summary.full_name.split("/")[0].lower() != org.lower():
+        return answer("transferred", f"transferred to {summary.full_name}", repo=summary, status=200)
+    return answer("present", f"exists as {summary.full_name}", repo=summary, status=200)
 
 
 def scrub(text: str, token: str) -> str:

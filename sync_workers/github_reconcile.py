@@ -5,7 +5,12 @@ Keyed by GitHub's immutable repository id, never by name.
 :func:`reconcile_listing` upserts (a new id becomes a ``discovered`` project, a known id is refreshed, a rename
 keeps the project) and returns the known repositories a complete listing left out; once they are confirmed by id,
 :func:`apply_confirmations` moves those that answered 404 to ``missing``, within the per-pass cap
-``settings.sync_max_missing_per_pass`` (see :mod:`sync_workers.github_sync`).
+``settings.sync_max_missing_per_pass`` (see :mod:`sync_workers.github_sync`), records a repository transferred out
+of the org (``missing``, its clone URL cleared, a ``repo_transferred`` incident) and opens ``repo_inaccessible``
+for one GitHub refuses to show (451, SSO, scope), whose next check then backs off.
+
+Only GitHub's ids (positive) are ever confirmed: a project whose id is the local forge's (negative) is not GitHub's
+business.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from models.tables import Event, Incident, Project, utcnow
 from models.transitions import StaleStatus, transition_project
 from services.incidents import open_incident, resolve_incident
 from sync_workers.base import PassSummary
-from sync_workers.github_cursor import store_pages
+from sync_workers.github_cursor import back_off, clear_backoff, store_pages
 from sync_workers.github_types import WORKER, Absent, Confirmation, Listing, RepoSummary
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,8 @@ KNOWN_COLUMNS = tuple(
 )  # fmt: skip
 """What reconciliation reads of every project (plain rows: building 10,000 ORM objects costs seconds)."""
 Verdict = Literal["apply", "over_cap", "undecided"]
+LISTED_RESOLVES = ("repo_missing", "repo_transferred", "repo_inaccessible")
+"""The incidents of a project that end when its repository is listed in the org again."""
 
 
 # ---- upserts -----------------------------------------------------------------------------------------------------
@@ -63,13 +70,16 @@ async def reconcile_listing(session: AsyncSession, listing: Listing, *, org: str
     now = utcnow()
     await _create_projects(session, [r for i, r in listed.items() if i not in by_repo_id], rows, org, now, summary)
     await _update_projects(session, [(by_repo_id[i], r) for i, r in listed.items() if i in by_repo_id], now, summary)
-    await _resolve_listed_incidents(session, {by_repo_id[i].id for i in listed if i in by_repo_id})
+    await _resolve_listed_incidents(session, {by_repo_id[i].id: i for i in listed if i in by_repo_id})
     if not listing.complete:
         return []
     return [
         Absent(p.id, p.name, p.github_repo_id, p.repo_full_name or str(p.github_repo_id))
         for p in rows
-        if p.github_repo_id is not None and p.github_repo_id not in listed and p.status != ProjectStatus.missing
+        if p.github_repo_id is not None
+        and p.github_repo_id > 0  # GitHub's ids are positive; the local forge's negative ones are not asked about
+        and p.github_repo_id not in listed
+        and p.status != ProjectStatus.missing
     ]
 
 
@@ -156,13 +166,23 @@ async def _update_projects(
     summary.updated += len(changed)
 
 
-async def _resolve_listed_incidents(session: AsyncSession, project_ids: set[int | None]) -> None:
-    """A repository listed again ends its ``repo_missing`` incident (its status is recovery's business)."""
-    stmt = select(Incident.subject_id).where(
-        Incident.kind == "repo_missing", Incident.subject_type == "project", col(Incident.resolved_at).is_(None)
+async def _resolve_listed_incidents(session: AsyncSession, repo_of: dict[Any, int]) -> None:
+    """A repository listed again ends its project's incidents (``LISTED_RESOLVES``) and its by-id check's backoff.
+
+    Its status is recovery's business.
+
+    Args:
+        session: the database session.
+        repo_of: the repository id of each listed known project, by project id.
+    """
+    stmt = select(Incident.kind, Incident.subject_id).where(
+        col(Incident.kind).in_(LISTED_RESOLVES), Incident.subject_type == "project", col(Incident.resolved_at).is_(None)
     )
-    for subject_id in set((await session.exec(stmt)).all()) & project_ids:
-        await resolve_incident(session, kind="repo_missing", subject_type="project", subject_id=subject_id)
+    for kind, subject_id in (await session.exec(stmt)).all():
+        if subject_id in repo_of:
+            await resolve_incident(session, kind=kind, subject_type="project", subject_id=subject_id)
+            if kind == "repo_inaccessible":
+                await clear_backoff(session, [repo_of[subject_id]])
 
 
 # ---- missing repositories ----------------------------------------------------------------------------------------
@@ -178,10 +198,10 @@ def missing_verdict(absent: int, confirmations: list[Confirmation], cap: int) ->
         ``over_cap`` when more than ``cap`` answered 404; ``undecided`` when not, but the repositories without an
         answer (not asked, or failed) could take it over; otherwise ``apply``.
     """
-    outcomes = Counter(c.outcome for c in confirmations)
+    outcomes: Counter[str] = Counter(c.outcome for c in confirmations)
     if outcomes["gone"] > cap:
         return "over_cap"
-    unanswered = absent - outcomes["gone"] - outcomes["present"]
+    unanswered = absent - sum(outcomes[o] for o in ("gone", "present", "transferred", "blocked", "waiting"))
     return "undecided" if outcomes["gone"] + unanswered > cap else "apply"
 
 
@@ -189,6 +209,12 @@ async def apply_confirmations(
     session: AsyncSession, confirmations: list[Confirmation], summary: PassSummary, *, hold: bool = False
 ) -> None:
     """A 404 -> ``missing`` plus a critical ``repo_missing`` incident; a failure is counted; the rest noted.
+
+    A transfer out of the org -> ``missing`` with the transfer on the trail, the clone URL cleared (nothing deploys
+    from the old URL, which GitHub redirects to the new owner) and a critical ``repo_transferred`` incident; it is
+    never held by the cap (GitHub answered, with the repository). A ``blocked`` answer opens ``repo_inaccessible``
+    with GitHub's message and holds the next check back (:func:`~sync_workers.github_cursor.back_off`); a
+    ``refused`` one (a redirect to another host) is a pass error.
 
     Args:
         session: the database session.
@@ -198,14 +224,69 @@ async def apply_confirmations(
     """
     for c in confirmations:
         a = c.absent
+        if c.outcome in ("present", "gone", "transferred"):
+            await _answered(session, a)
         if c.outcome == "present":
             summary.notes.append(f"{a.full_name} (id {a.repo_id}) is not in the org listing but {c.detail}")
         elif c.outcome == "gone" and not hold:
             await _mark_missing(session, a, summary)
+        elif c.outcome == "transferred" and c.repo is not None:
+            await _mark_transferred(session, a, c.repo, summary)
+        elif c.outcome == "blocked":
+            await _mark_inaccessible(session, a, c, summary)
+        elif c.outcome == "refused":
+            summary.errors.append(f"confirming {a.full_name} (id {a.repo_id}): {c.detail}; check ORCH_GITHUB_BASE_URL")
+        elif c.outcome == "waiting":
+            continue
         else:
             summary.transient_failures += 1
             why = "answers 404, held by the missing cap" if c.outcome == "gone" else c.detail
             log.warning("github_sync: could not confirm %s (id %s): %s", a.full_name, a.repo_id, why)
+
+
+async def _answered(session: AsyncSession, a: Absent) -> None:
+    """GitHub showed the repository again (or confirmed it gone): its refusal, if any, is over."""
+    if await resolve_incident(session, kind="repo_inaccessible", subject_type="project", subject_id=a.project_id):
+        await clear_backoff(session, [a.repo_id])
+
+
+async def _mark_transferred(session: AsyncSession, a: Absent, repo: RepoSummary, summary: PassSummary) -> None:
+    org = a.full_name.split("/")[0]
+    why = f"repository {a.full_name} (id {a.repo_id}) was transferred out of org {org} to {repo.full_name}"
+    try:
+        await transition_project(session, a.project_id, ProjectStatus.missing, reason=why, actor=ACTOR)
+    except StaleStatus:
+        summary.notes.append(f"{a.project_name} changed status meanwhile; confirmed again next pass")
+        return
+    conn = await session.connection()
+    await conn.execute(
+        update(Project).where(col(Project.id) == a.project_id).values(clone_url=None, updated_at=utcnow())
+    )
+    message = (
+        f"{why} ({repo.html_url}): project {a.project_name!r} is missing and is not deployed from its old URL. "
+        f"Transfer it back to {org}, or re-create {a.full_name} and ask me to fix this incident"
+    )
+    await open_incident(
+        session, kind="repo_transferred", severity="critical", subject_type="project", subject_id=a.project_id,
+        message=message,
+    )  # fmt: skip
+    summary.notes.append(why)
+    summary.missing += 1
+
+
+async def _mark_inaccessible(session: AsyncSession, a: Absent, c: Confirmation, summary: PassSummary) -> None:
+    count, until = await back_off(session, a.repo_id)
+    why = "blocked for legal reasons" if c.status == 451 else "refused to the token"
+    message = (
+        f"GitHub answers GET /repositories/{a.repo_id} ({a.full_name}, project {a.project_name!r}) with {c.detail}: "
+        f"the repository is {why}. Checked again after {until:%Y-%m-%d %H:%M} UTC ({count} refusal(s) in a row)"
+    )
+    await open_incident(
+        session, kind="repo_inaccessible", severity="critical" if c.status == 451 else "warning",
+        subject_type="project", subject_id=a.project_id, message=message,
+    )  # fmt: skip
+    log.warning("github_sync: %s", message)
+    summary.notes.append(message)
 
 
 async def _mark_missing(session: AsyncSession, a: Absent, summary: PassSummary) -> None:

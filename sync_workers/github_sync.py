@@ -11,7 +11,11 @@ and :mod:`sync_workers.github_cursor`, database only), keyed by GitHub's immutab
    incident resolved.
 3. Only after a COMPLETE listing, each known repository absent from it is confirmed by id
    (:func:`~sync_workers.github_fetch.confirm_absent`, ``GET /repositories/{id}`` through PyGithub): a 404 moves
-   the project to ``missing`` with a critical ``repo_missing`` incident; any other answer leaves it alone.
+   the project to ``missing`` with a critical ``repo_missing`` incident. An answer under another owner (GitHub
+   follows a transfer) moves it to ``missing`` too, clears its clone URL and opens ``repo_transferred``. A 451 or a
+   403 that is no rate limit (SSO enforcement, missing scope) opens ``repo_inaccessible`` with GitHub's message and
+   the ``X-GitHub-SSO`` URL, and holds that repository's next check back (15 minutes, doubling, at most a day).
+   Any other answer leaves it alone. Only GitHub's (positive) ids are confirmed, never the local forge's.
 
 Mass-missing cap. A token that loses access to private repositories still gets a complete listing, without them,
 and ``GET /repositories/{id}`` answers 404 for what it cannot see: every such project would go missing at once.
@@ -42,7 +46,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.tables import utcnow
 from sync_workers.base import PassSummary, SyncContext
-from sync_workers.github_cursor import load_state, record_outcome
+from sync_workers.github_cursor import held_back, load_state, record_outcome
 from sync_workers.github_fetch import confirm_absent, fetch_listing, http_client, listing_url, scrub
 from sync_workers.github_reconcile import apply_confirmations, missing_verdict, reconcile_listing, record_mass_missing
 from sync_workers.github_types import WORKER, Absent, Confirmation, Listing
@@ -93,15 +97,18 @@ async def _run(
     summary.requests, summary.not_modified = listing.requests, listing.not_modified
     async with ctx.db.session() as s:
         absent = await reconcile_listing(s, listing, org=org, summary=summary)
+        waiting = await held_back(s, [a.repo_id for a in absent])
     cap = settings.sync_max_missing_per_pass
     confirmations: list[
         Confirmation
     ] = []  # the listing spent the rate limit: the absent ones are asked about after the pause
     if listing.paused_until is None:
+        ask = [a for a in absent if a.repo_id not in waiting]
         confirmations = await confirm_absent(
-            settings, token, absent, stop_after_gone=cap + 1, timeout_s=timeout_s, backoff_s=backoff_s
+            settings, token, ask, stop_after_gone=cap + 1, timeout_s=timeout_s, backoff_s=backoff_s
         )
     summary.requests += len(confirmations)
+    confirmations += [Confirmation(a, "waiting", "held back") for a in absent if a.repo_id in waiting]
     pauses = [p for p in [listing.paused_until, *(c.paused_until for c in confirmations)] if p is not None]
     async with ctx.db.session() as s:
         await _apply(s, listing, absent, confirmations, cap=cap, org=org, summary=summary)

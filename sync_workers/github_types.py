@@ -79,14 +79,24 @@ class Absent:
     full_name: str
 
 
-Outcome = Literal["gone", "present", "failed", "rate_limited"]
+Outcome = Literal["gone", "present", "transferred", "blocked", "waiting", "failed", "refused", "rate_limited"]
+"""``gone``: 404. ``present``: 200 in the org. ``transferred``: 200 under another owner. ``blocked``: 451, or a 403
+that is no rate limit (SSO enforcement, missing scope). ``waiting``: not asked, an earlier ``blocked`` is backing
+off. ``failed``: 5xx, timeout, unreachable (transient). ``refused``: a redirect to another host or scheme.
+``rate_limited``: 403/429 rate limit."""
 
 
 @dataclass(frozen=True)
 class Confirmation:
-    """The answer to ``GET /repositories/{id}`` for one :class:`Absent`: ``gone`` only on a 404."""
+    """The answer to ``GET /repositories/{id}`` for one :class:`Absent`: ``gone`` only on a 404.
+
+    ``repo`` is the repository answered (``present`` and ``transferred``); ``detail`` carries GitHub's message (and
+    the SSO authorization URL when GitHub sent one) for ``blocked``.
+    """
 
     absent: Absent
     outcome: Outcome
     detail: str
     paused_until: datetime | None = None
+    repo: RepoSummary | None = None
+    status: int | None = None
