@@ -164,7 +164,7 @@ async def run_deploy(
                 "uv_bin": uv_binary() if local else REMOTE_UV,
                 "install_args": install_args(settings) if local else [],
                 "keep_releases": settings.releases_kept,
-                "strategy": settings.deploy_strategy,
+                "deploy_strategy": settings.deploy_strategy,
                 "drain_s": settings.deploy_drain_s,
                 "repo_bundle": bundle,
             },

@@ -227,7 +227,7 @@ async def test_recreate_and_blue_green_follow_each_other_on_one_project(target: 
     v2 = commit_app(d.work, app("v2"), "v2")
     v3 = commit_app(d.work, app("v3"), "v3")
 
-    recreated = await d.deploy(v1, strategy="recreate")
+    recreated = await d.deploy(v1, deploy_strategy="recreate")
     assert recreated.ok, recreated.summary
     assert not (d.project_root / "run" / "proxy.pid").exists()
     proof = await port_owner_here(d.port, str(d.project_root / "run" / "service.pid"))
@@ -238,7 +238,7 @@ async def test_recreate_and_blue_green_follow_each_other_on_one_project(target: 
     assert httpx.get(url, timeout=5, trust_env=False).text == "v2"
     switch = switch_pid(d)
 
-    back = await d.deploy(v3, strategy="recreate")  # and back: the switch is stopped, the release holds the port
+    back = await d.deploy(v3, deploy_strategy="recreate")  # and back: the switch is stopped, the release holds the port
     assert back.ok, back.summary
     assert pid_gone(switch) and not (d.project_root / "run" / "upstream").exists()
     assert httpx.get(url, timeout=5, trust_env=False).text == "v3"
