@@ -5,6 +5,7 @@ Nothing is built at import. Serve with ``uvicorn api.app:app_factory --factory``
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +21,7 @@ from api.errors import runtime_input_error_handler
 from api.limits import RunSlots
 from api.routes import router
 from api.sse import drain_runs
+from core.llm import aload_litellm
 from core.settings import Settings
 from runtime.threads import OrchestratorRuntime, RuntimeInputError
 
@@ -31,8 +33,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings: The process settings; None reads them from the environment when the app starts.
 
     Returns:
-        The app; its lifespan opens the runtime (data dir, tables, checkpoints) and closes it on shutdown. Every
-        route but ``/healthz`` needs an API key (see :mod:`api.auth`); the edge checks come first (:mod:`api.edge`).
+        The app; its lifespan opens the runtime (data dir, tables, checkpoints), starts importing litellm in a worker
+        thread, and closes the runtime on shutdown. Every route but ``/healthz`` needs an API key (see
+        :mod:`api.auth`); the edge checks come first (:mod:`api.edge`).
 
     Raises:
         LookupError: a route declares no role rule (a route added without one never serves).
@@ -43,6 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with OrchestratorRuntime(resolved) as runtime:
             app.state.runtime = runtime
+            # litellm (seconds to import) loads in a worker thread while the API already serves; a first message
+            # that comes sooner awaits the same import, off the event loop.
+            app.state.litellm_warmup = asyncio.create_task(aload_litellm())
             yield
             await drain_runs(resolved.deploy_timeout_s)
 

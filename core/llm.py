@@ -16,9 +16,11 @@ with the cause (:func:`classify`) and advice that fits it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -38,6 +40,9 @@ from prompts.tools import PO_TALK, TOOL_LINE, TOOLS_IN_PROMPT
 
 log = logging.getLogger(__name__)
 _litellm: Any = None
+_litellm_lock = threading.Lock()
+_replay: Any = None
+"""The replay provider's handler (registered with litellm as ``replay``), called directly by the seam."""
 
 
 @dataclass
@@ -61,19 +66,40 @@ class LLMReply:
 
 
 def load_litellm() -> Any:
-    """Import litellm once, offline-safe, quiet, with the replay provider registered."""
-    global _litellm
-    if _litellm is None:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm
+    """Import litellm once, offline-safe, quiet, with the replay provider registered; return the module.
 
-        from core.replay import make_handler
+    Blocking (3-9 s the first time, in the calling thread): async code awaits :func:`aload_litellm` instead. Safe to
+    call from several threads at once (one import; the others wait for it).
+    """
+    global _litellm, _replay
+    with _litellm_lock:
+        if _litellm is None:
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            import litellm
 
-        litellm.suppress_debug_info = True
-        logging.getLogger("LiteLLM").setLevel(logging.CRITICAL)
-        litellm.custom_provider_map = [{"provider": "replay", "custom_handler": make_handler()}]
-        _litellm = litellm
+            from core.replay import make_handler
+
+            litellm.suppress_debug_info = True
+            logging.getLogger("LiteLLM").setLevel(logging.CRITICAL)
+            _replay = make_handler()
+            litellm.custom_provider_map = [{"provider": "replay", "custom_handler": _replay}]
+            _litellm = litellm
     return _litellm
+
+
+async def aload_litellm() -> Any:
+    """:func:`load_litellm` without blocking the event loop: the import runs in a worker thread.
+
+    Returns at once once litellm is loaded; concurrent first callers share the one import.
+    """
+    if _litellm is not None:
+        return _litellm
+    return await asyncio.to_thread(load_litellm)
+
+
+def litellm_loaded() -> bool:
+    """Whether litellm has been imported by this process's seam."""
+    return _litellm is not None
 
 
 class LLM:
@@ -175,12 +201,20 @@ class LLM:
         extra: dict[str, Any] | None = None,
     ) -> tuple[Any, int | None]:
         """One logical call: attempts under the retry policy, each traced; return the response and its row id."""
-        litellm = load_litellm()
+        litellm = await aload_litellm()
         kwargs = {**self._call_kwargs(model, role), **(extra or {})}
         attempt = _Attempt()
 
         async def once() -> Any:
             attempt.number, attempt.started = attempt.number + 1, time.perf_counter()
+            if model.startswith("replay/"):  # the handler itself: litellm's routing and price lookup add ~20x
+                return await _replay.acompletion(
+                    model.removeprefix("replay/"),
+                    messages,
+                    kwargs.get("api_base"),
+                    litellm_params={"metadata": kwargs["metadata"]},
+                    optional_params={"tools": tools} if tools else {},
+                )
             return await litellm.acompletion(messages=messages, tools=tools or None, **kwargs)
 
         async def retried(state: RetryCallState) -> None:  # tenacity's before_sleep: the failed attempt's row

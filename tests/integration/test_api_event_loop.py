@@ -1,0 +1,116 @@
+"""A model call never stalls the API's event loop: litellm's import (seconds) runs in a worker thread.
+
+The real API runs in a subprocess with a ``sitecustomize`` that makes ``import litellm`` hold for a few seconds and
+leaves marker files (``started`` when the import begins, ``slept`` when its hold ends). A first message is sent; while
+the import holds, ``/healthz`` must answer. Had the import run on the event loop, no request could be answered before
+the hold ended, so the check rests on the order of events, not on a time threshold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+
+from core.settings import Settings
+from tests.fixtures.api_server import start_api, stop_api
+from tests.integration.test_api import run_sse
+
+HOLD_S = 6.0
+
+SLOW_IMPORT = textwrap.dedent(
+    """
+    import importlib.abc, importlib.machinery, os, sys, time
+
+    MARKS = os.environ["SLOW_LITELLM_MARKS"]
+
+    class SlowLoader(importlib.abc.Loader):
+        def __init__(self, real):
+            self.real = real
+
+        def create_module(self, spec):
+            return self.real.create_module(spec)
+
+        def get_resource_reader(self, name):  # litellm reads its price map as a package resource
+            return self.real.get_resource_reader(name)
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def exec_module(self, module):  # under litellm's own module lock, not the global import lock
+            open(os.path.join(MARKS, "started"), "w").close()
+            time.sleep(float(os.environ["SLOW_LITELLM_HOLD_S"]))
+            open(os.path.join(MARKS, "slept"), "w").close()
+            self.real.exec_module(module)
+
+    class SlowLitellm(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name != "litellm":
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            spec.loader = SlowLoader(spec.loader)
+            return spec
+
+    sys.meta_path.insert(0, SlowLitellm())
+    """
+)
+
+QUICK = {
+    "name": "quick",
+    "exchanges": [
+        {
+            "id": "po-quiet",
+            "role": "po",
+            "when": {"contains": ["status of nothing"]},
+            "reply": {"content": "All quiet."},
+        },
+    ],
+}
+
+
+async def wait_for(path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        await asyncio.sleep(0.02)
+
+
+async def test_healthz_answers_while_litellm_imports_for_the_first_message(settings: Settings, tmp_path: Path) -> None:
+    shim, marks, recordings = tmp_path / "shim", tmp_path / "marks", tmp_path / "recordings"
+    for folder in (shim, marks, recordings):
+        folder.mkdir()
+    (shim / "sitecustomize.py").write_text(SLOW_IMPORT)
+    (recordings / "quick.json").write_text(json.dumps(QUICK))
+    python_path = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH", "")) if p)
+    api = start_api(
+        settings,
+        tmp_path / "api.log",
+        PYTHONPATH=python_path,
+        SLOW_LITELLM_MARKS=str(marks),
+        SLOW_LITELLM_HOLD_S=str(HOLD_S),
+        ORCH_MODEL="replay/quick",
+        ORCH_REPLAY_DIR=str(recordings),
+    )
+    try:
+        timeout = httpx.Timeout(10, read=120)
+        async with api.client("operator", timeout=timeout) as client, api.client(None, timeout=2) as probe:
+            tid = (await client.post("/threads")).json()["thread_id"]
+            first = asyncio.create_task(run_sse(client, f"/threads/{tid}/messages", {"text": "status of nothing?"}))
+            await wait_for(marks / "started", timeout_s=30)
+            answered_during_hold = 0
+            while not (marks / "slept").exists() and not first.done():
+                health = await probe.get("/healthz")
+                assert health.json() == {"status": "ok"}
+                answered_during_hold += not (marks / "slept").exists()
+                await asyncio.sleep(0.05)
+            events = await first
+        assert answered_during_hold > 0, "/healthz did not answer while litellm was importing"
+        assert [kind for kind, _ in events][-1] == "done", events
+        assert any(kind == "message" and data["text"] == "All quiet." for kind, data in events), events
+    finally:
+        stop_api(api)
