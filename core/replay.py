@@ -10,7 +10,8 @@ tester), a ``when`` rule on the request's last message, and the ``reply`` to ret
 Matching is stateless (it works across processes and after a crash): the request must match exactly one exchange
 of its role, else :class:`ReplayMismatch` says so loudly rather than answering something else.
 
-Token usage reported by replay is a word count (there is no tokenizer for a recording), cost is zero.
+Token usage reported by replay is counted by litellm's ``token_counter`` with a real tokenizer (OpenAI's o200k),
+tool schemas included, as a provider would report it; cost is zero.
 
 Registered as litellm's custom provider (https://docs.litellm.ai/docs/providers/custom_llm_server): call with
 ``model="replay/<name>"``, ``api_base=<folder of recordings>``, ``metadata={"role": role}``.
@@ -166,12 +167,37 @@ def make_handler() -> Any:
             except ReplayMismatch as exc:  # as litellm's own 404, so it is not reported as a bug in litellm
                 raise litellm.NotFoundError(message=str(exc), model=f"replay/{model}", llm_provider="replay") from exc
             message = to_message(exchange.reply)
-            words = sum(len(str(m.get("content") or "").split()) for m in messages)
-            out_words = len(json.dumps(message).split())
+            tools = (kwargs.get("optional_params") or {}).get("tools")
+            prompt, completion = count_tokens(litellm, messages, tools, message)
             return litellm.ModelResponse(
                 model=f"replay/{model}",
                 choices=[{"message": message, "finish_reason": "tool_calls" if "tool_calls" in message else "stop"}],
-                usage={"prompt_tokens": words, "completion_tokens": out_words, "total_tokens": words + out_words},
+                usage={"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
             )
 
     return ReplayLLM()
+
+
+TOKENIZER_MODEL = "gpt-4o"
+"""The tokenizer a recording is counted with (OpenAI's o200k, through litellm's ``token_counter``)."""
+
+
+def count_tokens(
+    litellm: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, reply: dict[str, Any]
+) -> tuple[int, int]:
+    """Prompt and completion tokens of one exchange, as a provider would count them.
+
+    Args:
+        litellm: the imported litellm module.
+        messages: the OpenAI-format request messages.
+        tools: the OpenAI ``tools`` sent with them (their schemas count as prompt tokens), or None.
+        reply: the assistant message returned (its text and tool calls count as completion tokens).
+
+    Returns:
+        ``(prompt_tokens, completion_tokens)`` by litellm's ``token_counter`` with :data:`TOKENIZER_MODEL`'s tokenizer.
+    """
+    prompt = litellm.token_counter(model=TOKENIZER_MODEL, messages=messages, tools=tools or None)
+    calls = [c["function"]["name"] + c["function"]["arguments"] for c in reply.get("tool_calls") or []]
+    text = "\n".join([str(reply.get("content") or ""), *calls])
+    completion = litellm.token_counter(model=TOKENIZER_MODEL, text=text, count_response_tokens=True)
+    return int(prompt), int(completion)

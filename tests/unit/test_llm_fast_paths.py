@@ -1,0 +1,80 @@
+"""The seam's fast paths: litellm imported once off the event loop, replay served without litellm's router, and
+token counts from a real tokenizer with the tool schemas included."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core import llm
+from core.db import Database
+from core.settings import Settings
+from tests.unit.test_llm_seam import calls, replay_settings
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "finish",
+            "description": "Hand in the design.",
+            "parameters": {
+                "type": "object",
+                "properties": {"summary": {"type": "string", "description": "What the service does, in a line."}},
+                "required": ["summary"],
+            },
+        },
+    }
+]
+ASK = [
+    {"role": "system", "content": "You are the Architect. Design small HTTP services with tests."},
+    {"role": "user", "content": "Project: tokens-demo\nDesign it."},
+]
+REPLY = {"tool_calls": [{"name": "finish", "arguments": {"summary": "one file answering /health"}}]}
+
+
+async def test_aload_litellm_imports_in_a_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    monkeypatch.setattr(llm, "_litellm", None)
+    real = llm.load_litellm
+
+    def spy() -> Any:
+        seen.append(threading.current_thread().name)
+        return real()
+
+    monkeypatch.setattr(llm, "load_litellm", spy)
+    first, second = await asyncio.gather(llm.aload_litellm(), llm.aload_litellm())
+    assert first is second and llm.litellm_loaded()
+    assert seen and threading.main_thread().name not in seen, seen
+    seen.clear()
+    await llm.aload_litellm()
+    assert seen == [], "a loaded litellm is returned without another trip to a thread"
+
+
+async def test_replay_is_served_without_litellms_router_and_counts_real_tokens(
+    settings: Settings, db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exchanges = [{"id": "design", "role": "architect", "when": {"contains": ["tokens-demo"]}, "reply": REPLY}]
+    cfg = replay_settings(settings, tmp_path, exchanges)
+    litellm = await llm.aload_litellm()
+
+    async def no_router(**kwargs: Any) -> Any:
+        raise AssertionError(f"replay went through litellm.acompletion: {kwargs.get('model')}")
+
+    monkeypatch.setattr(litellm, "acompletion", no_router)
+    seam = llm.LLM(cfg, db)
+    with_tools = await seam.chat("architect", ASK, tools=TOOLS, thread_id="t-tokens")
+    await seam.chat("architect", ASK, thread_id="t-tokens")
+    assert with_tools.tool_calls[0]["args"] == {"summary": "one file answering /health"}
+    rows = await calls(db)
+    assert [r.ok for r in rows] == [True, True] and {r.cost_usd for r in rows} == {0.0}
+    expected = litellm.token_counter(model="gpt-4o", messages=ASK, tools=TOOLS)
+    assert rows[0].prompt_tokens == expected
+    assert rows[1].prompt_tokens == litellm.token_counter(model="gpt-4o", messages=ASK)
+    assert rows[0].prompt_tokens > rows[1].prompt_tokens, "the tool schemas count as prompt tokens"
+    words = sum(len(m["content"].split()) for m in ASK)
+    assert rows[1].prompt_tokens > words, "a tokenizer counts more tokens than words"
+    assert rows[0].completion_tokens > 0
