@@ -49,6 +49,7 @@ from api.schemas import (
     ToolCallPublic,
 )
 from api.sse import primed, sse_events
+from runtime.listing import CURSOR_PATTERN
 from runtime.threads import RunEvent
 from services.audit import audit_trail
 from services.budgets import BudgetLimits, budget_of, extend_budget, open_budget
@@ -149,11 +150,33 @@ async def create_thread(rt: RuntimeDep, who: Operator) -> ThreadCreated:
     return ThreadCreated(thread_id=await rt.create_thread(who))
 
 
+THREAD_PAGE = 100
+"""``GET /threads`` page size when the request names none."""
+
+
 @router.get("/threads", responses=READ)
-async def list_threads(rt: RuntimeDep, who: Viewer) -> list[ThreadPublic]:
-    """Threads the caller may see, newest first, with pending interrupts (approvers and admins: all; others: own)."""
+async def list_threads(
+    rt: RuntimeDep,
+    who: Viewer,
+    request: Request,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=500, description="Threads per page.")] = THREAD_PAGE,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=CURSOR_PATTERN, description="The previous page's X-Next-Cursor; none for the first page."),
+    ] = None,
+) -> list[ThreadPublic]:
+    """A page of the threads the caller may see, newest first, with pending interrupts, from the thread index.
+
+    Approvers and admins see every thread, others their own. When more follow, the ``X-Next-Cursor`` header holds
+    the next page's cursor and ``Link`` its URL (``rel="next"``). A cursor of another shape is a 422.
+    """
     owner = None if who.sees(None) else who.name
-    return [ThreadPublic.model_validate(view, from_attributes=True) for view in await rt.threads(owner)]
+    page = await rt.thread_page(owner, limit=limit, cursor=cursor)
+    if page.next_cursor is not None:
+        response.headers["X-Next-Cursor"] = page.next_cursor
+        response.headers["Link"] = f'<{request.url.include_query_params(cursor=page.next_cursor)}>; rel="next"'
+    return [ThreadPublic.model_validate(view, from_attributes=True) for view in page.threads]
 
 
 @router.post("/threads/{thread_id}/messages", response_class=EventSourceResponse, responses=RUN)

@@ -130,12 +130,15 @@ def run_with_runtime(
 def run_with_db(
     ctx: typer.Context, body: Callable[[Database], Coroutine[Any, Any, int]], *, existing: bool = True
 ) -> None:
-    """Run ``body(db)`` on the data dir's database only (no graph, no model); secrets errors exit 2 with their words.
+    """Run ``body(db)`` on the data dir's database only (no graph, no model); refusals exit 2 with their words.
+
+    Refusals are secrets errors and refused input (:class:`runtime.errors.RuntimeInputError`).
 
     ``existing`` (the default): a data dir that does not exist is refused (exit 2), since a mistyped ``--data-dir``
     would otherwise get a fresh, empty database (and a new secrets key); False creates it (0700).
     """
     from core.db import Database
+    from runtime.errors import RuntimeInputError
     from services.leases import ensure_default_server
     from services.secrets import SecretsError
 
@@ -162,7 +165,7 @@ def run_with_db(
 
     try:
         code = asyncio.run(go())
-    except SecretsError as exc:
+    except (SecretsError, RuntimeInputError) as exc:
         from rich.markup import escape
 
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.app import app, console, err, run_with_runtime
+from cli.app import app, console, err, run_with_db, run_with_runtime
 
 if TYPE_CHECKING:
+    from core.db import Database
+    from runtime.listing import ThreadPage
     from runtime.threads import OrchestratorRuntime, RunEvent
 
 
@@ -195,22 +197,49 @@ def cancel(
 
 
 @app.command()
-def threads(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
-    """Threads, newest first, with their pending interrupts."""
+def threads(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Threads per page.")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="The next page's cursor, as printed after a page.")] = None,
+) -> None:
+    """Threads, newest first, with their pending interrupts (a page at a time, from the thread index)."""
+    from runtime.listing import list_threads
+
+    class NeedsRuntime(Exception):
+        """The page holds threads from before the index: the runtime reads their checkpoints once."""
+
+    async def from_index(db: Database) -> int:
+        page = await list_threads(db, limit=limit, cursor=cursor)
+        if page.unindexed:
+            raise NeedsRuntime
+        return _print_threads(page, as_json)
+
+    async def from_runtime(rt: OrchestratorRuntime) -> int:
+        return _print_threads(await rt.thread_page(limit=limit, cursor=cursor), as_json)
+
+    try:
+        run_with_db(ctx, from_index)
+    except NeedsRuntime:
+        run_with_runtime(from_runtime, ctx, existing=True)
+
+
+def _print_threads(page: ThreadPage, as_json: bool) -> int:
+    """Print a page of threads (a table, or a JSON list with ``--json``) and how to get the next page; return 0."""
     from dataclasses import asdict
 
     from rich.table import Table
 
-    async def body(rt: OrchestratorRuntime) -> int:
-        views = await rt.threads()
-        if as_json:
-            print(json.dumps([asdict(v) for v in views], indent=2, default=str))
-            return 0
-        table = Table("thread", "title", "updated", "waiting for")
-        for v in views:
-            waiting = ", ".join(f"{p.payload.get('kind')}: {p.payload.get('question', '')}" for p in v.pending)
-            table.add_row(v.id, v.title, v.updated_at[:19], waiting or ("stopped mid-run" if v.stopped_mid_run else ""))
-        console.print(table)
+    if as_json:  # a list, as before pages; the next page's cursor goes to stderr
+        print(json.dumps([asdict(v) for v in page.threads], indent=2))
+        if page.next_cursor:
+            err.print(f"more: orchestrator threads --json --cursor {page.next_cursor}", highlight=False, soft_wrap=True)
         return 0
-
-    run_with_runtime(body, ctx, existing=True)
+    table = Table("thread", "title", "updated", "waiting for")
+    for v in page.threads:
+        waiting = ", ".join(f"{p.payload.get('kind')}: {p.payload.get('question', '')}" for p in v.pending)
+        table.add_row(v.id, v.title, v.updated_at[:19], waiting or ("stopped mid-run" if v.stopped_mid_run else ""))
+    console.print(table)
+    if page.next_cursor:
+        console.print(f"more: orchestrator threads --cursor {page.next_cursor}", highlight=False, soft_wrap=True)
+    return 0

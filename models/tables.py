@@ -222,7 +222,12 @@ class ThreadRecord(SQLModel, table=True):
     owner: str | None = Field(default=None, index=True)
     """The identity that created the thread; operators see and use only their own (None: made before owners)."""
     created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+    pending: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    """The thread's pending interrupts ``[{"id", "payload"}]`` as its last run left them, written when a run ends
+    (listings read this, not the checkpoints); None: not indexed yet (a thread from before the index)."""
+    stopped_mid_run: bool = False
+    """A run began and has not ended (a crash, a kill, a failed node, a drain; or it is still going)."""
 
 
 class ApiToken(SQLModel, table=True):

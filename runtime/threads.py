@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, HumanMessage
@@ -23,7 +23,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.types import Command
-from sqlmodel import col, select
+from sqlmodel import select
 
 from core.checkpoints import open_saver
 from core.contract import load_for as load_contract_for
@@ -34,9 +34,10 @@ from graphs.context import Context
 from graphs.product_owner import build_product_owner
 from infra.forge.factory import make_forge
 from models.enums import AccessRole
-from models.tables import Project, ThreadRecord, utcnow
+from models.tables import Project, ThreadRecord
 from runtime.answers import CANCEL_ANSWERS, Answer, answer_value
 from runtime.errors import NotAllowed, RuntimeInputError, ThreadStateConflict, UnknownProject, UnknownThread
+from runtime.listing import Pending, ThreadPage, ThreadView, list_threads, touch, write_index
 from services.approvals import AnswerRefused, check_answer, record_answer
 from services.cancel import CancelRefused, cancel_request, request_cancel, settle
 from services.identities import Identity, record
@@ -49,6 +50,7 @@ __all__ = [
     "Pending",
     "RunEvent",
     "RuntimeInputError",
+    "ThreadPage",
     "ThreadStateConflict",
     "ThreadView",
     "UnknownProject",
@@ -61,14 +63,6 @@ __all__ = [
 def new_thread_id() -> str:
     """A fresh thread id, ``t-`` and 12 hex digits."""
     return f"t-{uuid.uuid4().hex[:12]}"
-
-
-@dataclass(frozen=True)
-class Pending:
-    """One pending interrupt: its id and typed payload (``payload["kind"]`` names the question)."""
-
-    id: str
-    payload: dict[str, Any]
 
 
 @dataclass
@@ -89,18 +83,6 @@ class RunEvent:
     payload: dict[str, Any] | None = None
     interrupt_id: str | None = None
     error: str | None = None
-
-
-@dataclass
-class ThreadView:
-    """A thread for listings."""
-
-    id: str
-    title: str
-    updated_at: str
-    pending: list[Pending] = field(default_factory=list)
-    stopped_mid_run: bool = False
-    """The last run stopped between supersteps (a crash or kill): ``continue_run`` finishes it."""
 
 
 class OrchestratorRuntime:
@@ -332,6 +314,8 @@ class OrchestratorRuntime:
             yield
 
     async def _stream(self, value: Any, thread_id: str, actor: Identity) -> AsyncIterator[RunEvent]:
+        """Run the graph on ``thread_id`` and stream its events; the thread index says "mid-run" until it ends."""
+        await write_index(self.db, thread_id, pending=[], stopped_mid_run=True)
         control = RunControl()
         self._controls.add(control)
         try:
@@ -345,7 +329,9 @@ class OrchestratorRuntime:
             raise
         finally:
             self._controls.discard(control)
-        for p in await self.pending(thread_id):
+        pending = await self.pending(thread_id)
+        await write_index(self.db, thread_id, pending=pending, stopped_mid_run=False)
+        for p in pending:
             yield RunEvent(kind="interrupt", payload=p.payload, interrupt_id=p.id)
         await self._touch(thread_id)
         yield RunEvent(kind="done")
@@ -425,14 +411,7 @@ class OrchestratorRuntime:
             )
 
     async def _touch(self, thread_id: str, title: str | None = None, owner: str | None = None) -> None:
-        async with self.db.session() as s:
-            row = await s.get(ThreadRecord, thread_id)
-            if row is None:
-                row = ThreadRecord(id=thread_id, title=(title or "")[:80], owner=owner)
-            elif title and not row.title:
-                row.title = title[:80]
-            row.updated_at = utcnow()
-            s.add(row)
+        await touch(self.db, thread_id, title=title, owner=owner)
 
     async def create_thread(self, owner: Identity) -> str:
         """A new thread id, recorded as ``owner``'s; nothing runs until a message is posted to it."""
@@ -453,27 +432,37 @@ class OrchestratorRuntime:
         if not actor.sees(row.owner if row else None):
             raise UnknownThread(f"unknown thread {thread_id!r}: list threads to see the known ones")
 
-    async def threads(self, owner: str | None = None) -> list[ThreadView]:
-        """Every thread (only ``owner``'s if given), newest first, with its pending interrupts and run state.
+    async def threads(
+        self, owner: str | None = None, *, limit: int | None = None, cursor: str | None = None
+    ) -> list[ThreadView]:
+        """Threads (only ``owner``'s if given), newest first, with their pending interrupts and run state.
 
-        ``stopped_mid_run`` tells a last run that stopped between supersteps (a crash or kill).
+        Read from the thread index (:mod:`runtime.listing`); see :meth:`thread_page` for ``limit`` and ``cursor``.
         """
-        query = select(ThreadRecord).order_by(col(ThreadRecord.updated_at).desc())
-        if owner is not None:
-            query = query.where(ThreadRecord.owner == owner)
-        async with self.db.session() as s:
-            rows = (await s.exec(query)).all()
-        views = []
-        for row in rows:
-            state = await self.graph.aget_state(self._config(row.id))
+        return (await self.thread_page(owner, limit=limit, cursor=cursor)).threads
+
+    async def thread_page(
+        self, owner: str | None = None, *, limit: int | None = None, cursor: str | None = None
+    ) -> ThreadPage:
+        """A page of threads from the index, newest first; threads from before the index are indexed on the way.
+
+        Args:
+            owner: only this identity's threads; None for everyone's.
+            limit: the page size (1 to 500); None for every thread.
+            cursor: the previous page's ``next_cursor``; None for the first page.
+
+        Raises:
+            RuntimeInputError: a limit out of range or a cursor not made by a listing.
+        """
+        page = await list_threads(self.db, owner=owner, limit=limit, cursor=cursor)
+        if not page.unindexed:
+            return page
+        views = {v.id: v for v in page.threads}
+        for thread_id in page.unindexed:
+            state = await self.graph.aget_state(self._config(thread_id))
             pending = [Pending(id=i.id, payload=dict(i.value)) for i in state.interrupts]
-            views.append(
-                ThreadView(
-                    id=row.id,
-                    title=row.title,
-                    updated_at=row.updated_at.isoformat(),
-                    pending=pending,
-                    stopped_mid_run=bool(state.next) and not pending,
-                )
-            )
-        return views
+            stopped = bool(state.next) and not pending
+            await write_index(self.db, thread_id, pending=pending, stopped_mid_run=stopped)
+            views[thread_id].pending, views[thread_id].stopped_mid_run = pending, stopped
+        page.unindexed = []
+        return page

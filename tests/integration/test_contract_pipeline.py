@@ -116,7 +116,7 @@ async def test_a_broken_contract_stops_the_start_naming_its_line(settings: Setti
     lines[at] = lines[at].replace("tests_red", "tests_reddish")
     path.write_text("\n".join(lines) + "\n")
     settings.ensure_data_dir()
-    done = cli(settings.model_copy(update={"contract_path": path}), "threads")
+    done = cli(settings.model_copy(update={"contract_path": path}), "resume", "t-none", "--approve")
     assert done.returncode == 2
     message = " ".join(done.stderr.split())
     assert f"contract.yaml:{at + 1}:" in message and "tests_reddish" in message
