@@ -1,4 +1,8 @@
-"""Rows for the ``projects`` and ``servers`` commands (plain dicts: tables and ``--json`` share them)."""
+"""Rows for the ``projects`` and ``servers`` commands (plain dicts: tables and ``--json`` share them).
+
+What only projects need (their deploys, budgets and URLs, which bring Ansible and SSH clients) is imported when a
+project listing runs, so ``servers`` starts without it.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,6 @@ from sqlmodel import select
 
 from core.db import Database
 from models.tables import Project, Server
-from nodes.po_tools import project_url
-from services.budgets import budget_of
-from services.deploys import live_deployment
 
 
 async def project_rows(db: Database) -> list[dict[str, Any]]:
@@ -18,6 +19,10 @@ async def project_rows(db: Database) -> list[dict[str, Any]]:
 
     ``budget`` is ``BudgetView.as_dict()``, or None for a project without one (a table shows :func:`budget_cell`).
     """
+    from nodes.po_tools import project_url
+    from services.budgets import budget_of
+    from services.deploys import live_deployment
+
     async with db.session() as s:
         servers = {srv.id: srv for srv in (await s.exec(select(Server))).all()}
         projects = (await s.exec(select(Project).order_by(Project.name))).all()

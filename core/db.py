@@ -12,19 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, event, func, inspect, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATION_LOCK_KEY = 0x4D494752
 """ASCII "MIGR": the PostgreSQL advisory lock key that serializes schema setup (Alembic and the checkpoint tables)."""
@@ -107,6 +111,8 @@ class Database:
             SchemaStateError: a half-built schema whose tables hold rows (the message says which and what to do).
             sqlalchemy.exc.SQLAlchemyError: the database failed or is unreachable; nothing of the migration stays.
         """
+        if await self.at_head():  # the common start: one query, and Alembic (~0.3 s) is not even imported
+            return
         where = self._where()
         async with self._migration_lock():
             engine = self._migration_engine()
@@ -118,6 +124,22 @@ class Database:
             finally:
                 if engine is not self.engine:
                     await engine.dispose()
+
+    async def at_head(self) -> bool:
+        """Whether the database's Alembic revision is the migrations' single head (False when in doubt).
+
+        Reads ``alembic_version`` only; a missing table, another revision, or migrations with several heads (or a
+        merge) all answer False, and :meth:`migrate` then runs Alembic as usual.
+        """
+        head = head_revision()
+        if head is None:
+            return False
+        try:
+            async with self.engine.connect() as conn:
+                found = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
+        except SQLAlchemyError:
+            return False
+        return list(found) == [head]
 
     def _migration_engine(self) -> AsyncEngine:
         """The engine the migration runs on: this one, or on a SQLite file an unpooled one with real transactions."""
@@ -164,7 +186,36 @@ class Database:
 MIGRATIONS = Path(__file__).resolve().parent.parent / "models" / "migrations"
 
 
+_REVISION = re.compile(r"""^revision\s*(?::[^=]*)?=\s*["']([0-9A-Za-z_]+)["']""", re.MULTILINE)
+_DOWN = re.compile(r"""^down_revision\s*(?::[^=]*)?=\s*(?:["']([0-9A-Za-z_]+)["']|None)\s*$""", re.MULTILINE)
+
+
+@functools.cache
+def head_revision() -> str | None:
+    """The single head of ``models/migrations/versions``, read from the files' text without importing Alembic.
+
+    Returns:
+        The revision id no other revision names as its ``down_revision``; None if that is not exactly one, or a file
+        does not declare its revisions as plain strings (a merge's tuple, say): callers then ask Alembic itself.
+    """
+    revisions, downs = set(), set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        source = path.read_text()
+        revision, down = _REVISION.search(source), _DOWN.search(source)
+        if revision is None or down is None:
+            return None
+        revisions.add(revision.group(1))
+        if down.group(1):
+            downs.add(down.group(1))
+    heads = revisions - downs
+    return heads.pop() if len(heads) == 1 else None
+
+
 def _upgrade_to_head(conn: Connection, where: str) -> None:
+    from alembic import command
+
     _clear_half_built(conn, where)
     command.upgrade(alembic_config(conn), "head")
 
@@ -204,6 +255,8 @@ def _clear_half_built(conn: Connection, where: str) -> None:
 
 def alembic_config(connection: Any) -> Config:
     """An Alembic config running on ``connection`` (see models/migrations/env.py)."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -212,6 +265,8 @@ def alembic_config(connection: Any) -> Config:
 
 async def new_revision(message: str) -> None:
     """Autogenerate a migration from the models' difference to the latest revision (``make migration MSG=...``)."""
+    from alembic import command
+
     import models  # noqa: F401  (registers every table on SQLModel.metadata)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -46,3 +47,32 @@ def test_the_answer_hint_fits_each_kind_of_question() -> None:
     guidance = answer_hint("t-1", {"kind": "engineering_guidance"})
     assert "--answer" in guidance and "--approve" not in guidance
     assert "--reject" not in answer_hint("t-1", {"kind": "waiting_for_resources"})
+
+
+LISTING_PROBE = (
+    "import sys, runpy\n"
+    "sys.argv = ['orchestrator', *sys.argv[1:]]\n"
+    "try:\n    runpy.run_module('cli.main', run_name='__main__')\n"
+    "except SystemExit as e:\n    code = e.code\n"
+    "print('LOADED', sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
+def loaded_by(tmp_path, *args: str, heavy: tuple[str, ...]) -> list[str]:
+    """The modules of ``heavy`` that ``orchestrator ARGS`` imported (run in a new process on ``tmp_path``)."""
+    env = {"PATH": "/usr/bin:/bin", "ORCH_DATA_DIR": str(tmp_path), "ORCH_REGISTER_LOCALHOST": "false"}
+    cmd = [sys.executable, "-c", LISTING_PROBE.format(heavy=heavy), *args]
+    out = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    line = next(line for line in out.stderr.splitlines() if line.startswith("LOADED "))
+    return list(ast.literal_eval(line.removeprefix("LOADED ")))
+
+
+def test_listings_import_only_what_they_need(tmp_path) -> None:
+    graph_stack = ("litellm", "langgraph", "langchain_core", "jsonschema", "fastapi", "github")
+    tmp_path.chmod(0o700)
+    assert "alembic" in loaded_by(tmp_path, "servers", heavy=("alembic",)), "a new database is migrated"
+    for command in ("servers", "threads"):
+        assert loaded_by(tmp_path, command, heavy=(*graph_stack, "alembic", "ansible_runner", "asyncssh")) == []
+    assert loaded_by(tmp_path, "projects", heavy=(*graph_stack, "alembic")) == []
