@@ -15,6 +15,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import routes_status
 from api.auth import api_routes, rule_of
 from api.edge import RequestEdge
 from api.errors import runtime_input_error_handler
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.include_router(router)
+    app.include_router(routes_status.router)
     for route in api_routes(app):
         rule_of(route)
     app.add_exception_handler(RuntimeInputError, runtime_input_error_handler)

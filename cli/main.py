@@ -17,6 +17,7 @@ from cli import (  # noqa: F401  (registers them)
     inventory,
     lifecycle_commands,
     secret_commands,
+    status_commands,
     sync,
     tokens,
 )

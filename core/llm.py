@@ -17,6 +17,7 @@ with the cause (:func:`classify`) and advice that fits it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from sqlalchemy import update
 from sqlmodel import col
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from core.breakers import Breakers, ServiceUnavailable
 from core.db import Database
 from core.llm_failures import RETRY_WAIT_MAX_S, Failure, ModelUnreachable, advice, classify, refuses_tools
 from core.settings import Role, Settings
@@ -115,6 +117,8 @@ class LLM:
         self.db = db
         self._tools_in_prompt: set[str] = set()
         """Models whose server refused native tool calls in this process (their tools go in the prompt)."""
+        self.breakers = Breakers(settings, db)
+        """One breaker per provider (``model:<api base or provider>``), stored with the traces (core.breakers)."""
 
     def _call_kwargs(self, model: str, role: Role) -> dict[str, Any]:
         kw: dict[str, Any] = {"model": model, "metadata": {"role": role}, "timeout": self.settings.timeout_for(role)}
@@ -224,13 +228,33 @@ class LLM:
 
         retries = 0 if model.startswith("replay/") else self.settings.llm_retries
         try:
-            resp: Any = await self._retrying(retries, retried)(once)
+            async with self._breaker(model):
+                resp: Any = await self._retrying(retries, retried)(once)
+        except ModelUnreachable:  # the breaker is open: no request was sent
+            raise
         except Exception as exc:  # litellm maps every provider failure onto its own exception family
             failure = classify(exc)
             why = failure.row(self._outcome(failure, attempt.number))
             await self._trace(role, model, thread_id, attempt.started, None, error=why, project_id=project_id)
             raise ModelUnreachable(self._explain(model, role, failure, attempt.number), failure.cause) from exc
         return resp, await self._trace(role, model, thread_id, attempt.started, resp, project_id=project_id)
+
+    def _breaker(self, model: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """The provider's breaker: open after ``breaker_failures`` unreachable calls, refusing as ModelUnreachable.
+
+        A recorded model (``replay/...``) runs offline and has none. Counted: no connection, a timeout, a 429 or a
+        5xx after the retries; a 4xx (bad key, unknown model) is an answer and resets the count.
+        """
+        if model.startswith("replay/"):
+            return contextlib.nullcontext()
+        where = self.settings.api_base or model.split("/", 1)[0]
+
+        def refuse(exc: ServiceUnavailable) -> ModelUnreachable:
+            return ModelUnreachable(f"{exc}; model '{model}' was not asked", "connection")
+
+        return self.breakers.guard(
+            f"model:{where}", f"the model provider at {where}", counts=_unavailable, refuse=refuse
+        )
 
     def _retrying(self, retries: int, before_sleep: Callable[[RetryCallState], Awaitable[None]]) -> AsyncRetrying:
         """Tenacity's policy: ``1 + retries`` attempts of what :func:`classify` deems retryable, with backoff."""
@@ -353,6 +377,16 @@ class _Attempt:
 
     number: int = 0
     started: float = 0.0
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether a failed model call counts against the provider's breaker (see :meth:`LLM._breaker`)."""
+    return isinstance(exc, Exception) and classify(exc).cause in {
+        "connection",
+        "timeout",
+        "rate_limited",
+        "server_error",
+    }
 
 
 def _exception_of(state: RetryCallState) -> BaseException:

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     ssh_timeout_s: float = 10.0
     ssh_concurrency: int = 50
     """Server checks running at once."""
+    breaker_failures: int = Field(default=5, ge=1)
+    """Failures in a row (no connection, timeout, 5xx, 429) that open a circuit breaker (GitHub, an SSH host, the model
+    provider); see :mod:`core.breakers`."""
+    breaker_cooldown_s: float = Field(default=60.0, gt=0)
+    """Seconds an open breaker refuses calls at once before it lets one trial call through."""
 
     register_localhost: bool = True
     """Register this machine as a ready server (Ansible connection ``local``) on first start."""

@@ -14,10 +14,15 @@ from typing import Any
 
 import asyncssh
 
+from core.breakers import Breakers, ServiceUnavailable
 from core.settings import Settings
 from models.tables import Server
 
 _MAX_ERROR = 300
+
+
+class HostUnavailable(ConnectionError):
+    """The host's circuit breaker is open: no connection was tried (``ssh:<address>:<port>``, core.breakers)."""
 
 
 def known_hosts_path(settings: Settings) -> Path:
@@ -62,6 +67,7 @@ async def ssh_run(
     *,
     options: asyncssh.SSHClientConnectionOptions | None = None,
     check: bool = True,
+    breakers: Breakers | None = None,
 ) -> asyncssh.SSHCompletedProcess:
     """Connect to ``server`` and run one command; the one SSH helper of server checks and health checks.
 
@@ -72,6 +78,8 @@ async def ssh_run(
         command: a shell command line.
         options: pre-built :func:`client_options` (a pass builds them once); built here if None.
         check: raise ``asyncssh.ProcessError`` on a non-zero exit status.
+        breakers: runs the call under the host's breaker ``ssh:<address>:<port>`` (see :func:`host_unavailable`
+            for what counts); None: no breaker.
 
     Returns:
         The completed process (``exit_status``, ``stdout``, ``stderr`` as str).
@@ -79,15 +87,46 @@ async def ssh_run(
     Raises:
         OSError: refused or unreachable. TimeoutError: no handshake in time. asyncssh.PermissionDenied,
         asyncssh.HostKeyNotVerifiable, asyncssh.TimeoutError, asyncssh.ProcessError and other ``asyncssh.Error``.
+        HostUnavailable: the host's breaker is open ("SSH host A:P unavailable since ..., next try at ...").
     """
     opts = options if options is not None else client_options(settings)
+    if breakers is None:
+        return await _run(server, command, opts, check, settings.ssh_timeout_s)
+    where = f"{server.address}:{server.ssh_port}"
+    async with breakers.guard(f"ssh:{where}", f"SSH host {where}", counts=host_unavailable, refuse=_refused):
+        return await _run(server, command, opts, check, settings.ssh_timeout_s)
+
+
+async def _run(
+    server: Server, command: str, opts: asyncssh.SSHClientConnectionOptions, check: bool, timeout_s: float
+) -> asyncssh.SSHCompletedProcess:
     async with asyncssh.connect(server.address, server.ssh_port, username=server.ssh_user, options=opts) as conn:
-        return await conn.run(command, check=check, timeout=settings.ssh_timeout_s)
+        return await conn.run(command, check=check, timeout=timeout_s)
+
+
+def host_unavailable(exc: BaseException) -> bool:
+    """Whether an SSH failure counts against the host's breaker: no connection, a timeout, a dropped session.
+
+    Not counted: a refused key or host key, or a command that ran and failed (the host answered).
+    """
+    if isinstance(exc, asyncssh.PermissionDenied | asyncssh.HostKeyNotVerifiable):
+        return False
+    if isinstance(exc, TimeoutError | asyncssh.TimeoutError):
+        return True
+    if isinstance(exc, asyncssh.ProcessError):
+        return False
+    return isinstance(exc, OSError | asyncssh.DisconnectError)
+
+
+def _refused(exc: ServiceUnavailable) -> HostUnavailable:
+    return HostUnavailable(str(exc))
 
 
 def describe_error(exc: BaseException, timeout_s: float) -> str:
     """A short, human text for a failed SSH or HTTP check (no traceback)."""
-    if isinstance(exc, asyncssh.TimeoutError):
+    if isinstance(exc, HostUnavailable):
+        text = str(exc)
+    elif isinstance(exc, asyncssh.TimeoutError):
         text = f"command timed out after {timeout_s:g}s"
     elif isinstance(exc, asyncssh.ProcessError):
         detail = (str(exc.stderr or "") or str(exc.stdout or "")).strip()

@@ -29,6 +29,8 @@ from github.Organization import Organization
 from github.Repository import Repository
 from requests.structures import CaseInsensitiveDict
 
+from core.breakers import ServiceUnavailable, SyncBreakers
+from core.settings import Settings
 from infra.forge.base import (
     ForgeError,
     ForgeRateLimited,
@@ -37,11 +39,23 @@ from infra.forge.base import (
     RepoTransferred,
     clean_description,
 )
-from infra.forge.github_http import cross_origin_redirect, error_message, pygithub, rate_limit_wait, sso_url
+from infra.forge.github_http import (
+    cross_origin_redirect,
+    error_message,
+    pygithub,
+    rate_limit_wait,
+    sso_url,
+    unavailable,
+)
 from infra.git import GitAuth
 from models.names import validate_slug
 
 T = TypeVar("T")
+DEFAULT_BREAKER = (
+    Settings.model_fields["breaker_failures"].default,
+    Settings.model_fields["breaker_cooldown_s"].default,
+)
+"""Failures in a row and cool-down (s) of GitHub's breaker when the caller passes none."""
 CLOCK_SKEW = timedelta(minutes=5)
 """How far GitHub's clock may be behind ours when judging whether a repository was created by this request."""
 
@@ -70,6 +84,7 @@ class GitHubForge:
         timeout_s: float = 15,
         max_wait_s: float = 10.0,
         pause_file: Path | None = None,
+        breakers: SyncBreakers | None = None,
     ) -> None:
         """Build the client; no request is made until the first call.
 
@@ -82,6 +97,9 @@ class GitHubForge:
             timeout_s: connect and read timeout of each request, in seconds.
             max_wait_s: the longest rate-limit wait slept inside a call, in seconds; longer ones pause the forge.
             pause_file: where a pause is stored for other processes (JSON ``{"until": ISO time}``); None: memory only.
+            breakers: where GitHub's circuit breaker lives (``core.breakers.sync_breakers(settings)`` shares it
+                with every process); None: one of the default settings, in this process only. While it is open,
+                every call raises ``ForgeUnavailable`` at once ("GitHub unavailable since ..., next try at ...").
 
         Raises:
             ForgeError: the token or the organization is empty.
@@ -98,6 +116,7 @@ class GitHubForge:
         self._retries = retries
         self._backoff_s = backoff_s
         self._paused_until: datetime | None = None
+        self._breakers = breakers or SyncBreakers(failures=DEFAULT_BREAKER[0], cooldown_s=DEFAULT_BREAKER[1])
         self._gh = pygithub(self.base_url, token, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s)
 
     def __repr__(self) -> str:
@@ -325,9 +344,14 @@ class GitHubForge:
 
     @contextmanager
     def _translate(self, action: str) -> Iterator[None]:
-        """Map PyGithub and requests exceptions to ForgeError / ForgeUnavailable, scrubbing the token."""
+        """Map PyGithub and requests exceptions to ForgeError / ForgeUnavailable, scrubbing the token.
+
+        The body runs under GitHub's circuit breaker, which sees the untranslated exceptions (see
+        :func:`~infra.forge.github_http.unavailable`) and, while open, refuses with ``ForgeUnavailable`` at once.
+        """
         try:
-            yield
+            with self._breakers.guard("github", "GitHub", counts=_counted, refuse=_refused):
+                yield
         except ForgeError:
             raise
         except GithubException as e:
@@ -368,6 +392,15 @@ class GitHubForge:
 
     def _scrub(self, text: str) -> str:
         return self.git_auth().redact(text)
+
+
+def _counted(exc: BaseException) -> bool:
+    """Whether a failure counts against GitHub's breaker: unavailability, or a rate-limit pause."""
+    return isinstance(exc, ForgeRateLimited) or unavailable(exc)
+
+
+def _refused(exc: ServiceUnavailable) -> ForgeUnavailable:
+    return ForgeUnavailable(str(exc))
 
 
 def _detail(e: GithubException) -> str:

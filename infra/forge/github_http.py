@@ -24,8 +24,12 @@ from email.utils import parsedate_to_datetime
 from importlib import metadata
 from typing import Any
 
-from github import Auth, Github
+import requests
+from github import Auth, Github, GithubException
+from requests.structures import CaseInsensitiveDict
 from urllib3.util.retry import Retry
+
+from core.breakers import http_unavailable
 
 ACCEPT = "application/vnd.github+json"
 API_VERSION = "2022-11-28"
@@ -175,6 +179,22 @@ def error_message(data: Any) -> str:
         details = ", ".join(f"{k}: {block[k]}" for k in ("reason", "html_url") if block.get(k))
         message = f"{message} ({details})" if details else message
     return message
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether a failed GitHub request counts against GitHub's circuit breaker (:mod:`core.breakers`).
+
+    Counted: no connection or no answer in time (a ``requests`` exception, urllib3's retries exhausted), a 5xx, a
+    429 or a rate-limit 403. Not counted: every other answer (401, 403, 404, 422...), which GitHub gave.
+    """
+    if isinstance(exc, requests.exceptions.RequestException):
+        return True
+    if isinstance(exc, GithubException):
+        status = int(exc.status or 0)
+        data = exc.data if isinstance(exc.data, dict) else {}
+        limited = rate_limit_wait(status, CaseInsensitiveDict(exc.headers or {}), error_message(data)) is not None
+        return http_unavailable(status) or limited
+    return False
 
 
 def cross_origin_redirect(exc: RuntimeError) -> bool:
