@@ -21,6 +21,7 @@ from api.edge import RequestEdge
 from api.errors import runtime_input_error_handler
 from api.limits import RunSlots
 from api.routes import router
+from api.routes_webhooks import router as webhooks_router
 from api.sse import drain_runs
 from core.llm import aload_litellm
 from core.settings import Settings
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(routes_status.router)
+    app.include_router(webhooks_router)
     for route in api_routes(app):
         rule_of(route)
     app.add_exception_handler(RuntimeInputError, runtime_input_error_handler)

@@ -20,6 +20,7 @@ from cli import (  # noqa: F401  (registers them)
     status_commands,
     sync,
     tokens,
+    webhook_commands,
 )
 from cli.app import app, console
 from cli.conversation import answer_hint

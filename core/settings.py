@@ -196,6 +196,14 @@ class Settings(BaseSettings):
     """Longest wait for the next piece of a request body (408 after it)."""
     approval_separate_approver: bool = False
     """Whoever asked for a project or its latest change cannot approve its deploy (GitHub's "prevent self-review")."""
+    webhook_attempts: int = Field(default=5, ge=1, le=20)
+    """Attempts of one outgoing webhook delivery before it is marked failed with its last error."""
+    webhook_retry_wait_s: float = Field(default=1.0, ge=0, le=60)
+    """Base of the backoff between delivery attempts, in seconds (about ``base * 2**n``, at most 60 s)."""
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    """Seconds one delivery attempt may take (connect and answer)."""
+    github_webhook_secret: SecretStr | None = None
+    """The secret of the GitHub webhook that POSTs to ``/webhooks/github``; unset: that route answers 401."""
 
     @field_validator("api_allowed_hosts", "api_cors_origins", mode="before")
     @classmethod

@@ -1,6 +1,7 @@
 """Tables, status enums and the allowed-transition table."""
 
 from models.enums import AccessRole, DeploymentStatus, ProjectStatus, ServerStatus
+from models.notification_tables import GithubDelivery, Webhook, WebhookDelivery  # noqa: F401
 from models.tables import (
     ApiToken,
     Deployment,

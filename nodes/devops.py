@@ -19,6 +19,7 @@ from services.cancel import cancel_request
 from services.deploys import check_verification, local_release_problem, rolled_back_to, run_deploy
 from services.identities import record
 from services.incidents import open_incident
+from services.notifications import deploy_event
 from services.secrets import SecretsError, flag_missing_secrets, missing_message, missing_secrets, service_env
 from services.verification import Attestation, VerificationRefused
 
@@ -217,6 +218,7 @@ async def _record(ctx: Context, pid: int, row: Deployment, result: PlaybookResul
         elif not result.ok:
             why = f"deploy failed (ansible {result.status}, rc {result.rc})"
         await transition_project(s, pid, to, reason=why, thread_id=ctx.thread_id, actor=ctx.actor)
+        await deploy_event(s, dep, project_id=pid)
         if result.ok:  # it has had everything a deploy needs: a design, a verified commit, a server and a port
             await s.exec(update(Project).where(col(Project.id) == pid).values(setup_required=False))  # type: ignore[call-overload]
     return dep

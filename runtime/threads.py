@@ -42,6 +42,7 @@ from services.approvals import AnswerRefused, check_answer, record_answer
 from services.cancel import CancelRefused, cancel_request, request_cancel, settle
 from services.identities import Identity, record
 from services.leases import ensure_default_server
+from services.notifications import approval_requested, run_failed, start_delivery
 
 __all__ = [
     "Answer",
@@ -326,11 +327,15 @@ class OrchestratorRuntime:
             return
         except Exception as exc:  # a node failed (a model error...): on the project's trail, then to the caller
             await self._record_failure(thread_id, exc, actor)
+            if await run_failed(self.db, thread_id=thread_id, error=f"{type(exc).__name__}: {exc}"):
+                start_delivery(self.db, self.settings)
             raise
         finally:
             self._controls.discard(control)
         pending = await self.pending(thread_id)
         await write_index(self.db, thread_id, pending=pending, stopped_mid_run=False)
+        await approval_requested(self.db, thread_id, [(p.id, p.payload) for p in pending])
+        start_delivery(self.db, self.settings)  # this run's events (approvals, deploys, incidents), in the background
         for p in pending:
             yield RunEvent(kind="interrupt", payload=p.payload, interrupt_id=p.id)
         await self._touch(thread_id)

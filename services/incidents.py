@@ -8,6 +8,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.tables import Incident, utcnow
+from services.notifications import incident_event
 
 
 async def open_incident(
@@ -26,6 +27,7 @@ async def open_incident(
         try:
             async with session.begin_nested():
                 session.add(incident)
+            await incident_event(session, incident, opened=True)
             return incident
         except IntegrityError:
             existing = await find_open(session, kind=kind, subject_type=subject_type, subject_id=subject_id)
@@ -54,6 +56,7 @@ async def resolve_incident(session: AsyncSession, *, kind: str, subject_type: st
         return False
     incident.resolved_at = utcnow()
     session.add(incident)
+    await incident_event(session, incident, opened=False)
     return True
 
 

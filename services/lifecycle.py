@@ -33,6 +33,7 @@ from models.transitions import transition_project
 from services.deploys import live_deployment, redeploy, rolled_back_to, stop_service
 from services.identities import record
 from services.leases import release_leases
+from services.notifications import deploy_event
 from services.secrets import SecretsError
 from services.verification import VerificationRefused
 
@@ -287,6 +288,7 @@ async def rollback_project(
         to_status = P.active if result.ok or back else P.verified
         done = f"rolled back to {target.commit_sha[:10]}; {target.url} answers" if result.ok else result.summary[:300]
         await transition_project(s, project.id, to_status, reason=done, thread_id=project.thread_id, actor=actor)
+        await deploy_event(s, await s.get(Deployment, row.id), project_id=project.id)
     if not result.ok:
         kept = f"; the release before it answers again ({back[:10]})" if back else ""
         raise LifecycleRefused(

@@ -1,0 +1,404 @@
+"""Notifications out: outgoing webhooks, the deliveries recorded with each event, and their sending with retries.
+
+An event (:data:`EVENTS`) is recorded by :func:`enqueue` as one ``WebhookDelivery`` row per webhook that wants it, in
+the caller's transaction, so an event and its deliveries commit together and nothing is sent for a change rolled
+back. Sending is never the caller's wait: :func:`start_delivery` sends the pending rows from a background task (and
+:func:`deliver_pending` does the same for ``orchestrator webhooks send`` or any worker), each attempt signed
+(``X-Hub-Signature-256``, GitHub's scheme: https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries),
+retried with exponential backoff (tenacity), then marked ``delivered``, or ``failed`` with its last error.
+
+A webhook's secret is Fernet-encrypted with the project secrets' key (:func:`services.secrets.load_keys`); listings,
+the API and logs show the URL, the events and the format, never the secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from core.db import Database
+from core.settings import Settings
+from infra.webhooks import DeliveryFailed, post_signed
+from models.notification_tables import Webhook, WebhookDelivery
+from models.tables import Incident, utcnow
+from services.identities import record
+from services.secrets import decrypt_value, encrypt_value, load_keys
+
+log = logging.getLogger(__name__)
+
+APPROVAL_REQUESTED = "approval.requested"
+APPROVAL_REMINDED = "approval.reminded"
+APPROVAL_TIMED_OUT = "approval.timed_out"
+INCIDENT_OPENED = "incident.opened"
+INCIDENT_RESOLVED = "incident.resolved"
+DEPLOY_SUCCEEDED = "deploy.succeeded"
+DEPLOY_FAILED = "deploy.failed"
+DEPLOY_ROLLED_BACK = "deploy.rolled_back"
+RUN_FAILED = "run.failed"
+EVENTS: tuple[str, ...] = (
+    APPROVAL_REQUESTED,
+    APPROVAL_REMINDED,
+    APPROVAL_TIMED_OUT,
+    INCIDENT_OPENED,
+    INCIDENT_RESOLVED,
+    DEPLOY_SUCCEEDED,
+    DEPLOY_FAILED,
+    DEPLOY_ROLLED_BACK,
+    RUN_FAILED,
+)
+"""Every event a webhook may subscribe to."""
+Format = Literal["json", "slack"]
+FORMATS: tuple[str, ...] = ("json", "slack")
+MAX_SECRET_BYTES = 1024
+_TASKS: set[asyncio.Task[int]] = set()
+"""Background deliveries in flight (kept referenced until they end)."""
+
+
+class WebhookInputError(ValueError):
+    """A bad URL, secret, event name or format, or an unknown webhook; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class WebhookInfo:
+    """What may be shown of a webhook (never its secret)."""
+
+    id: int
+    url: str
+    events: list[str]
+    format: str
+    created_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DeliveryInfo:
+    """One delivery as the log shows it: ids, event, status, attempts, the last HTTP status and error."""
+
+    delivery_id: str
+    webhook_id: int
+    event: str
+    status: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def _info(row: Webhook) -> WebhookInfo:
+    assert row.id is not None
+    return WebhookInfo(row.id, row.url, list(row.events), row.format, row.created_by, row.created_at)
+
+
+def check_events(events: Iterable[str]) -> list[str]:
+    """``events`` deduplicated in :data:`EVENTS` order; ``all`` stands for every event.
+
+    Raises:
+        WebhookInputError: none given, or an unknown name (the message lists the known ones).
+    """
+    wanted = {e.strip() for e in events if e.strip()}
+    if "all" in wanted:
+        return list(EVENTS)
+    unknown = sorted(wanted - set(EVENTS))
+    if unknown or not wanted:
+        raise WebhookInputError(f"unknown or no event(s) {', '.join(unknown)}; choose from all, {', '.join(EVENTS)}")
+    return [e for e in EVENTS if e in wanted]
+
+
+def _check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookInputError(f"webhook URL {url!r} is not an http(s) URL with a host")
+    if parts.username or parts.password:
+        raise WebhookInputError("put no credentials in the webhook URL: the secret signs each request instead")
+    return url
+
+
+async def add_webhook(
+    db: Database, settings: Settings, *, url: str, secret: str, events: Iterable[str], fmt: str, actor: str
+) -> WebhookInfo:
+    """Store a webhook, its secret encrypted; the trail gets ``webhook_added`` (URL and events, no secret).
+
+    Args:
+        db: the orchestrator's database.
+        settings: where the secrets key is.
+        url: an ``http``/``https`` URL without credentials.
+        secret: the HMAC key, 1 to 1024 bytes of text.
+        events: names from :data:`EVENTS` (or ``all``).
+        fmt: ``json`` or ``slack``.
+        actor: who adds it.
+
+    Raises:
+        WebhookInputError: a bad URL, secret, event or format.
+        services.secrets.SecretsKeyError: the secrets key is unusable.
+    """
+    wanted = check_events(events)
+    if fmt not in FORMATS:
+        raise WebhookInputError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    secret = secret.strip()
+    if not secret or len(secret.encode()) > MAX_SECRET_BYTES:
+        raise WebhookInputError(f"the secret must be 1 to {MAX_SECRET_BYTES} bytes; nothing was stored")
+    token = encrypt_value(load_keys(settings), secret)
+    row = Webhook(url=_check_url(url), secret_encrypted=token, events=wanted, format=fmt, created_by=actor)
+    async with db.session() as s:
+        s.add(row)
+        await s.flush()
+        assert row.id is not None
+        why = f"webhook {row.id} to {url} for {', '.join(wanted)} ({fmt})"
+        await record(s, subject_type="webhook", subject_id=row.id, action="webhook_added", reason=why, actor=actor)
+    return _info(row)
+
+
+async def list_webhooks(db: Database) -> list[WebhookInfo]:
+    """Every webhook, oldest first (no secret)."""
+    async with db.session() as s:
+        rows = (await s.exec(select(Webhook).order_by(col(Webhook.id)))).all()
+    return [_info(r) for r in rows]
+
+
+async def remove_webhook(db: Database, webhook_id: int, *, actor: str) -> bool:
+    """Delete a webhook and its delivery log; returns whether it existed (a removal goes on the trail)."""
+    async with db.session() as s:
+        row = await s.get(Webhook, webhook_id)
+        if row is None:
+            return False
+        for d in (await s.exec(select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id))).all():
+            await s.delete(d)
+        await s.flush()
+        await s.delete(row)
+        why = f"webhook {webhook_id} to {row.url} removed"
+        await record(
+            s, subject_type="webhook", subject_id=webhook_id, action="webhook_removed", reason=why, actor=actor
+        )
+    return True
+
+
+async def enqueue(session: AsyncSession, event: str, data: dict[str, Any]) -> int:
+    """Record ``event`` for every webhook subscribed to it, in the caller's transaction; returns how many rows.
+
+    Args:
+        session: the caller's session (the rows commit or roll back with the event itself).
+        event: a name from :data:`EVENTS`.
+        data: JSON-serializable details of the event (ids, names, messages; never a secret).
+
+    Raises:
+        ValueError: ``event`` is not in :data:`EVENTS`.
+    """
+    if event not in EVENTS:
+        raise ValueError(f"unknown event {event!r}")
+    hooks = [h for h in (await session.exec(select(Webhook))).all() if event in h.events]
+    for hook in hooks:
+        delivery_id = str(uuid.uuid4())
+        payload = {"event": event, "delivery_id": delivery_id, "created_at": utcnow().isoformat(), "data": data}
+        session.add(WebhookDelivery(delivery_id=delivery_id, webhook_id=hook.id or 0, event=event, payload=payload))
+    return len(hooks)
+
+
+async def notify(db: Database, event: str, data: dict[str, Any]) -> int:
+    """:func:`enqueue` in a transaction of its own (for a caller without a session)."""
+    async with db.session() as s:
+        return await enqueue(s, event, data)
+
+
+def incident_data(incident: Incident) -> dict[str, Any]:
+    """An incident as an event's ``data``: id, kind, severity, subject, message, times."""
+    return {
+        "incident_id": incident.id,
+        "kind": incident.kind,
+        "severity": incident.severity,
+        "subject_type": incident.subject_type,
+        "subject_id": incident.subject_id,
+        "message": incident.message,
+        "resolved_at": incident.resolved_at.isoformat() if incident.resolved_at else None,
+    }
+
+
+async def incident_event(session: AsyncSession, incident: Incident, *, opened: bool) -> int:
+    """Record ``incident.opened`` (``opened``) or ``incident.resolved`` for ``incident`` (flushed for its id)."""
+    await session.flush()
+    return await enqueue(session, INCIDENT_OPENED if opened else INCIDENT_RESOLVED, incident_data(incident))
+
+
+async def deploy_event(session: AsyncSession, deployment: Any, *, project_id: int) -> int:
+    """Record ``deploy.succeeded``, ``deploy.failed`` or ``deploy.rolled_back`` from a finished Deployment row.
+
+    Args:
+        session: the transaction that writes the outcome.
+        deployment: the ``Deployment`` (or a row with ``id``, ``status``, ``commit_sha``, ``url``, ``summary``).
+        project_id: its project.
+    """
+    status = str(getattr(deployment.status, "value", deployment.status))
+    event = {"succeeded": DEPLOY_SUCCEEDED, "rolled_back": DEPLOY_ROLLED_BACK}.get(status, DEPLOY_FAILED)
+    data = {
+        "deployment_id": deployment.id,
+        "project_id": project_id,
+        "status": status,
+        "commit": deployment.commit_sha,
+        "url": deployment.url,
+        "summary": (deployment.summary or "")[:2000],
+    }
+    return await enqueue(session, event, data)
+
+
+async def approval_requested(db: Database, thread_id: str, pending: Iterable[tuple[str, dict[str, Any]]]) -> int:
+    """Record ``approval.requested`` for each interrupt ``(id, payload)`` a run stopped at; returns rows recorded."""
+    pending = list(pending)
+    if not pending:
+        return 0
+    count = 0
+    async with db.session() as s:
+        for interrupt_id, payload in pending:
+            data = {"thread_id": thread_id, "interrupt_id": interrupt_id, "kind": payload.get("kind"), **payload}
+            count += await enqueue(s, APPROVAL_REQUESTED, data)
+    return count
+
+
+async def approval_deadline_event(
+    session: AsyncSession, *, timed_out: bool, thread_id: str, interrupt_id: str, payload: dict[str, Any]
+) -> int:
+    """Record ``approval.reminded`` (a deadline is near) or ``approval.timed_out`` (it passed) for one interrupt.
+
+    For the code that watches approval deadlines; the rows commit with the caller's transaction.
+    """
+    event = APPROVAL_TIMED_OUT if timed_out else APPROVAL_REMINDED
+    return await enqueue(session, event, {"thread_id": thread_id, "interrupt_id": interrupt_id, **payload})
+
+
+async def run_failed(db: Database, *, thread_id: str, error: str, project_id: int | None = None) -> int:
+    """Record ``run.failed`` for a run that stopped on an error (``error``: the exception's type and message)."""
+    return await notify(db, RUN_FAILED, {"thread_id": thread_id, "project_id": project_id, "error": error[:2000]})
+
+
+def slack_text(payload: dict[str, Any]) -> str:
+    """One line for a chat channel: the event and its most telling details."""
+    data = payload.get("data", {})
+    keys = ("kind", "severity", "status", "commit", "url", "thread_id", "message", "summary", "error")
+    details = ", ".join(f"{k}: {data[k]}" for k in keys if data.get(k) not in (None, ""))
+    return f"[orchestrator] {payload.get('event')}" + (f" — {details}" if details else "")
+
+
+def body_of(payload: dict[str, Any], fmt: str) -> bytes:
+    """The exact bytes sent: the payload as JSON, or Slack's ``{"text": ...}`` for the ``slack`` format."""
+    doc = {"text": slack_text(payload), "delivery_id": payload.get("delivery_id")} if fmt == "slack" else payload
+    return json.dumps(doc, sort_keys=True, default=str).encode()
+
+
+async def _claim(db: Database, delivery_id: int) -> bool:
+    """Take a pending delivery for this sender (``pending`` -> ``sending``); False if another took it first."""
+    async with db.session() as s:
+        taken = await s.exec(  # type: ignore[call-overload]
+            update(WebhookDelivery)
+            .where(col(WebhookDelivery.id) == delivery_id, col(WebhookDelivery.status) == "pending")
+            .values(status="sending")
+        )
+        return bool(taken.rowcount)
+
+
+async def _finish(db: Database, delivery_id: int, **values: Any) -> None:
+    async with db.session() as s:
+        stmt = update(WebhookDelivery).where(col(WebhookDelivery.id) == delivery_id).values(**values)
+        await s.exec(stmt)  # type: ignore[call-overload]
+
+
+async def _send_one(db: Database, settings: Settings, client: httpx.AsyncClient, row: WebhookDelivery) -> bool:
+    """Send one claimed delivery with retries; record each attempt and the outcome. Returns whether delivered."""
+    async with db.session() as s:
+        hook = await s.get(Webhook, row.webhook_id)
+    if hook is None:
+        await _finish(db, row.id or 0, status="failed", last_error="the webhook was removed", finished_at=utcnow())
+        return False
+    secret = decrypt_value(load_keys(settings), hook.secret_encrypted, what=f"the secret of webhook {hook.id}").encode()
+    body = body_of(row.payload, hook.format)
+    attempts = AsyncRetrying(
+        stop=stop_after_attempt(settings.webhook_attempts),
+        wait=wait_exponential(multiplier=settings.webhook_retry_wait_s, max=60),
+        retry=retry_if_exception_type(DeliveryFailed),
+        reraise=True,
+    )
+    n = row.attempts
+    try:
+        async for attempt in attempts:
+            with attempt:
+                n += 1
+                try:
+                    status = await post_signed(
+                        client, hook.url, body, secret=secret, event=row.event, delivery_id=row.delivery_id
+                    )
+                except DeliveryFailed as exc:
+                    await _finish(db, row.id or 0, attempts=n, last_status=exc.status, last_error=str(exc)[:1000])
+                    raise
+    except asyncio.CancelledError:  # the process is ending: the next sender takes the delivery up again
+        await asyncio.shield(_finish(db, row.id or 0, status="pending", attempts=n))
+        raise
+    except DeliveryFailed as exc:
+        log.warning("webhook delivery %s failed after %d attempt(s): %s", row.delivery_id, n, exc)
+        await _finish(db, row.id or 0, status="failed", finished_at=utcnow(), last_error=str(exc)[:1000])
+        return False
+    await _finish(db, row.id or 0, status="delivered", attempts=n, last_status=status, finished_at=utcnow())
+    return True
+
+
+async def deliver_pending(db: Database, settings: Settings, *, limit: int = 100) -> int:
+    """Send up to ``limit`` pending deliveries, oldest first, each with retries; returns how many were delivered.
+
+    Each row is claimed first (``pending`` -> ``sending``), so two senders never send the same delivery; a delivery
+    that fails ``settings.webhook_attempts`` times is ``failed`` with its last error and HTTP status.
+
+    Raises:
+        services.secrets.SecretsKeyError / SecretDecryptError: the secrets key cannot open a webhook's secret.
+    """
+    async with db.session() as s:
+        stmt = select(WebhookDelivery).where(WebhookDelivery.status == "pending")
+        rows = (await s.exec(stmt.order_by(col(WebhookDelivery.id)).limit(limit))).all()
+    if not rows:
+        return 0
+    delivered = 0
+    async with httpx.AsyncClient(timeout=settings.webhook_timeout_s, trust_env=False) as client:
+        for row in rows:
+            if await _claim(db, row.id or 0):
+                delivered += await _send_one(db, settings, client, row)
+    return delivered
+
+
+def start_delivery(db: Database, settings: Settings) -> asyncio.Task[int]:
+    """Send the pending deliveries from a background task of the running loop; returns the task (not awaited).
+
+    A delivery left pending (the process ended first) is sent by the next sender.
+    """
+    task = asyncio.get_running_loop().create_task(deliver_pending(db, settings))
+    _TASKS.add(task)
+    task.add_done_callback(_done)
+    return task
+
+
+def _done(task: asyncio.Task[int]) -> None:
+    _TASKS.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("webhook deliveries stopped: %s", task.exception())
+
+
+async def list_deliveries(db: Database, *, limit: int = 50) -> list[DeliveryInfo]:
+    """The newest ``limit`` deliveries, newest first."""
+    async with db.session() as s:
+        stmt = select(WebhookDelivery).order_by(col(WebhookDelivery.id).desc()).limit(limit)
+        rows = (await s.exec(stmt)).all()
+    return [
+        DeliveryInfo(
+            r.delivery_id, r.webhook_id, r.event, r.status, r.attempts, r.last_status, r.last_error, r.created_at,
+            r.finished_at,
+        )
+        for r in rows
+    ]  # fmt: skip
