@@ -21,6 +21,7 @@ from api.edge import RequestEdge
 from api.errors import runtime_input_error_handler
 from api.limits import RunSlots
 from api.routes import router
+from api.routes_cron import router as cron_router
 from api.routes_webhooks import router as webhooks_router
 from api.sse import drain_runs
 from core.llm import aload_litellm
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(routes_status.router)
     app.include_router(webhooks_router)
+    app.include_router(cron_router)
     for route in api_routes(app):
         rule_of(route)
     app.add_exception_handler(RuntimeInputError, runtime_input_error_handler)

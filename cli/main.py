@@ -14,6 +14,7 @@ import typer
 from cli import (  # noqa: F401  (registers them)
     audit_commands,
     conversation,
+    cron_commands,
     inventory,
     lifecycle_commands,
     secret_commands,

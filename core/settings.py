@@ -196,6 +196,9 @@ class Settings(BaseSettings):
     """Longest wait for the next piece of a request body (408 after it)."""
     approval_separate_approver: bool = False
     """Whoever asked for a project or its latest change cannot approve its deploy (GitHub's "prevent self-review")."""
+    cron_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    """How often the sync service looks for due user crons (seconds): a fire is at most this late, and a cron
+    added, paused or deleted takes effect within it."""
     webhook_attempts: int = Field(default=5, ge=1, le=20)
     """Attempts of one outgoing webhook delivery before it is marked failed with its last error."""
     webhook_retry_wait_s: float = Field(default=1.0, ge=0, le=60)

@@ -1,5 +1,6 @@
 """Tables, status enums and the allowed-transition table."""
 
+from models.cron_tables import CronJob  # noqa: F401  (registers the table)
 from models.enums import AccessRole, DeploymentStatus, ProjectStatus, ServerStatus
 from models.notification_tables import GithubDelivery, Webhook, WebhookDelivery  # noqa: F401
 from models.tables import (

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from core.db import Database
 from core.settings import Settings
 from services.leases import ensure_default_server
-from sync_workers import github_sync, health_checker, provisioner_trigger, server_sync
+from sync_workers import crons, github_sync, health_checker, provisioner_trigger, server_sync
 from sync_workers.base import PassSummary, SyncContext
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,10 @@ async def run_forever(
     transaction (see the module docstring), even a cancelled pass would leave nothing half-written; waiting just
     finishes the pass's work.
 
+    Without ``only`` (the whole service), user crons fire too: a ``crons`` interval job every
+    ``cron_poll_interval_s`` fires the due ones (:mod:`sync_workers.crons`); its summary is reported only when a
+    fire happened.
+
     Args:
         settings: the process settings.
         stop: set it to stop; the signal handlers set it too.
@@ -205,8 +209,39 @@ async def run_forever(
         finally:
             inflight.discard(task)
 
+    firer = crons.CronFirer(ctx) if only is None else None
+
+    async def cron_job() -> None:
+        assert firer is not None
+        task = asyncio.current_task()
+        assert task is not None
+        inflight.add(task)
+        try:
+            summary = await firer.run_pass()
+        except Exception as exc:
+            log.exception("sync worker crons failed")
+            summary = PassSummary(worker=crons.WORKER, errors=[f"{type(exc).__name__}: {exc}"])
+        finally:
+            inflight.discard(task)
+        if summary.updated or summary.errors:
+            log.info("%s", describe(summary))
+            if on_summary is not None:
+                on_summary(summary)
+
     scheduler = AsyncIOScheduler(timezone=UTC)
     try:
+        if firer is not None:
+            scheduler.add_job(
+                cron_job,
+                "interval",
+                id=crons.WORKER,
+                name=crons.WORKER,
+                seconds=settings.cron_poll_interval_s,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+                next_run_time=datetime.now(UTC),
+            )
         for name in names:
             reason = skip_reason(name, settings)
             if reason is not None:
@@ -249,4 +284,6 @@ async def run_forever(
                 await asyncio.sleep(0)
         for sig in signals:
             loop.remove_signal_handler(sig)
+        if firer is not None:
+            await firer.close()
         await ctx.db.dispose()
