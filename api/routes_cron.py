@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from api.auth import Operator
 from api.deps import RuntimeDep
 from api.routes import CHANGE, EDGE, errors
+from models.names import SLUG_RE
 from services.crons import (
     CronError,
     CronNameTaken,
@@ -29,16 +30,22 @@ from services.crons import (
 )
 
 router = APIRouter(responses=EDGE, tags=["crons"])
-CronName = Annotated[str, Path(max_length=40, description="a cron's name")]
+SLUG = SLUG_RE.pattern
+"""Cron names are slugs (models/names.py): stated in the schema, so a name it allows is never refused for its form."""
+PROJECT = r"^[A-Za-z0-9_.-]+$"
+"""Project names as GitHub allows them (a discovered repository's name need not be a slug)."""
+CronName = Annotated[str, Path(max_length=40, pattern=SLUG, description="a cron's name")]
 
 
 class CronIn(BaseModel):
     """A new cron."""
 
     schedule: str = Field(max_length=128, description="crontab in UTC: 5 fields, or 6 with seconds first")
-    project: str = Field(max_length=64, description="the project whose thread gets the message")
-    message: str = Field(min_length=1, max_length=4000, description="what is posted, as if a person wrote it")
-    name: str | None = Field(default=None, max_length=40, description="a slug (default cron-<8 hex>)")
+    project: str = Field(max_length=64, pattern=PROJECT, description="the project whose thread gets the message")
+    message: str = Field(
+        min_length=1, max_length=4000, pattern=r"\S", description="what is posted, as if a person wrote it (not blank)"
+    )
+    name: str | None = Field(default=None, max_length=40, pattern=SLUG, description="a slug (default cron-<8 hex>)")
 
 
 class CronPublic(BaseModel):
@@ -71,7 +78,7 @@ def _refusal(exc: Exception) -> HTTPException:
 
 @router.get("/crons", responses=errors(401, 403))
 async def get_crons(
-    rt: RuntimeDep, who: Operator, project: Annotated[str | None, Query(max_length=64)] = None
+    rt: RuntimeDep, who: Operator, project: Annotated[str | None, Query(max_length=64, pattern=PROJECT)] = None
 ) -> list[CronPublic]:
     """Every cron (only ``project``'s if given), by name, with its next fire time (operator)."""
     async with rt.db.session() as s:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,8 @@ from core.settings import Settings
 from infra.webhooks import signature_matches
 from models.notification_tables import GithubDelivery
 from services.notifications import (
+    EVENTS,
+    MAX_SECRET_CHARS,
     DeliveryInfo,
     WebhookInfo,
     WebhookInputError,
@@ -45,14 +48,30 @@ REPOSITORY_ACTIONS = frozenset({"created", "renamed", "transferred", "archived",
 _SIGNATURE_CHALLENGE = {"WWW-Authenticate": 'HMAC-SHA256 realm="github-webhooks", header="X-Hub-Signature-256"'}
 
 
+URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/\S*)?$"
+"""The webhook URLs the API takes, stated in the schema so a request it allows is never refused for its URL."""
+EVENT_PATTERN = "^(" + "|".join(re.escape(name) for name in ("all", *EVENTS)) + ")$"
+
+
 class WebhookIn(BaseModel):
     """A new outgoing webhook; the secret is write-only (never answered back)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(max_length=2048, description="where events are POSTed (http or https)")
-    secret: str = Field(description="the HMAC-SHA256 key, 1 to 1024 bytes; never shown again (nor echoed in a 422)")
-    events: list[str] = Field(min_length=1, description="event names, or ['all']")
+    url: str = Field(
+        max_length=2048,
+        pattern=URL_PATTERN,
+        description="where events are POSTed: http(s), a host name or IPv4 address, no credentials",
+    )
+    # The limits are stated in the schema but checked by add_webhook, whose refusal never quotes the value: a
+    # validation error of the model would echo the secret back in its 422.
+    secret: str = Field(
+        description="the HMAC-SHA256 key, up to 256 characters, not blank; never shown again (nor echoed in a 422)",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_SECRET_CHARS, "pattern": r"\S"},
+    )
+    events: list[Annotated[str, Field(pattern=EVENT_PATTERN)]] = Field(
+        min_length=1, description="event names, or ['all']"
+    )
     format: Literal["json", "slack"] = "json"
 
 
@@ -108,12 +127,12 @@ async def post_webhook(body: WebhookIn, rt: RuntimeDep, who: Admin) -> WebhookPu
 
 
 @router.delete(
-    "/webhooks/{webhook_id}",
+    "/webhooks/{webhook_id:int}",  # only digits match, so /webhooks/deliveries and /webhooks/github stay apart
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=errors(401, 403, 404, 415),
 )
-async def delete_webhook(webhook_id: Annotated[int, Path(ge=1)], rt: RuntimeDep, who: Admin) -> Response:
+async def delete_webhook(webhook_id: Annotated[int, Path(ge=1, le=2**63 - 1)], rt: RuntimeDep, who: Admin) -> Response:
     """Remove a webhook and its delivery log (404 if there is none)."""
     if not await remove_webhook(rt.db, webhook_id, actor=who.name):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no webhook {webhook_id}")

@@ -62,7 +62,8 @@ EVENTS: tuple[str, ...] = (
 """Every event a webhook may subscribe to."""
 Format = Literal["json", "slack"]
 FORMATS: tuple[str, ...] = ("json", "slack")
-MAX_SECRET_BYTES = 1024
+MAX_SECRET_CHARS = 256
+"""The longest webhook secret (characters, so at most 1024 bytes of UTF-8): the API's schema states the same."""
 _TASKS: set[asyncio.Task[int]] = set()
 """Background deliveries in flight (kept referenced until they end)."""
 
@@ -119,7 +120,11 @@ def check_events(events: Iterable[str]) -> list[str]:
 
 
 def _check_url(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise WebhookInputError(f"webhook URL {url!r} is not a valid URL: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookInputError(f"webhook URL {url!r} is not an http(s) URL with a host")
     if parts.username or parts.password:
@@ -136,7 +141,7 @@ async def add_webhook(
         db: the orchestrator's database.
         settings: where the secrets key is.
         url: an ``http``/``https`` URL without credentials.
-        secret: the HMAC key, 1 to 1024 bytes of text.
+        secret: the HMAC key, 1 to 256 characters, not blank (surrounding blanks are dropped).
         events: names from :data:`EVENTS` (or ``all``).
         fmt: ``json`` or ``slack``.
         actor: who adds it.
@@ -148,9 +153,9 @@ async def add_webhook(
     wanted = check_events(events)
     if fmt not in FORMATS:
         raise WebhookInputError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if not secret.strip() or len(secret) > MAX_SECRET_CHARS:
+        raise WebhookInputError(f"the secret must be 1 to {MAX_SECRET_CHARS} characters, not blank; nothing was stored")
     secret = secret.strip()
-    if not secret or len(secret.encode()) > MAX_SECRET_BYTES:
-        raise WebhookInputError(f"the secret must be 1 to {MAX_SECRET_BYTES} bytes; nothing was stored")
     token = encrypt_value(load_keys(settings), secret)
     row = Webhook(url=_check_url(url), secret_encrypted=token, events=wanted, format=fmt, created_by=actor)
     async with db.session() as s:

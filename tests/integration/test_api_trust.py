@@ -54,7 +54,7 @@ def route_table(settings: Settings) -> list[tuple[str, str, AccessRole | None]]:
     rows = []
     for route in api_routes(create_app(settings)):
         rule = rule_of(route)  # LookupError: a route without a rule
-        path = re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES[m.group(1)], route.path)
+        path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: PATH_VALUES[m.group(1)], route.path)  # {id:int} too
         for method in sorted(route.methods or ()):
             rows.append((method, path, rule))
     return rows
