@@ -3,6 +3,7 @@
 from models.cron_tables import CronJob  # noqa: F401  (registers the table)
 from models.enums import AccessRole, DeploymentStatus, ProjectStatus, ServerStatus
 from models.notification_tables import GithubDelivery, Webhook, WebhookDelivery  # noqa: F401
+from models.time_tables import DomainEvent, InterruptDeadline  # noqa: F401
 from models.tables import (
     ApiToken,
     Deployment,

@@ -228,6 +228,14 @@ class ThreadRecord(SQLModel, table=True):
     (listings read this, not the checkpoints); None: not indexed yet (a thread from before the index)."""
     stopped_mid_run: bool = False
     """A run began and has not ended (a crash, a kill, a failed node, a drain; or it is still going)."""
+    run_base_checkpoint: str | None = Field(default=None, max_length=64)
+    """The checkpoint id the run in progress (or the last run) started from: a ``rollback`` double text returns
+    the thread there."""
+    notice: str | None = None
+    """What happened on the thread while nobody watched (a deadline's default answer): said on the next turn, then
+    cleared."""
+    model: str | None = Field(default=None, max_length=200)
+    """The model the thread last ran with, so a resume after a crash uses the same one."""
 
 
 class ApiToken(SQLModel, table=True):
