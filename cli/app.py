@@ -3,6 +3,10 @@
 ``run_with_runtime`` opens the whole runtime (graph, checkpoints, forge) for commands that run or answer a graph;
 ``run_with_db`` opens only the database for the listings and the inventory, which stay quick. Heavy modules
 (LangGraph, litellm, SQLAlchemy) are imported inside them, so ``--help`` stays fast.
+
+Ctrl-C ends a command with exit code 130 (128 + SIGINT, the shell's convention) and one line on stderr: during a
+run once asyncio's cancellation of it completes, at a prompt at once (:func:`read_input`). Data is printed
+literally (:mod:`cli.render`).
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+
+from cli.render import error_line, line
 
 if TYPE_CHECKING:
     from core.db import Database
@@ -31,6 +38,40 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+INTERRUPTED_EXIT = 130
+"""Exit code after Ctrl-C: 128 + SIGINT (2), as shells report a process ended by it."""
+
+
+class PromptInterrupted(Exception):
+    """Ctrl-C at a prompt (:func:`read_input`); the command says what was left and exits 130."""
+
+
+def read_input(read: Callable[[], str]) -> str:
+    """Call ``read()`` (``input``, ``getpass``, ``console.input``) so that one Ctrl-C ends it at once.
+
+    ``asyncio.run`` answers SIGINT by cancelling its main task, which cannot happen while a synchronous read of
+    the terminal blocks the event loop: the first Ctrl-C was lost and only a second one ended the process
+    (https://docs.python.org/3/library/asyncio-runner.html#handling-keyboard-interruption). During the read,
+    Python's default handler is back in place, so the read itself raises.
+
+    Raises:
+        PromptInterrupted: Ctrl-C during the read.
+        EOFError: the input ended (Ctrl-D), as ``read`` raised it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return read()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return read()
+    except KeyboardInterrupt:
+        raise PromptInterrupted from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def print_interrupted(what: str = "") -> None:
+    """The one line Ctrl-C leaves on stderr: ``interrupted`` and, when given, what it left and how to go on."""
+    err.print(line(("interrupted", "yellow"), f": {what}" if what else ""), soft_wrap=True)
 
 
 @app.callback()
@@ -59,17 +100,32 @@ def main(
 
 
 def load_settings(ctx: typer.Context) -> Settings:
-    """Settings from the environment and the global options; a bad value exits 2 with what to fix."""
+    """Settings from the environment and the global options; a bad one exits 2 with one line saying what to fix.
+
+    A data dir path that exists but is not a directory (a file) is such a bad value.
+    """
     from pydantic import ValidationError
 
     from core.settings import Settings
 
     try:
-        return Settings(**ctx.obj)
+        settings = Settings(**ctx.obj)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        err.print(f"[red]configuration error:[/red] {problems}")
+        err.print(error_line(problems, "configuration error:"), soft_wrap=True)
         raise typer.Exit(2) from exc
+    try:
+        not_a_dir = settings.data_dir.exists() and not settings.data_dir.is_dir()
+    except OSError as exc:  # a folder above it is closed to this user
+        err.print(error_line(f"data dir {settings.data_dir}: {exc.strerror}; check --data-dir or ORCH_DATA_DIR"))
+        raise typer.Exit(2) from None
+    if not_a_dir:
+        err.print(
+            error_line(f"data dir {settings.data_dir} is a file, not a directory; check --data-dir or ORCH_DATA_DIR"),
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    return settings
 
 
 def run_with_runtime(
@@ -88,17 +144,17 @@ def run_with_runtime(
     if existing and settings.database_url is None and not settings.data_dir.is_dir():
         verb = "resume" if ctx.command.name == "resume" else "list"
         err.print(
-            f"[red]error:[/red] no data dir at {settings.data_dir.resolve()}: nothing to {verb}; "
-            "check --data-dir or ORCH_DATA_DIR",
-            highlight=False,
+            error_line(
+                f"no data dir at {settings.data_dir.resolve()}: nothing to {verb}; check --data-dir or ORCH_DATA_DIR"
+            ),
             soft_wrap=True,
         )
         raise typer.Exit(2)
 
     async def go() -> int:
         async with OrchestratorRuntime(settings) as rt:
-            # SIGTERM drains: the run stops after its current superstep and `resume THREAD` finishes it. (SIGINT
-            # keeps its default: the chat prompt blocks the loop, so a loop handler could not answer Ctrl-C there.)
+            # SIGTERM drains: the run stops after its current superstep and `resume THREAD` finishes it. SIGINT is
+            # asyncio.run's (it cancels the run: KeyboardInterrupt below), and Python's own at a prompt (read_input).
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, rt.request_drain)
             return await coro_fn(rt)
 
@@ -107,21 +163,33 @@ def run_with_runtime(
     try:
         code = asyncio.run(go())
     except ContractError as exc:
-        err.print(f"[red]contract error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(error_line(exc, "contract error:"), soft_wrap=True)
         raise typer.Exit(2) from exc
     except RuntimeInputError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(error_line(exc), soft_wrap=True)
         raise typer.Exit(2) from exc
     except ModelUnreachable as exc:
         err.print(
-            f"[red]model error:[/red] {exc}\nThe thread's checkpoint is kept; `{again}` "
-            "continues once the model answers."
+            error_line(
+                f"{exc}\nThe thread's checkpoint is kept; `{again}` continues once the model answers.", "model error:"
+            ),
+            soft_wrap=True,
         )
         raise typer.Exit(1) from exc
+    except KeyboardInterrupt:  # Ctrl-C during a run: asyncio.run cancelled it; the last checkpoint is kept
+        print_interrupted(f"the run stopped; its last checkpoint is kept and `{again}` finishes it")
+        raise typer.Exit(INTERRUPTED_EXIT) from None
+    except PromptInterrupted:
+        print_interrupted()
+        raise typer.Exit(INTERRUPTED_EXIT) from None
     except Exception as exc:  # a node failed: say so plainly; the checkpoint before that node is kept
         err.print(
-            f"[red]run failed:[/red] {type(exc).__name__}: {exc}\nThe checkpoint before the failing node is kept; "
-            f"`{again}` retries from there."
+            error_line(
+                f"{type(exc).__name__}: {exc}\nThe checkpoint before the failing node is kept; `{again}` retries from "
+                "there.",
+                "run failed:",
+            ),
+            soft_wrap=True,
         )
         raise typer.Exit(1) from exc
     raise typer.Exit(code)
@@ -137,7 +205,9 @@ def run_with_db(
     ``existing`` (the default): a data dir that does not exist is refused (exit 2), since a mistyped ``--data-dir``
     would otherwise get a fresh, empty database (and a new secrets key); False creates it (0700).
     """
-    from core.db import Database
+    from sqlalchemy.exc import OperationalError
+
+    from core.db import Database, ReadOnlyDatabase
     from runtime.errors import RuntimeInputError
     from services.leases import ensure_default_server
     from services.secrets import SecretsError
@@ -147,9 +217,9 @@ def run_with_db(
         settings.ensure_data_dir()
     if settings.database_url is None and not settings.data_dir.is_dir():
         err.print(
-            f"[red]error:[/red] no data dir at {settings.data_dir.resolve()}: nothing there; "
-            "check --data-dir or ORCH_DATA_DIR",
-            highlight=False,
+            error_line(
+                f"no data dir at {settings.data_dir.resolve()}: nothing there; check --data-dir or ORCH_DATA_DIR"
+            ),
             soft_wrap=True,
         )
         raise typer.Exit(2)
@@ -158,16 +228,24 @@ def run_with_db(
         db = Database(settings.db_url)
         try:
             await db.migrate()
-            await ensure_default_server(db, settings)
+            if not db.read_only:  # a read-only data dir is listed as it is
+                await ensure_default_server(db, settings)
             return await body(db)
         finally:
             await db.dispose()
 
     try:
         code = asyncio.run(go())
-    except (SecretsError, RuntimeInputError) as exc:
-        from rich.markup import escape
-
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    except (SecretsError, RuntimeInputError, ReadOnlyDatabase) as exc:
+        err.print(error_line(exc), soft_wrap=True)
         raise typer.Exit(2) from None
+    except OperationalError as exc:
+        if "readonly" not in str(exc):
+            raise
+        where = settings.data_dir if settings.database_url is None else "the database"
+        err.print(error_line(f"{where} is read-only for this user, and this command writes to it"), soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (KeyboardInterrupt, PromptInterrupted):
+        print_interrupted()
+        raise typer.Exit(INTERRUPTED_EXIT) from None
     raise typer.Exit(code)

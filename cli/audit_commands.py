@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cli.app import app, console, err, load_settings, run_with_db
+from cli.render import line, literal
 
 if TYPE_CHECKING:
     from sqlmodel.ext.asyncio.session import AsyncSession
@@ -33,7 +34,6 @@ def audit(
     File contents are never shown: the log keeps only their size and a digest.
     """
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
 
     from services.audit import audit_trail
@@ -58,17 +58,20 @@ def audit(
             style = {"refused": "red", "failed": "red", "warned": "yellow"}.get(c.outcome, "green")
             table.add_row(
                 c.created_at.strftime("%m-%d %H:%M:%S"),
-                escape(c.phase),
-                escape(c.role),
-                escape(c.tool),
-                escape(args_summary(c.args)),
-                f"[{style}]{escape(c.outcome)}[/{style}]",
-                escape(c.reason or ""),
+                literal(c.phase),
+                literal(c.role),
+                literal(c.tool),
+                literal(args_summary(c.args)),
+                line((c.outcome, style)),
+                literal(c.reason),
                 f"{c.duration_ms:.0f}",
             )
         console.print(table)
         if not calls:
-            console.print(f"no tool calls recorded for {project}" + (f" in phase {phase}" if phase else ""))
+            console.print(
+                literal(f"no tool calls recorded for {project}" + (f" in phase {phase}" if phase else "")),
+                soft_wrap=True,
+            )
         return 0
 
     run_with_db(ctx, body)
@@ -140,7 +143,8 @@ def args_summary(args: dict[str, Any]) -> str:
 def _print_budget(project: str, view: BudgetView, *, extended: bool) -> None:
     from rich.table import Table
 
-    table = Table("item", "spent", "limit", "left", title=f"budget of {project}" + (" (extended)" if extended else ""))
+    title = literal(f"budget of {project}" + (" (extended)" if extended else ""))
+    table = Table("item", "spent", "limit", "left", title=title)
     spent, limits, left = view.spent, view.limits, view.left
     rows = [
         ("tokens", f"{spent.tokens:,}", f"{limits.tokens:,}", f"{left.tokens:,}"),
@@ -154,9 +158,11 @@ def _print_budget(project: str, view: BudgetView, *, extended: bool) -> None:
     console.print(table)
     if view.exhausted:
         console.print(
-            f"[red]exhausted:[/red] {', '.join(view.exhausted)}; raise with "
-            f"`orchestrator budget {project} --add-calls N` (or --add-tokens, --add-cost, --add-seconds)",
-            highlight=False,
+            line(
+                ("exhausted:", "red"),
+                f" {', '.join(view.exhausted)}; raise with `orchestrator budget {project} --add-calls N` (or "
+                "--add-tokens, --add-cost, --add-seconds)",
+            ),
             soft_wrap=True,
         )
 

@@ -102,7 +102,7 @@ def list_(
             table.add_row(
                 v.name, v.project or "(gone)", v.schedule, nxt, str(v.fires), v.last_outcome or "", v.message[:60]
             )
-        console.print(table)
+        console.print(table, markup=False)  # names and messages as typed
         return 0
 
     run_with_db(ctx, body)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cli.render import Renderer
 
@@ -48,8 +49,8 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
             "SQLite, checkpoints, Ansible, the service."
         )
     else:
-        console.print(f"[bold]Live model:[/bold] {model}. Its answers decide what happens.")
-    console.print(f"data dir: {data_dir}\n")
+        console.print(f"Live model: {model}. Its answers decide what happens.", markup=False)
+    console.print(f"data dir: {data_dir}\n", markup=False)
     renderer = Renderer(console)
     started = time.perf_counter()
     from core.llm_failures import ModelUnreachable
@@ -57,7 +58,7 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
     try:
         thread_id, approval = asyncio.run(_first_turn(settings, renderer, console))
     except ModelUnreachable as exc:
-        console.print(f"[red]model error:[/red] {exc}", highlight=False)
+        console.print(f"model error: {exc}", highlight=False, markup=False)
         return 1
     if thread_id == "":
         console.print(
@@ -103,7 +104,7 @@ def phase_table(payload: dict[str, Any]) -> Table:
     for line in payload.get("phases") or []:
         head, _, why = line.partition(": ")
         phase, rnd, outcome = (head.split() + ["", "", ""])[:3]
-        table.add_row(phase, rnd, f"[{colors.get(outcome, 'white')}]{outcome}[/]", why)
+        table.add_row(phase, rnd, Text(outcome, style=colors.get(outcome, "white")), Text(why))
     if payload.get("attested"):
         table.caption = payload["attested"]
     return table

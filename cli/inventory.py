@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cli.app import app, console, err, run_with_db
+from cli.render import error_line, literal
 
 if TYPE_CHECKING:
     from core.db import Database
@@ -62,21 +63,24 @@ def add_server(
             if isinstance(exc, ValidationError)
             else f"--ports {ports!r} is not START-END"
         )
-        err.print(f"[red]error:[/red] {problems}", highlight=False, soft_wrap=True)
+        err.print(error_line(problems), soft_wrap=True)
         raise typer.Exit(2) from exc
 
     async def body(db: Database) -> int:
         try:
             server = await register(db, spec, actor=cli_identity().name)
         except ServerExists as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(error_line(exc), soft_wrap=True)
             return 2
         row = {"name": server.name, "address": server.address, "status": server.status.value, "id": server.id}
         if as_json:
             print(json.dumps(row))
         else:
             nxt = "provisions it" if provision else "checks it over SSH"
-            console.print(f"server {server.name} registered ({server.status.value}); the next sync pass {nxt}")
+            console.print(
+                literal(f"server {server.name} registered ({server.status.value}); the next sync pass {nxt}"),
+                soft_wrap=True,
+            )
         return 0
 
     run_with_db(ctx, body, existing=False)
@@ -95,7 +99,7 @@ def _table(ctx: typer.Context, what: str, as_json: bool) -> None:
         table = Table(*(rows[0].keys() if rows else ["(none)"]))
         for row in rows:
             cells = {**row, "budget": budget_cell(row["budget"])} if "budget" in row else row
-            table.add_row(*(str(v) if v is not None else "" for v in cells.values()))
+            table.add_row(*(literal(v) for v in cells.values()))
         console.print(table)
         return 0
 

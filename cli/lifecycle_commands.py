@@ -137,7 +137,7 @@ def deployments(ctx: typer.Context, project: Project, as_json: AsJson = False) -
             table.add_row(
                 str(r.id), r.commit_sha[:10], r.status, r.approved_by or "", str(r.started_at)[:19], r.url or ""
             )
-        console.print(table)
+        console.print(table, markup=False)  # commits, names, URLs as they are
         return 0
 
     run_with_db(ctx, body)

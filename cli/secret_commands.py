@@ -4,26 +4,39 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from cli.app import app, console, err, load_settings, run_with_db
-
-if TYPE_CHECKING:
-    pass
+from cli.app import app, console, err, load_settings, read_input, run_with_db
+from cli.render import error_line, literal
 
 
 def _read_secret_value(name: str) -> str:
-    """The value from stdin (a pipe or a file: one trailing newline dropped) or a hidden prompt asked twice."""
+    """The value from stdin (a pipe or a file: one trailing newline dropped) or a hidden prompt asked twice.
+
+    The value must be UTF-8 text (it becomes an environment variable of the service); anything else is refused with
+    exit 2 and nothing stored. Ctrl-C at the prompt raises :class:`cli.app.PromptInterrupted`.
+    """
     import getpass
 
-    if not sys.stdin.isatty():
-        value = sys.stdin.read()
-        return value[:-2] if value.endswith("\r\n") else value[:-1] if value.endswith("\n") else value
-    first = getpass.getpass(f"value of {name} (hidden): ")
-    if getpass.getpass(f"value of {name} again: ") != first:
-        err.print("[red]error:[/red] the two values differ; nothing was stored")
+    try:
+        if not sys.stdin.isatty():
+            value = sys.stdin.buffer.read().decode("utf-8")
+            return value[:-2] if value.endswith("\r\n") else value[:-1] if value.endswith("\n") else value
+        first = read_input(lambda: getpass.getpass(f"value of {name} (hidden): "))
+        again = read_input(lambda: getpass.getpass(f"value of {name} again: "))
+    except UnicodeDecodeError as exc:
+        err.print(
+            error_line(
+                f"the value of {name} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                "nothing was stored"
+            ),
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
+    if again != first:
+        err.print(error_line("the two values differ; nothing was stored"))
         raise typer.Exit(2)
     return first
 
@@ -85,7 +98,7 @@ def secret_list(
             return 0
         table = Table("name", "updated")
         for i in infos:
-            table.add_row(i.name, i.updated_at.isoformat(timespec="seconds"))
+            table.add_row(literal(i.name), i.updated_at.isoformat(timespec="seconds"))
         console.print(table)
         if missing:
             console.print(

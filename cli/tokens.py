@@ -40,19 +40,19 @@ def create(
     try:
         chosen = AccessRole(role)
     except ValueError:
-        err.print(f"[red]error:[/red] unknown role {role!r}: use one of {', '.join(r.value for r in AccessRole)}")
+        err.print(f"error: unknown role {role!r}: use one of {', '.join(r.value for r in AccessRole)}", markup=False)
         raise typer.Exit(2) from None
 
     async def body(db: Database) -> int:
         try:
             key = await create_token(db, name, chosen, actor=cli_identity().name)
         except TokenError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
             return 2
         if as_json:
             print(json.dumps({"name": name, "role": chosen.value, "key": key}))
         else:
-            err.print(f"token {name!r} ({chosen.value}) created; this key is shown only now:")
+            err.print(f"token {name!r} ({chosen.value}) created; this key is shown only now:", markup=False)
             print(key)
             err.print(f"use it as: curl -H 'Authorization: Bearer {key[:8]}...' http://127.0.0.1:8000/projects")
         return 0
@@ -79,7 +79,7 @@ def list_(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", he
             cells = [r["name"], r["role"].value, r["hint"] + "...", r["created_by"]]
             cells += [str(r[k])[:19] if r[k] else "" for k in ("created_at", "last_used_at", "revoked_at")]
             table.add_row(*cells)
-        console.print(table)
+        console.print(table, markup=False)  # names as typed
         return 0
 
     run_with_db(ctx, body)
@@ -94,9 +94,9 @@ def revoke(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The tok
         try:
             await revoke_token(db, name, actor=cli_identity().name)
         except TokenError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
             return 2
-        console.print(f"token {name!r} revoked")
+        console.print(f"token {name!r} revoked", markup=False)
         return 0
 
     run_with_db(ctx, body)

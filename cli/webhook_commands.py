@@ -81,7 +81,8 @@ def add(
         if as_json:
             _print_json([info])
         else:
-            console.print(f"webhook {info.id} added: {info.url} ({info.format}) for {', '.join(info.events)}")
+            added = f"webhook {info.id} added: {info.url} ({info.format}) for {', '.join(info.events)}"
+            console.print(added, markup=False)
         return 0
 
     run_with_db(ctx, body, existing=False)
@@ -105,7 +106,8 @@ def list_(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", he
         if as_json:
             _print_json(list(rows))
         for r in [] if as_json else rows:
-            console.print(f"{r.id}  {r.url}  {r.format}  {','.join(r.events)}", highlight=False, soft_wrap=True)
+            shown = f"{r.id}  {r.url}  {r.format}  {','.join(r.events)}"
+            console.print(shown, highlight=False, soft_wrap=True, markup=False)
         if not rows and not as_json:
             console.print("no webhooks (add one with `orchestrator webhooks add URL --secret-from-stdin --events all`)")
         return 0

@@ -14,18 +14,22 @@ import asyncio
 import fcntl
 import functools
 import logging
+import os
 import re
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from sqlalchemy import Connection, event, func, inspect, select, text
+from sqlalchemy import URL, Connection, event, func, inspect, make_url, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.audit_journal import install_audit_journal
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -42,6 +46,38 @@ class SchemaStateError(RuntimeError):
     A schema set-up that ran each statement on its own stopped part-way, and rows were written since; the message
     names the database, the tables holding rows and what to do.
     """
+
+
+class ReadOnlyDatabase(RuntimeError):
+    """The SQLite file is read-only for this process and its schema is not at the current revision.
+
+    It can be listed only once someone who may write it has migrated it (any command run as the data dir's owner).
+    """
+
+
+def read_only_sqlite_url(url: str) -> URL | None:
+    """``url`` opened read-only, when it names a SQLite file that exists and this process may not write.
+
+    SQLite needs to write beside a WAL database it opens (the ``-shm`` index); in a read-only folder a plain open
+    fails. The returned URL opens the file with SQLite's ``mode=ro``, plus ``immutable=1`` when no ``-wal`` file is
+    there (nothing is waiting to be checkpointed; https://www.sqlite.org/uri.html). None: open ``url`` as usual.
+    """
+    parsed = make_url(url)
+    path = parsed.database
+    if not is_sqlite_url(url) or not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isfile(path) or (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
+        return None
+    query = {"mode": "ro", "uri": "true", **({} if os.path.exists(f"{path}-wal") else {"immutable": "1"})}
+    return parsed.set(database=f"file:{quote(os.path.abspath(path))}", query=query)
+
+
+def _sqlite_read_only_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA query_only=ON")
+    cur.close()
 
 
 def is_sqlite_url(url: str) -> bool:
@@ -82,13 +118,20 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         is_sqlite = is_sqlite_url(url)
-        if is_sqlite:
-            self.engine: AsyncEngine = create_async_engine(url, connect_args={"timeout": 30})
+        read_only = read_only_sqlite_url(url)
+        self.read_only = read_only is not None
+        """The SQLite file is opened read-only (this process may not write it): reads work, writes fail."""
+        if read_only is not None:
+            self.engine: AsyncEngine = create_async_engine(read_only, connect_args={"timeout": 30})
+            event.listen(self.engine.sync_engine, "connect", _sqlite_read_only_pragmas)
+        elif is_sqlite:
+            self.engine = create_async_engine(url, connect_args={"timeout": 30})
         else:
             self.engine = create_async_engine(url, pool_pre_ping=True)
         self.lease_lock = asyncio.Lock()
         """Serializes port leasing within this process; across processes the unique keys decide."""
-        if is_sqlite:
+        install_audit_journal()  # every audit trail row also enters the domain event journal
+        if is_sqlite and read_only is None:  # the read-only engine has its own pragmas (these would write)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
     async def migrate(self) -> None:
@@ -109,10 +152,16 @@ class Database:
 
         Raises:
             SchemaStateError: a half-built schema whose tables hold rows (the message says which and what to do).
+            ReadOnlyDatabase: the file is read-only for this process (:attr:`read_only`) and not at head.
             sqlalchemy.exc.SQLAlchemyError: the database failed or is unreachable; nothing of the migration stays.
         """
         if await self.at_head():  # the common start: one query, and Alembic (~0.3 s) is not even imported
             return
+        if self.read_only:
+            raise ReadOnlyDatabase(
+                f"{make_url(self.url).database} is read-only for this user and its schema is not at the current "
+                "revision: run any command once as the data dir's owner to migrate it"
+            )
         where = self._where()
         async with self._migration_lock():
             engine = self._migration_engine()

@@ -62,9 +62,11 @@ def test_existing_folders_are_left_alone(tmp_path: Path) -> None:
     assert mode(shared / "a" / "b") == 0o700
 
 
-def test_an_existing_data_dir_open_to_others_is_made_private(tmp_path: Path) -> None:
-    data = tmp_path / "shared"
+def test_an_existing_data_dir_keeps_its_permissions_and_a_new_one_is_private(tmp_path: Path) -> None:
+    data = tmp_path / "shared"  # `--data-dir /tmp` must not close /tmp to everyone (issue #15)
     data.mkdir(mode=0o755)
     data.chmod(0o755)
     Settings(data_dir=data).ensure_data_dir()
-    assert data.stat().st_mode & 0o777 == 0o700
+    assert data.stat().st_mode & 0o777 == 0o755
+    Settings(data_dir=tmp_path / "new").ensure_data_dir()
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
