@@ -22,6 +22,7 @@ from api.errors import runtime_input_error_handler
 from api.limits import RunSlots
 from api.routes import router
 from api.routes_cron import router as cron_router
+from api.routes_events import router as events_router
 from api.routes_webhooks import router as webhooks_router
 from api.sse import drain_runs
 from core.llm import aload_litellm
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_status.router)
     app.include_router(webhooks_router)
     app.include_router(cron_router)
+    app.include_router(events_router)
     for route in api_routes(app):
         rule_of(route)
     app.add_exception_handler(RuntimeInputError, runtime_input_error_handler)

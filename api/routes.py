@@ -28,7 +28,6 @@ from api.schemas import (
     CancelOut,
     DeploymentPublic,
     ErrorOut,
-    EventPublic,
     HealthOut,
     IncidentPublic,
     LifecycleOut,
@@ -116,7 +115,7 @@ async def message_run(
     thread_id: ThreadId, body: MessageIn, rt: RuntimeDep, who: Operator, slots: Slots
 ) -> AsyncIterator[RunEvent]:
     """Start a turn with the person's message (refused here if the text is empty or the thread waits)."""
-    return await _start(slots, who, rt.start_turn(body.text, thread_id, actor=who))
+    return await _start(slots, who, rt.start_turn(body.text, thread_id, actor=who, multitask=body.multitask_strategy))
 
 
 async def resume_run(
@@ -183,7 +182,11 @@ async def list_threads(
 async def post_message(
     events: Annotated[AsyncIterator[RunEvent], Depends(message_run)],
 ) -> AsyncIterable[ServerSentEvent]:
-    """Send a message to the PO and stream the run (operator; on another owner's thread, approver)."""
+    """Send a message to the PO and stream the run (operator; on another owner's thread, approver).
+
+    ``multitask_strategy`` says what happens while another run of the thread is going (default ``reject``: 409);
+    the response starts once the message runs (``enqueue``, ``interrupt`` and ``rollback`` wait for the lock).
+    """
     async for sse in sse_events(events):
         yield sse
 
@@ -411,22 +414,6 @@ async def list_incidents(
     """Incidents, newest first."""
     rows = await crud.list_incidents(session=session, open_only=open_only, limit=limit)
     return [IncidentPublic.model_validate(r) for r in rows]
-
-
-@router.get("/events", responses=READ)
-async def list_events(
-    session: SessionDep,
-    who: Viewer,
-    subject_type: Annotated[str | None, Query(max_length=32, description="project, server, token...")] = None,
-    subject_id: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
-    before: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="page back: ids below this")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> list[EventPublic]:
-    """The audit trail, newest first: every status change and action, with who made it."""
-    rows = await crud.list_events(
-        session=session, subject_type=subject_type, subject_id=subject_id, before=before, limit=limit
-    )
-    return [EventPublic.model_validate(r) for r in rows]
 
 
 @router.get("/tokens", responses=errors(401, 403))

@@ -11,6 +11,7 @@ from models.enums import AccessRole, ProjectStatus, ServerStatus
 from models.tables import Deployment, Project, Server
 from nodes.po_tools import project_url
 from runtime.answers import Answer
+from runtime.multitask import DEFAULT_STRATEGY, Strategy
 from services.budgets import ITEMS, BudgetLimits, BudgetView
 from services.servers import HOSTNAME_RE, ServerCreate
 
@@ -53,6 +54,14 @@ class MessageIn(BaseModel):
         max_length=MAX_MESSAGE_CHARS,
         description="what the person says; white space alone is refused (422)",
         json_schema_extra={"pattern": NOT_BLANK_PATTERN},  # documents the runtime's check (its 422 is a sentence)
+    )
+    multitask_strategy: Strategy = Field(
+        default=DEFAULT_STRATEGY,
+        description=(
+            "what to do if a run of the thread is going (LangGraph Platform's double texting): reject (409), enqueue "
+            "(run after it), interrupt (stop it at its next step, keep its progress, run this), rollback (stop it, "
+            "drop its progress, run this from where it started); a thread waiting for an answer refuses all (409)"
+        ),
     )
 
 

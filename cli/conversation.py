@@ -9,7 +9,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.app import app, console, err, run_with_db, run_with_runtime
+from cli.app import (
+    INTERRUPTED_EXIT,
+    PromptInterrupted,
+    app,
+    console,
+    err,
+    print_interrupted,
+    read_input,
+    run_with_db,
+    run_with_runtime,
+)
+from cli.render import error_line, line, literal
+from runtime.multitask import DEFAULT_STRATEGY, Strategy
 
 if TYPE_CHECKING:
     from core.db import Database
@@ -32,37 +44,78 @@ def chat(
     ctx: typer.Context,
     thread: Annotated[str | None, typer.Option(help="Continue this thread (default: a new one).")] = None,
     message: Annotated[str | None, typer.Option("--message", "-m", help="Send one message and exit.")] = None,
+    multitask: Annotated[
+        Strategy,
+        typer.Option(
+            help="If a run of the thread is going: reject (refuse), enqueue (run after it), interrupt (stop it at its "
+            "next step, keep its progress) or rollback (stop it, drop its progress).",
+        ),
+    ] = DEFAULT_STRATEGY,
 ) -> None:
-    """Talk with the Product Owner. Shows each node as it runs and asks pending approvals inline."""
+    """Talk with the Product Owner. Shows each node as it runs and asks pending approvals inline.
+
+    A message to a thread that another process is running follows `--multitask` (LangGraph Platform's double
+    texting); a thread waiting for an answer refuses every strategy: answer it first (`orchestrator resume`).
+    """
     from cli.render import Renderer
+    from core.llm_failures import ModelUnreachable
     from runtime.answers import Answer
+    from runtime.errors import RuntimeInputError
     from services.identities import cli_identity
 
     renderer = Renderer(console)
+    interactive = message is None and sys.stdin.isatty()
 
     async def body(rt: OrchestratorRuntime) -> int:
         import uuid
 
         thread_id = thread or f"t-{uuid.uuid4().hex[:12]}"
-        console.print(f"[dim]thread {thread_id} — empty line or Ctrl-D to leave[/dim]")
-        for p in await rt.pending(thread_id) if await rt.thread_exists(thread_id) else []:
-            renderer.pending(p.payload, p.id)
-            if sys.stdin.isatty():
-                await _ask_inline(rt, thread_id, p.payload, p.id, renderer)
-            else:
-                console.print(answer_hint(thread_id, p.payload), soft_wrap=True, highlight=False)
-        while True:
-            text = message if message is not None else _prompt("you")
-            if not text:
-                return 0
-            pending = await _render(rt.start_turn(text, thread_id, actor=cli_identity()), renderer)
-            while pending and sys.stdin.isatty():
-                ev = pending[0]
-                pending = await _ask_inline(rt, thread_id, ev.payload or {}, ev.interrupt_id, renderer)
-            for ev in pending:
-                console.print(answer_hint(thread_id, ev.payload or {}), soft_wrap=True, highlight=False)
-            if message is not None:
-                return 0
+        how = " — /retry asks again after a model error; an empty line, /quit or Ctrl-D to leave" if interactive else ""
+        console.print(line((f"thread {thread_id}{how}", "dim")), soft_wrap=True)
+        try:
+            for p in await rt.pending(thread_id) if await rt.thread_exists(thread_id) else []:
+                renderer.pending(p.payload, p.id)
+                if sys.stdin.isatty():
+                    await _ask_inline(rt, thread_id, p.payload, p.id, renderer)
+                else:
+                    console.print(literal(answer_hint(thread_id, p.payload)), soft_wrap=True)
+            while True:
+                text = message if message is not None else _prompt("you")
+                if not text or text in ("/quit", "/exit"):
+                    return 0
+                try:
+                    await turn(rt, thread_id, text)
+                except (ModelUnreachable, RuntimeInputError) as exc:
+                    if not interactive:
+                        raise
+                    _turn_failed(exc, thread_id)  # the session stays open: the prompt comes back
+                if message is not None:
+                    return 0
+        except PromptInterrupted:
+            print_interrupted(f"left thread {thread_id} as it is; `orchestrator chat --thread {thread_id}` goes on")
+            return INTERRUPTED_EXIT
+
+    async def turn(rt: OrchestratorRuntime, thread_id: str, text: str) -> None:
+        """One line of the person's: a message to the PO, or ``/retry`` (finish the run a model error stopped).
+
+        In an interactive chat, a line is not sent while nothing listens where the model is served (see
+        :mod:`cli.model_probe`): the person hears why at once, and can type again.
+        """
+        from cli.model_probe import unreachable
+
+        if text == "/retry":
+            events = rt.continue_run(thread_id, actor=cli_identity())
+        elif interactive and (why := await unreachable(rt.settings)):
+            _no_model(f"ORCH_MODEL={rt.settings.model_for('po')}: {why}; your message was not sent.")
+            return
+        else:
+            events = rt.start_turn(text, thread_id, actor=cli_identity(), multitask=multitask)
+        pending = await _render(events, renderer)
+        while pending and sys.stdin.isatty():
+            ev = pending[0]
+            pending = await _ask_inline(rt, thread_id, ev.payload or {}, ev.interrupt_id, renderer)
+        for ev in pending:
+            console.print(literal(answer_hint(thread_id, ev.payload or {})), soft_wrap=True)
 
     async def _ask_inline(
         rt: OrchestratorRuntime, thread_id: str, payload: dict[str, Any], iid: str | None, renderer: Renderer
@@ -104,12 +157,44 @@ def answer_hint(thread_id: str, payload: dict[str, Any]) -> str:
         "waiting_for_resources": "--approve (retry now; the sync retries by itself once a server is ready)",
         "budget_exhausted": '--approve (one more default budget) | --answer "calls=20 cost=1.5" | --reject (stop)',
     }.get(str(payload.get("kind")), "--answer TEXT")
-    return f"Answer later with: orchestrator resume {thread_id} {how}"
+    from cli.render import deadline_note
+
+    note = deadline_note(payload)
+    return f"Answer later with: orchestrator resume {thread_id} {how}" + (f" — {note}" if note else "")
+
+
+NO_ANSWER_CAUSES = ("connection", "timeout", "auth", "not_found", "rate_limited", "server_error")
+"""Model failures that mean no model answers at all (as opposed to one request it refused)."""
+
+
+CONFIGURE_MODEL = (
+    "Configure one: ORCH_MODEL=<litellm model> (e.g. openai/gpt-4o-mini, ollama_chat/qwen2.5-coder:7b) with its key "
+    "in ORCH_API_KEY (ORCH_API_BASE for a server of your own), or ORCH_MODEL=replay/hello-api for the recorded demo."
+)
+"""How to give the chat a model, said whenever none answers."""
+
+
+def _no_model(why: str, headline: str = "no model answers:", then: str = "") -> None:
+    """Say that the model does not answer (``why``), how to configure one, and ``then`` what happens next."""
+    err.print(error_line(why, headline), soft_wrap=True)
+    err.print(literal(f"{CONFIGURE_MODEL} {then}".rstrip()), soft_wrap=True)
+
+
+def _turn_failed(exc: Exception, thread_id: str) -> None:
+    """Say why a turn of an interactive chat failed, and how to go on; the chat goes on."""
+    from core.llm_failures import ModelUnreachable
+
+    if not isinstance(exc, ModelUnreachable):
+        err.print(error_line(exc), soft_wrap=True)
+        return
+    then = f"Your message stays on thread {thread_id}: /retry asks again, or later `orchestrator resume {thread_id}`."
+    _no_model(str(exc), "no model answers:" if exc.cause in NO_ANSWER_CAUSES else "model error:", then)
 
 
 def _prompt(label: str) -> str:
+    """A line typed at ``label>`` (stripped); empty at the end of the input. Ctrl-C raises PromptInterrupted."""
     try:
-        return console.input(f"[bold]{label}>[/bold] ").strip()
+        return read_input(lambda: console.input(line((f"{label}>", "bold"), " "))).strip()
     except EOFError:
         return ""
 
@@ -143,7 +228,7 @@ def resume(
         if a
     ]
     if len(chosen) > 1:
-        err.print("[red]error:[/red] give one of --approve, --reject REASON, --answer TEXT")
+        err.print(error_line("give one of --approve, --reject REASON, --answer TEXT"))
         raise typer.Exit(2)
     renderer = Renderer(console)
 
@@ -190,7 +275,7 @@ def cancel(
             print(json.dumps(outcome, indent=2))
         else:
             color = "green" if outcome.get("stopped") else "yellow"
-            console.print(f"[{color}]{outcome.get('message')}[/{color}]", highlight=False, soft_wrap=True)
+            console.print(line((str(outcome.get("message")), color)), soft_wrap=True)
         return 0
 
     run_with_runtime(body, ctx, existing=True)
@@ -230,16 +315,23 @@ def _print_threads(page: ThreadPage, as_json: bool) -> int:
 
     from rich.table import Table
 
+    from cli.render import deadline_note
+
     if as_json:  # a list, as before pages; the next page's cursor goes to stderr
         print(json.dumps([asdict(v) for v in page.threads], indent=2))
         if page.next_cursor:
-            err.print(f"more: orchestrator threads --json --cursor {page.next_cursor}", highlight=False, soft_wrap=True)
+            err.print(literal(f"more: orchestrator threads --json --cursor {page.next_cursor}"), soft_wrap=True)
         return 0
     table = Table("thread", "title", "updated", "waiting for")
     for v in page.threads:
-        waiting = ", ".join(f"{p.payload.get('kind')}: {p.payload.get('question', '')}" for p in v.pending)
-        table.add_row(v.id, v.title, v.updated_at[:19], waiting or ("stopped mid-run" if v.stopped_mid_run else ""))
+        waiting = ", ".join(
+            f"{p.payload.get('kind')}: {p.payload.get('question', '')}"
+            + (f" — {deadline_note(p.payload)}" if deadline_note(p.payload) else "")
+            for p in v.pending
+        )
+        status = waiting or ("stopped mid-run" if v.stopped_mid_run else "")
+        table.add_row(literal(v.id), literal(v.title), v.updated_at[:19], literal(status))
     console.print(table)
     if page.next_cursor:
-        console.print(f"more: orchestrator threads --cursor {page.next_cursor}", highlight=False, soft_wrap=True)
+        console.print(literal(f"more: orchestrator threads --cursor {page.next_cursor}"), soft_wrap=True)
     return 0

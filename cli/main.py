@@ -15,6 +15,7 @@ from cli import (  # noqa: F401  (registers them)
     audit_commands,
     conversation,
     cron_commands,
+    event_commands,
     inventory,
     lifecycle_commands,
     secret_commands,
@@ -75,10 +76,11 @@ def api(
         loopback = False
     if not loopback and not asyncio.run(_admin_token_exists(settings)):
         err.print(
-            f"[red]error:[/red] refusing to listen on {host}: no admin token exists, so nobody could manage this "
+            f"error: refusing to listen on {host}: no admin token exists, so nobody could manage this "
             "API. Make one first: orchestrator token create admin --role admin",
             highlight=False,
             soft_wrap=True,
+            markup=False,
         )
         raise typer.Exit(2)
     from api.server import serve

@@ -26,7 +26,8 @@ def sync(
         typer.Option(
             "--only",
             metavar="WORKER",
-            help="Run only this worker (repeatable): github_sync, server_sync, health_checker, provisioner_trigger.",
+            help="Run only this worker (repeatable): github_sync, server_sync, health_checker, provisioner_trigger, "
+            "deadlines.",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="With --once: the summaries as JSON.")] = False,
@@ -51,7 +52,7 @@ def sync(
         if as_json and not once:
             raise ValueError("--json needs --once (a running sync prints a line per pass)")
     except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(2) from exc
 
     def show(summary: PassSummary, stamp: bool = False) -> None:

@@ -196,6 +196,22 @@ class Settings(BaseSettings):
     """Longest wait for the next piece of a request body (408 after it)."""
     approval_separate_approver: bool = False
     """Whoever asked for a project or its latest change cannot approve its deploy (GitHub's "prevent self-review")."""
+    deadline_deploy_approval_s: float = Field(default=86400.0, ge=0)
+    """Seconds a deploy approval waits for an answer; then the sync's ``deadlines`` worker rejects it as
+    ``system:deadline`` ("no answer within 24 h"). 0: no deadline."""
+    deadline_guidance_s: float = Field(default=86400.0, ge=0)
+    """Seconds a guidance request (a phase stuck at its round limit) waits; then the work is stopped. 0: none."""
+    deadline_budget_s: float = Field(default=86400.0, ge=0)
+    """Seconds a spent-budget question waits; then the work is stopped (the budget is not extended). 0: none."""
+    deadline_resources_s: float = Field(default=0.0, ge=0)
+    """Seconds a wait for a server lasts before the resource search is retried by itself; 0 (the default): no
+    deadline, the project waits until a server is ready (the sync's provisioner_trigger retries then)."""
+    deadline_reminders: Annotated[list[int], NoDecode] = [3600, 600]
+    """Reminder points, in seconds before a deadline, comma-separated (``3600,600``): at each, one
+    ``approval.reminded`` webhook event is sent. Empty: no reminders."""
+    deadline_interval_s: float = Field(default=30.0, gt=0, le=3600)
+    """How often the sync's ``deadlines`` worker runs (seconds): a reminder or a default answer is at most this
+    late."""
     cron_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
     """How often the sync service looks for due user crons (seconds): a fire is at most this late, and a cron
     added, paused or deleted takes effect within it."""
@@ -205,6 +221,14 @@ class Settings(BaseSettings):
     """Base of the backoff between delivery attempts, in seconds (about ``base * 2**n``, at most 60 s)."""
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
     """Seconds one delivery attempt may take (connect and answer)."""
+    webhook_send_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    """How often the sync service's webhook_sender sends the deliveries other processes left pending (seconds)."""
+    webhook_sending_timeout_s: float = Field(default=300.0, gt=0)
+    """Seconds a ``sending`` delivery's sender may go without renewing its lease (it renews before each attempt)
+    before webhook_sender takes it over and sends it again, same delivery id; keep it above one attempt plus its
+    backoff (``webhook_timeout_s`` + 60)."""
+    event_retention_days: int = Field(default=30, ge=1)
+    """Days the domain event journal (``GET /events``) keeps a row; the sync service prunes older ones."""
     github_webhook_secret: SecretStr | None = None
     """The secret of the GitHub webhook that POSTs to ``/webhooks/github``; unset: that route answers 401."""
 
@@ -214,6 +238,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("deadline_reminders", mode="before")
+    @classmethod
+    def _reminder_points(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("deadline_reminders")
+    @classmethod
+    def _positive_points(cls, value: list[int]) -> list[int]:
+        if any(point <= 0 for point in value):
+            raise ValueError("ORCH_DEADLINE_REMINDERS: give seconds before the deadline, each > 0 (e.g. 3600,600)")
+        return sorted(set(value), reverse=True)
 
     @model_validator(mode="after")
     def _sane_ranges(self) -> Settings:
@@ -268,11 +306,22 @@ class Settings(BaseSettings):
         return "github" if self.github_token and self.github_org else "local"
 
     def ensure_data_dir(self) -> Path:
-        """Create the data dir (0700) if missing, take group/other access away if it has any; return its path.
+        """Create the data dir if missing, 0700 (only its owner may enter it); return its resolved path.
 
-        It holds the database, the checkpoints, the secrets key and the workspaces: nobody else's to read.
+        It holds the database, the checkpoints, the secrets key and the workspaces: nobody else's to read. A
+        directory that already exists keeps its permissions (``--data-dir /tmp`` must not close /tmp to everyone):
+        making an existing one private is its owner's choice. Folders created above it get the usual umask mode.
+
+        Raises:
+            NotADirectoryError: the path exists and is not a directory (a file, say).
         """
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self.data_dir.stat().st_mode & 0o077:
-            self.data_dir.chmod(0o700)
+        try:
+            self.data_dir.mkdir(parents=True, mode=0o700)
+        except FileExistsError:
+            if not self.data_dir.is_dir():
+                raise NotADirectoryError(
+                    f"data dir {self.data_dir} is not a directory; check --data-dir or ORCH_DATA_DIR"
+                ) from None
+        else:
+            self.data_dir.chmod(0o700)  # mkdir's mode is masked by the umask
         return self.data_dir.resolve()

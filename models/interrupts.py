@@ -1,6 +1,8 @@
 """Typed payloads of the graph's interrupts and the typed answers they accept.
 
-Every payload carries ``kind`` so a resumer (CLI, API, the sync's provisioner) knows which answer fits.
+Every payload carries ``kind`` so a resumer (CLI, API, the sync's provisioner) knows which answer fits, and
+``deadline``/``on_deadline``: when, unanswered, the sync's ``deadlines`` worker gives the default answer, and what it
+is (see :mod:`services.deadlines`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class DeployApprovalRequest(BaseModel):
     """The phase timeline, one line per round (``PLAN 1 passed: ...``)."""
     budget: dict[str, Any] | None = None
     """The project's budget: spent and left."""
+    deadline: str | None = None
+    """When the default answer is given if nobody answers: ISO 8601 UTC; None: no deadline."""
+    on_deadline: str | None = None
+    """What happens then, in words (``reject``, ``stop``...); None: no deadline."""
 
 
 class DeployDecision(BaseModel):
@@ -61,6 +67,10 @@ class GuidanceRequest(BaseModel):
     role: str = ""
     iterations: int
     last_failure: str
+    deadline: str | None = None
+    """When the default answer is given if nobody answers: ISO 8601 UTC; None: no deadline."""
+    on_deadline: str | None = None
+    """What happens then, in words (``reject``, ``stop``...); None: no deadline."""
 
 
 class GuidanceAnswer(BaseModel):
@@ -85,6 +95,10 @@ class ResourcesRequest(BaseModel):
     project: str
     project_id: int
     need: str
+    deadline: str | None = None
+    """When the default answer is given if nobody answers: ISO 8601 UTC; None: no deadline."""
+    on_deadline: str | None = None
+    """What happens then, in words (``reject``, ``stop``...); None: no deadline."""
 
 
 class ResourcesAnswer(BaseModel):
@@ -104,6 +118,10 @@ class BudgetRequest(BaseModel):
     """Which items ran out: tokens, cost, calls, seconds."""
     budget: dict[str, Any]
     """``BudgetView.as_dict()`` when it ran out: limits, spent and left."""
+    deadline: str | None = None
+    """When the default answer is given if nobody answers: ISO 8601 UTC; None: no deadline."""
+    on_deadline: str | None = None
+    """What happens then, in words (``reject``, ``stop``...); None: no deadline."""
 
 
 class BudgetAnswer(BaseModel):

@@ -23,6 +23,7 @@ from models.interrupts import (
 )
 from services.budgets import BudgetLimits, budget_of, set_budget
 from services.cancel import cancel_request
+from services.deadlines import deadline_fields
 from services.secrets import missing_secrets, secret_set_commands
 from services.verification import decode
 
@@ -60,6 +61,7 @@ async def request_deploy_approval(state: OrchestratorState, runtime: Runtime[Con
         attestation=eng.get("attestation") or {},
         phases=[f"{t['phase']} {t['round']} {t['outcome']}: {t['why']}" for t in eng.get("timeline") or []],
         budget={**budget.as_dict(), "summary": budget.describe()} if budget else None,
+        **deadline_fields(runtime.context.settings, "deploy_approval"),
     )
     answer = interrupt(request.model_dump())
     decision = DeployDecision.model_validate(answer)
@@ -85,6 +87,7 @@ def ask_for_guidance(state: EngineeringState, runtime: Runtime[Context]) -> dict
         role=phase.role,
         iterations=rounds,
         last_failure=why[-1500:],
+        **deadline_fields(runtime.context.settings, "engineering_guidance"),
     )
     answer = GuidanceAnswer.model_validate(interrupt(request.model_dump()))
     if answer.answer.strip().lower() in STOP_WORDS:
@@ -113,6 +116,7 @@ async def ask_for_budget(state: EngineeringState, runtime: Runtime[Context]) -> 
         project_id=pid,
         exhausted=exhausted,
         budget=view,
+        **deadline_fields(ctx.settings, "budget_exhausted"),
     )
     answer = BudgetAnswer.model_validate(interrupt(request.model_dump()))
     if answer.action == "stop":
@@ -156,6 +160,7 @@ async def wait_for_resources(state: OrchestratorState, runtime: Runtime[Context]
         project=state["project_name"] or "",
         project_id=state["project_id"] or 0,
         need="a ready server with a free port",
+        **deadline_fields(runtime.context.settings, "waiting_for_resources"),
     )
     answer = ResourcesAnswer.model_validate(interrupt(request.model_dump()))
     if state["project_id"] is not None and await cancel_request(runtime.context.db, state["project_id"]):

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic_core import to_jsonable_python
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, or_, update
 from sqlmodel import col, select
 
 from core.db import Database
@@ -161,3 +161,43 @@ async def touch(db: Database, thread_id: str, *, title: str | None = None, owner
             row.title = title[:80]
         row.updated_at = utcnow()
         s.add(row)
+
+
+async def thread_record(db: Database, thread_id: str) -> ThreadRecord | None:
+    """The thread's index row (None: no record)."""
+    async with db.session() as s:
+        return await s.get(ThreadRecord, thread_id)
+
+
+async def start_run(db: Database, thread_id: str, *, base: str, model: str) -> None:
+    """Mark a run as started: nothing pending, mid-run, the checkpoint it starts from, the model it uses.
+
+    ``base`` is the checkpoint id (``""``: the thread had no checkpoint), which a ``rollback`` double text returns
+    to. A thread with no record is left alone.
+    """
+    async with db.session() as s:
+        row = await s.get(ThreadRecord, thread_id)
+        if row is None:
+            return
+        row.pending, row.stopped_mid_run = [], True
+        row.run_base_checkpoint, row.model = base, model[:200]
+        s.add(row)
+
+
+async def take_notice(db: Database, thread_id: str) -> str | None:
+    """The thread's notice (what happened while nobody watched), cleared as it is read; None if there is none.
+
+    The clear is a compare-and-set (``UPDATE ... WHERE notice = <what was read>``): a notice written in between by
+    another process is kept for the next turn, never lost.
+    """
+    async with db.session() as s:
+        row = await s.get(ThreadRecord, thread_id)
+        notice = row.notice if row is not None else None
+        if not notice:
+            return None
+        await s.exec(
+            update(ThreadRecord)
+            .where(col(ThreadRecord.id) == thread_id, col(ThreadRecord.notice) == notice)
+            .values(notice=None)
+        )
+        return notice

@@ -9,16 +9,12 @@ the interrupt's typed schema, and resumes by interrupt id.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
@@ -37,12 +33,36 @@ from models.enums import AccessRole
 from models.tables import Project, ThreadRecord
 from runtime.answers import CANCEL_ANSWERS, Answer, answer_value
 from runtime.errors import NotAllowed, RuntimeInputError, ThreadStateConflict, UnknownProject, UnknownThread
-from runtime.listing import Pending, ThreadPage, ThreadView, list_threads, touch, write_index
+from runtime.events import RunEvent, task_event
+from runtime.listing import (
+    Pending,
+    ThreadPage,
+    ThreadView,
+    list_threads,
+    start_run,
+    take_notice,
+    thread_record,
+    touch,
+    write_index,
+)
+from runtime.multitask import (
+    DEFAULT_STRATEGY,
+    LOCK_WAIT_S,
+    Strategy,
+    check_rollback_base,
+    drained_text,
+    hold_thread,
+    parse_strategy,
+    prepare_turn,
+    run_control,
+)
 from services.approvals import AnswerRefused, check_answer, record_answer
 from services.cancel import CancelRefused, cancel_request, request_cancel, settle
+from services.deadlines import track as track_deadlines
 from services.identities import Identity, record
 from services.leases import ensure_default_server
 from services.notifications import approval_requested, run_failed, start_delivery
+from services.webhook_delivery import settle_deliveries
 
 __all__ = [
     "Answer",
@@ -66,26 +86,6 @@ def new_thread_id() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
-@dataclass
-class RunEvent:
-    """What a run reports while streaming.
-
-    ``kind``: ``node_start`` / ``node_end`` (``node``, ``path`` of parent subgraph nodes, ``duration_s``),
-    ``message`` (the PO's words in ``text``), ``interrupt`` (``payload``, ``interrupt_id``), ``drained`` (the run
-    stopped between supersteps on request; ``continue_run`` finishes it), ``done``, ``cancel`` (the outcome of
-    :meth:`OrchestratorRuntime.cancel_project`, in ``text`` and ``payload``).
-    """
-
-    kind: Literal["node_start", "node_end", "message", "interrupt", "drained", "done", "error", "cancel"]
-    node: str | None = None
-    path: tuple[str, ...] = ()
-    duration_s: float | None = None
-    text: str | None = None
-    payload: dict[str, Any] | None = None
-    interrupt_id: str | None = None
-    error: str | None = None
-
-
 class OrchestratorRuntime:
     """Open with ``async with OrchestratorRuntime(settings) as rt:``; one per process.
 
@@ -100,6 +100,7 @@ class OrchestratorRuntime:
         self.forge = make_forge(settings)
         self._saver_cm: Any = None
         self._controls: set[RunControl] = set()
+        self._llms: dict[str, LLM] = {settings.model: self.llm}
 
     def request_drain(self) -> None:
         """Ask every run in flight to stop after its current superstep (e.g. on SIGTERM): no node is cut short.
@@ -120,16 +121,29 @@ class OrchestratorRuntime:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await settle_deliveries()  # this process's webhook sends end (or go back to pending) before the db closes
         await self._saver_cm.__aexit__(*exc)
         await self.db.dispose()
 
     def _config(self, thread_id: str) -> RunnableConfig:
         return {"configurable": {"thread_id": thread_id}}
 
-    def _context(self, thread_id: str, actor: Identity) -> Context:
+    def _context(self, thread_id: str, actor: Identity, llm: LLM) -> Context:
         return Context(
-            settings=self.settings, db=self.db, llm=self.llm, forge=self.forge, thread_id=thread_id, actor=actor.name
+            settings=llm.settings, db=self.db, llm=llm, forge=self.forge, thread_id=thread_id, actor=actor.name
         )
+
+    def _llm_for(self, recorded: str | None) -> LLM:
+        """The model client of a resumed run: the thread's ``recorded`` model, unless this process chose one.
+
+        ``--model`` or ``ORCH_MODEL`` (an explicit choice) wins; with neither, a run resumes on the model it started
+        with. Per-role settings (``ORCH_MODEL_PO``...) still apply. One client per model, made on first use.
+        """
+        if recorded is None or "model" in self.settings.model_fields_set:
+            return self.llm
+        if recorded not in self._llms:
+            self._llms[recorded] = LLM(self.settings.model_copy(update={"model": recorded}), self.db)
+        return self._llms[recorded]
 
     async def thread_exists(self, thread_id: str) -> bool:
         """Whether the thread has a checkpoint."""
@@ -148,29 +162,52 @@ class OrchestratorRuntime:
             raise UnknownThread(f"unknown thread {thread_id!r}: list threads to see the known ones")
         return [Pending(id=i.id, payload=dict(i.value)) for i in state.interrupts]
 
-    async def start_turn(self, text: str, thread_id: str | None = None, *, actor: Identity) -> AsyncIterator[RunEvent]:
+    async def start_turn(
+        self,
+        text: str,
+        thread_id: str | None = None,
+        *,
+        actor: Identity,
+        multitask: Strategy | str = DEFAULT_STRATEGY,
+        wait_s: float = LOCK_WAIT_S,
+    ) -> AsyncIterator[RunEvent]:
         """Send the person's ``text`` to the PO on ``thread_id`` (a new thread if None) and stream the run.
 
-        ``actor`` is who speaks: a new thread is theirs, and what the run changes names them.
+        ``actor`` is who speaks: a new thread is theirs, and what the run changes names them. ``multitask`` says
+        what happens when another run of the thread is going (``reject``, ``enqueue``, ``interrupt``,
+        ``rollback``: LangGraph Platform's double-texting strategies, see :mod:`runtime.multitask`); ``wait_s``
+        bounds the wait for that run (seconds). A notice left on the thread
+        (what happened while nobody watched) comes first, as a ``message`` from node ``system``.
 
         Raises:
-            RuntimeInputError: empty text; ThreadStateConflict: the thread waits for an answer to an interrupt, or
-                its last run stopped mid-way (a new message would abandon it).
+            RuntimeInputError: empty text, an unknown strategy. ThreadStateConflict: the thread waits for an answer to
+                an interrupt (whatever the strategy), its last run stopped mid-way (a new message would abandon it;
+                an ``interrupt`` of a run in progress may), another run is going (``reject``), or it did not end
+                or stop within ``wait_s``.
         """
         if not text.strip():
             raise RuntimeInputError("say something: the message is empty")
+        strategy = parse_strategy(multitask)
         thread_id = thread_id or new_thread_id()
-        async with self._exclusive(thread_id):
+
+        async def before_wait() -> None:  # refusals due before a running run is asked anything
             await self._check_visible(thread_id, actor, new_ok=True)
-            if await self.thread_exists(thread_id):
-                if await self.pending(thread_id):
-                    raise ThreadStateConflict(f"thread {thread_id} waits for an answer to its pending question")
-                if (await self.graph.aget_state(self._config(thread_id))).next:
-                    raise ThreadStateConflict(
-                        f"thread {thread_id} stopped mid-run; finish that run first (orchestrator resume {thread_id})"
-                    )
+            if strategy == "rollback":
+                rec = await thread_record(self.db, thread_id)
+                await check_rollback_base(self.graph, thread_id, rec.run_base_checkpoint if rec else None)
+
+        hint = " (or send with multitask_strategy enqueue, interrupt or rollback)"
+        async with hold_thread(
+            self.settings.data_dir, thread_id, strategy, hint=hint, wait_s=wait_s, before_wait=before_wait
+        ) as waited:
+            await self._check_visible(thread_id, actor, new_ok=True)
+            rec = await thread_record(self.db, thread_id)
+            base = rec.run_base_checkpoint if rec else None
+            turn = await prepare_turn(self.graph, thread_id, text, strategy=strategy, waited=waited, base=base)
             await self._touch(thread_id, title=text, owner=actor.name)
-            async for ev in self._stream({"messages": [HumanMessage(content=text)]}, thread_id, actor):
+            if notice := await take_notice(self.db, thread_id):
+                yield RunEvent(kind="message", node="system", text=notice)
+            async for ev in self._stream(turn.input, thread_id, actor, fork_from=turn.checkpoint_id):
                 yield ev
 
     async def resume(
@@ -202,7 +239,7 @@ class OrchestratorRuntime:
                 raise NotAllowed(str(exc)) from exc
             await record_answer(self.db, chosen.payload, value, actor, thread_id)
             await self._touch(thread_id)
-            async for ev in self._stream(Command(resume={chosen.id: value}), thread_id, actor):
+            async for ev in self._stream(Command(resume={chosen.id: value}), thread_id, actor, same_model=True):
                 yield ev
 
     async def continue_run(self, thread_id: str, *, actor: Identity) -> AsyncIterator[RunEvent]:
@@ -220,7 +257,7 @@ class OrchestratorRuntime:
             state = await self.graph.aget_state(self._config(thread_id))
             if not state.next:
                 raise ThreadStateConflict(f"thread {thread_id} has no unfinished run")
-            async for ev in self._stream(None, thread_id, actor):
+            async for ev in self._stream(None, thread_id, actor, same_model=True):
                 yield ev
 
     async def cancel_project(self, name: str, *, actor: Identity, reason: str) -> AsyncIterator[RunEvent]:
@@ -297,33 +334,40 @@ class OrchestratorRuntime:
     async def _exclusive(self, thread_id: str) -> AsyncIterator[None]:
         """Hold the thread's lock from the state check to the end of the run, or refuse at once.
 
-        An exclusive ``flock`` on ``<data_dir>/threads/<id>.lock``: it excludes a second request in this process
-        and any other process on this machine (the CLI, the API, the sync's provisioner), and the kernel releases
-        it when a holder dies. Not a lock across machines: that needs the database's (PostgreSQL advisory locks).
+        An exclusive ``flock`` on ``<data_dir>/threads/<hash>.lock`` (:func:`runtime.multitask.hold_thread`): it
+        excludes a second request in this process and any other process on this machine (the CLI, the API, the
+        sync's provisioner), and the kernel releases it when a holder dies. Not a lock across machines: that needs
+        the database's (PostgreSQL advisory locks).
 
         Raises:
             ThreadStateConflict: another run of the thread is going.
         """
-        name = hashlib.sha256(thread_id.encode()).hexdigest()[:32]
-        folder = self.settings.data_dir / "threads"
-        folder.mkdir(exist_ok=True)
-        with open(folder / f"{name}.lock", "w") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ThreadStateConflict(f"thread {thread_id} is running elsewhere; wait for that run") from None
+        async with hold_thread(self.settings.data_dir, thread_id):
             yield
 
-    async def _stream(self, value: Any, thread_id: str, actor: Identity) -> AsyncIterator[RunEvent]:
-        """Run the graph on ``thread_id`` and stream its events; the thread index says "mid-run" until it ends."""
-        await write_index(self.db, thread_id, pending=[], stopped_mid_run=True)
-        control = RunControl()
+    async def _stream(
+        self, value: Any, thread_id: str, actor: Identity, *, fork_from: str | None = None, same_model: bool = False
+    ) -> AsyncIterator[RunEvent]:
+        """Run the graph on ``thread_id`` and stream its events; the thread index says "mid-run" until it ends.
+
+        ``fork_from``: a checkpoint id to run from instead of the latest (a rollback); ``same_model``: a resumed
+        run, on the thread's recorded model (:meth:`_llm_for`). The index records the checkpoint the run starts
+        from and its model; a newer message may stop the run between supersteps (``multitask.run_control``).
+        """
+        rec = await thread_record(self.db, thread_id)
+        llm = self._llm_for(rec.model if same_model and rec else None)
+        config = self._config(thread_id)
+        base = fork_from or (await self.graph.aget_state(config)).config.get("configurable", {}).get("checkpoint_id")
+        await start_run(self.db, thread_id, base=base or "", model=llm.settings.model)
+        if fork_from:
+            config["configurable"]["checkpoint_id"] = fork_from
+        control = run_control(self.settings.data_dir, thread_id)
         self._controls.add(control)
         try:
-            async for ev in self._stream_steps(value, thread_id, actor, control):
+            async for ev in self._stream_steps(value, config, actor, control, llm):
                 yield ev
         except GraphDrained:
-            yield RunEvent(kind="drained", text=f"stopped between steps on request; resume {thread_id} to finish")
+            yield RunEvent(kind="drained", text=drained_text(control, thread_id))
             return
         except Exception as exc:  # a node failed (a model error...): on the project's trail, then to the caller
             await self._record_failure(thread_id, exc, actor)
@@ -335,6 +379,7 @@ class OrchestratorRuntime:
         pending = await self.pending(thread_id)
         await write_index(self.db, thread_id, pending=pending, stopped_mid_run=False)
         await approval_requested(self.db, thread_id, [(p.id, p.payload) for p in pending])
+        await track_deadlines(self.db, self.settings, thread_id, [(p.id, p.payload) for p in pending])
         start_delivery(self.db, self.settings)  # this run's events (approvals, deploys, incidents), in the background
         for p in pending:
             yield RunEvent(kind="interrupt", payload=p.payload, interrupt_id=p.id)
@@ -342,13 +387,13 @@ class OrchestratorRuntime:
         yield RunEvent(kind="done")
 
     async def _stream_steps(
-        self, value: Any, thread_id: str, actor: Identity, control: RunControl
+        self, value: Any, config: RunnableConfig, actor: Identity, control: RunControl, llm: LLM
     ) -> AsyncIterator[RunEvent]:
         started: dict[str, float] = {}
         async for ns, mode, data in self.graph.astream(
             value,
-            self._config(thread_id),
-            context=self._context(thread_id, actor),
+            config,
+            context=self._context(config["configurable"]["thread_id"], actor, llm),
             stream_mode=["tasks", "updates"],
             subgraphs=True,
             durability="sync",
@@ -367,33 +412,7 @@ class OrchestratorRuntime:
                         if isinstance(msg, AIMessage) and msg.content:
                             yield RunEvent(kind="message", node=node, text=str(msg.content))
 
-    @staticmethod
-    def _task_event(data: dict[str, Any], path: tuple[str, ...], started: dict[str, float]) -> RunEvent | None:
-        """A ``tasks`` stream item as a node event.
-
-        An engineering phase's end carries its outcome in ``text`` (``IMPL round 1 (developer): failed: ...``),
-        read from the timeline entry it appended.
-        """
-        task_id = data.get("id", "")
-        if "result" not in data and "error" not in data:
-            started[task_id] = time.perf_counter()
-            return RunEvent(kind="node_start", node=data["name"], path=path)
-        if task_id not in started or data.get("interrupts"):
-            return None
-        result = data.get("result")
-        timeline = result.get("timeline") if isinstance(result, dict) else None
-        text = None
-        if timeline and data["name"] == "run_phase":
-            t = timeline[-1]
-            text = f"{t['phase']} round {t['round']} ({t['role']}): {t['outcome']}: {t['why']}"
-        return RunEvent(
-            kind="node_end",
-            node=data["name"],
-            path=path,
-            error=f"{type(data['error']).__name__}: {data['error']}" if data.get("error") is not None else None,
-            duration_s=time.perf_counter() - started.pop(task_id),
-            text=text,
-        )
+    _task_event = staticmethod(task_event)
 
     async def _record_failure(self, thread_id: str, exc: Exception, actor: Identity) -> None:
         """Put a failed run on the trail of the project its thread works on (``run_failed``).

@@ -2,10 +2,10 @@
 
 An event (:data:`EVENTS`) is recorded by :func:`enqueue` as one ``WebhookDelivery`` row per webhook that wants it, in
 the caller's transaction, so an event and its deliveries commit together and nothing is sent for a change rolled
-back. Sending is never the caller's wait: :func:`start_delivery` sends the pending rows from a background task (and
-:func:`deliver_pending` does the same for ``orchestrator webhooks send`` or any worker), each attempt signed
-(``X-Hub-Signature-256``, GitHub's scheme: https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries),
-retried with exponential backoff (tenacity), then marked ``delivered``, or ``failed`` with its last error.
+back. Sending is never the caller's wait: :func:`start_delivery` sends the pending rows from a background task,
+:func:`deliver_pending` does the same for ``orchestrator webhooks send``, and the sync's webhook_sender worker sends
+what a process left behind (it exited, or died mid-send); see :mod:`services.webhook_delivery` (signed with
+GitHub's scheme, retried with backoff, at least once, the same ``X-Orchestrator-Delivery`` id on every re-send).
 
 A webhook's secret is Fernet-encrypted with the project secrets' key (:func:`services.secrets.load_keys`); listings,
 the API and logs show the URL, the events and the format, never the secret.
@@ -13,8 +13,6 @@ the API and logs show the URL, the events and the format, never the secret.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import uuid
 from collections.abc import Iterable
@@ -23,19 +21,20 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
-from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from core.db import Database
 from core.settings import Settings
-from infra.webhooks import DeliveryFailed, post_signed
 from models.notification_tables import Webhook, WebhookDelivery
 from models.tables import Incident, utcnow
 from services.identities import record
-from services.secrets import decrypt_value, encrypt_value, load_keys
+from services.journal import notification_row
+from services.secrets import encrypt_value, load_keys
+from services.webhook_delivery import body_of as body_of
+from services.webhook_delivery import deliver_pending as deliver_pending
+from services.webhook_delivery import slack_text as slack_text
+from services.webhook_delivery import start_delivery as start_delivery
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +63,6 @@ Format = Literal["json", "slack"]
 FORMATS: tuple[str, ...] = ("json", "slack")
 MAX_SECRET_CHARS = 256
 """The longest webhook secret (characters, so at most 1024 bytes of UTF-8): the API's schema states the same."""
-_TASKS: set[asyncio.Task[int]] = set()
-"""Background deliveries in flight (kept referenced until they end)."""
 
 
 class WebhookInputError(ValueError):
@@ -194,6 +191,8 @@ async def remove_webhook(db: Database, webhook_id: int, *, actor: str) -> bool:
 async def enqueue(session: AsyncSession, event: str, data: dict[str, Any]) -> int:
     """Record ``event`` for every webhook subscribed to it, in the caller's transaction; returns how many rows.
 
+    The event also enters the domain event journal (``GET /events``), subscribed webhooks or not.
+
     Args:
         session: the caller's session (the rows commit or roll back with the event itself).
         event: a name from :data:`EVENTS`.
@@ -204,6 +203,7 @@ async def enqueue(session: AsyncSession, event: str, data: dict[str, Any]) -> in
     """
     if event not in EVENTS:
         raise ValueError(f"unknown event {event!r}")
+    session.add(notification_row(event, data))
     hooks = [h for h in (await session.exec(select(Webhook))).all() if event in h.events]
     for hook in hooks:
         delivery_id = str(uuid.uuid4())
@@ -285,114 +285,6 @@ async def approval_deadline_event(
 async def run_failed(db: Database, *, thread_id: str, error: str, project_id: int | None = None) -> int:
     """Record ``run.failed`` for a run that stopped on an error (``error``: the exception's type and message)."""
     return await notify(db, RUN_FAILED, {"thread_id": thread_id, "project_id": project_id, "error": error[:2000]})
-
-
-def slack_text(payload: dict[str, Any]) -> str:
-    """One line for a chat channel: the event and its most telling details."""
-    data = payload.get("data", {})
-    keys = ("kind", "severity", "status", "commit", "url", "thread_id", "message", "summary", "error")
-    details = ", ".join(f"{k}: {data[k]}" for k in keys if data.get(k) not in (None, ""))
-    return f"[orchestrator] {payload.get('event')}" + (f" — {details}" if details else "")
-
-
-def body_of(payload: dict[str, Any], fmt: str) -> bytes:
-    """The exact bytes sent: the payload as JSON, or Slack's ``{"text": ...}`` for the ``slack`` format."""
-    doc = {"text": slack_text(payload), "delivery_id": payload.get("delivery_id")} if fmt == "slack" else payload
-    return json.dumps(doc, sort_keys=True, default=str).encode()
-
-
-async def _claim(db: Database, delivery_id: int) -> bool:
-    """Take a pending delivery for this sender (``pending`` -> ``sending``); False if another took it first."""
-    async with db.session() as s:
-        taken = await s.exec(  # type: ignore[call-overload]
-            update(WebhookDelivery)
-            .where(col(WebhookDelivery.id) == delivery_id, col(WebhookDelivery.status) == "pending")
-            .values(status="sending")
-        )
-        return bool(taken.rowcount)
-
-
-async def _finish(db: Database, delivery_id: int, **values: Any) -> None:
-    async with db.session() as s:
-        stmt = update(WebhookDelivery).where(col(WebhookDelivery.id) == delivery_id).values(**values)
-        await s.exec(stmt)  # type: ignore[call-overload]
-
-
-async def _send_one(db: Database, settings: Settings, client: httpx.AsyncClient, row: WebhookDelivery) -> bool:
-    """Send one claimed delivery with retries; record each attempt and the outcome. Returns whether delivered."""
-    async with db.session() as s:
-        hook = await s.get(Webhook, row.webhook_id)
-    if hook is None:
-        await _finish(db, row.id or 0, status="failed", last_error="the webhook was removed", finished_at=utcnow())
-        return False
-    secret = decrypt_value(load_keys(settings), hook.secret_encrypted, what=f"the secret of webhook {hook.id}").encode()
-    body = body_of(row.payload, hook.format)
-    attempts = AsyncRetrying(
-        stop=stop_after_attempt(settings.webhook_attempts),
-        wait=wait_exponential(multiplier=settings.webhook_retry_wait_s, max=60),
-        retry=retry_if_exception_type(DeliveryFailed),
-        reraise=True,
-    )
-    n = row.attempts
-    try:
-        async for attempt in attempts:
-            with attempt:
-                n += 1
-                try:
-                    status = await post_signed(
-                        client, hook.url, body, secret=secret, event=row.event, delivery_id=row.delivery_id
-                    )
-                except DeliveryFailed as exc:
-                    await _finish(db, row.id or 0, attempts=n, last_status=exc.status, last_error=str(exc)[:1000])
-                    raise
-    except asyncio.CancelledError:  # the process is ending: the next sender takes the delivery up again
-        await asyncio.shield(_finish(db, row.id or 0, status="pending", attempts=n))
-        raise
-    except DeliveryFailed as exc:
-        log.warning("webhook delivery %s failed after %d attempt(s): %s", row.delivery_id, n, exc)
-        await _finish(db, row.id or 0, status="failed", finished_at=utcnow(), last_error=str(exc)[:1000])
-        return False
-    await _finish(db, row.id or 0, status="delivered", attempts=n, last_status=status, finished_at=utcnow())
-    return True
-
-
-async def deliver_pending(db: Database, settings: Settings, *, limit: int = 100) -> int:
-    """Send up to ``limit`` pending deliveries, oldest first, each with retries; returns how many were delivered.
-
-    Each row is claimed first (``pending`` -> ``sending``), so two senders never send the same delivery; a delivery
-    that fails ``settings.webhook_attempts`` times is ``failed`` with its last error and HTTP status.
-
-    Raises:
-        services.secrets.SecretsKeyError / SecretDecryptError: the secrets key cannot open a webhook's secret.
-    """
-    async with db.session() as s:
-        stmt = select(WebhookDelivery).where(WebhookDelivery.status == "pending")
-        rows = (await s.exec(stmt.order_by(col(WebhookDelivery.id)).limit(limit))).all()
-    if not rows:
-        return 0
-    delivered = 0
-    async with httpx.AsyncClient(timeout=settings.webhook_timeout_s, trust_env=False) as client:
-        for row in rows:
-            if await _claim(db, row.id or 0):
-                delivered += await _send_one(db, settings, client, row)
-    return delivered
-
-
-def start_delivery(db: Database, settings: Settings) -> asyncio.Task[int]:
-    """Send the pending deliveries from a background task of the running loop; returns the task (not awaited).
-
-    A delivery left pending (the process ended first) is sent by the next sender.
-    """
-    task = asyncio.get_running_loop().create_task(deliver_pending(db, settings))
-    _TASKS.add(task)
-    task.add_done_callback(_done)
-    return task
-
-
-def _done(task: asyncio.Task[int]) -> None:
-    _TASKS.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("webhook deliveries stopped: %s", task.exception())
 
 
 async def list_deliveries(db: Database, *, limit: int = 50) -> list[DeliveryInfo]:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import col, select
 
+from core.breakers import Breakers
 from core.db import Database
 from core.settings import Settings
 from infra.forge.base import Forge, RepoTransferred
@@ -127,7 +128,7 @@ async def _recheck_server(
     async with db.session() as s:
         server = await s.get(Server, incident.subject_id)
     assert server is not None
-    result = await check_server(settings, server)
+    result = await check_server(settings, server, breakers=Breakers(settings, db))  # the host's circuit breaker
     if not result.ok:
         return False, f"server {server.name} still fails its check: {result.error}"
     async with db.session() as s:

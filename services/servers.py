@@ -22,6 +22,7 @@ import asyncssh
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlmodel import select
 
+from core.breakers import Breakers
 from core.db import Database
 from core.settings import Settings
 from infra.ansible import PlaybookResult
@@ -188,7 +189,11 @@ def overall_timeout(settings: Settings) -> float:
 
 
 async def check_server(
-    settings: Settings, server: Server, *, options: asyncssh.SSHClientConnectionOptions | None = None
+    settings: Settings,
+    server: Server,
+    *,
+    options: asyncssh.SSHClientConnectionOptions | None = None,
+    breakers: Breakers | None = None,
 ) -> CheckResult:
     """Check one server; every failure is a result (ok=False, short error), never an exception.
 
@@ -197,6 +202,10 @@ async def check_server(
         server: the server; connection ``local`` is checked here without SSH, anything else over SSH with
             :data:`CHECK_COMMAND`.
         options: pre-built :func:`client_options`, shared by the checks of a pass; built here if None.
+        breakers: the circuit breakers (:mod:`core.breakers`) the SSH call goes through, under the host's
+            ``ssh:<address>:<port>``; while it is open the check fails at once with "SSH host A:P unavailable
+            since ..., next try at ..." and no connection is tried. Every production caller passes the shared,
+            database-backed ones; None (tests of the check alone) guards nothing.
 
     Returns:
         The :class:`CheckResult`, within :func:`overall_timeout` seconds.
@@ -209,7 +218,7 @@ async def check_server(
             if server.connection == "local":
                 facts = await asyncio.to_thread(local_facts)
             else:
-                done = await ssh_run(settings, server, CHECK_COMMAND, options=options)
+                done = await ssh_run(settings, server, CHECK_COMMAND, options=options, breakers=breakers)
                 facts = parse_check_output(str(done.stdout or ""))
     except Exception as exc:  # noqa: BLE001 - the contract: a failed check is a result
         if deadline.expired():

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.breakers import Breakers
 from core.db import Database
 from core.settings import Settings
 
 
 @dataclass(frozen=True)
 class SyncContext:
-    """Process-wide things a worker pass needs (no graph state: the sync is not a graph)."""
+    """Process-wide things a worker pass needs (no graph state: the sync is not a graph).
+
+    ``breakers`` are the circuit breakers every outside call of a pass goes through (GitHub, each SSH host), stored
+    in ``db`` so the CLI, the API and the sync see one state (:mod:`core.breakers`); built from ``settings`` and
+    ``db`` when not given.
+    """
 
     settings: Settings
     db: Database
+    breakers: Breakers = field(default=None)  # type: ignore[assignment]  # filled in by __post_init__
+
+    def __post_init__(self) -> None:
+        if self.breakers is None:
+            object.__setattr__(self, "breakers", Breakers(self.settings, self.db))
 
 
 @dataclass

@@ -17,7 +17,8 @@ from sqlmodel import select
 
 from models.tables import Project
 from sync_workers.base import PassSummary, SyncContext
-from sync_workers.github_fetch import confirm_absent, scrub
+from sync_workers.github_fetch import scrub
+from sync_workers.github_guard import confirm_guarded
 from sync_workers.github_reconcile import apply_confirmations, reconcile_listing
 from sync_workers.github_types import WORKER, Absent, Listing
 
@@ -56,7 +57,7 @@ async def reconcile_repository(
         (project.repo_full_name if project else None) or str(repo_id),
     )
     try:
-        answers = await confirm_absent(settings, token, [absent], timeout_s=timeout_s, backoff_s=backoff_s)
+        answers = await confirm_guarded(ctx, token, [absent], summary, timeout_s=timeout_s, backoff_s=backoff_s)
         async with ctx.db.session() as s:
             for c in answers:
                 if c.outcome == "present" and c.repo is not None:

@@ -35,6 +35,12 @@ or ``Retry-After``) stores ``paused_until`` in that cursor, and so does a good a
 0`` (the next request would be refused; absent repositories are then confirmed after the pause); a pass starting
 before then makes no request. Nothing in a pass sleeps on a rate limit, so other workers never wait on this one.
 A refusal (401, unknown org) is a pass error.
+
+Circuit breaker. The listing and the confirmations each go through GitHub's breaker (:mod:`sync_workers.github_guard`):
+once ``settings.breaker_failures`` passes in a row failed, a pass makes no request until ``settings.breaker_cooldown_s``
+has passed; it records a transient failure whose note is the breaker's "GitHub unavailable since ..., next try at
+...", and ``github_unreachable`` counts it as before. The first pass after the cool-down is the trial.
+
 The token is sent in headers only; every message built here is scrubbed of it.
 """
 
@@ -47,7 +53,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from models.tables import utcnow
 from sync_workers.base import PassSummary, SyncContext
 from sync_workers.github_cursor import held_back, load_state, record_outcome
-from sync_workers.github_fetch import confirm_absent, fetch_listing, http_client, listing_url, scrub
+from sync_workers.github_fetch import scrub
+from sync_workers.github_guard import confirm_guarded, list_guarded
 from sync_workers.github_reconcile import apply_confirmations, missing_verdict, reconcile_listing, record_mass_missing
 from sync_workers.github_types import WORKER, Absent, Confirmation, Listing
 
@@ -92,8 +99,7 @@ async def _run(
     if paused_until is not None and paused_until > utcnow():
         summary.notes.append(f"paused until {paused_until.isoformat(timespec='seconds')} (GitHub rate limit)")
         return
-    async with http_client(token, timeout_s) as client:
-        listing = await fetch_listing(client, listing_url(settings.github_base_url, org), pages)
+    listing = await list_guarded(ctx, token, org, pages, timeout_s=timeout_s)
     summary.requests, summary.not_modified = listing.requests, listing.not_modified
     async with ctx.db.session() as s:
         absent = await reconcile_listing(s, listing, org=org, summary=summary)
@@ -104,8 +110,8 @@ async def _run(
     ] = []  # the listing spent the rate limit: the absent ones are asked about after the pause
     if listing.paused_until is None:
         ask = [a for a in absent if a.repo_id not in waiting]
-        confirmations = await confirm_absent(
-            settings, token, ask, stop_after_gone=cap + 1, timeout_s=timeout_s, backoff_s=backoff_s
+        confirmations = await confirm_guarded(
+            ctx, token, ask, summary, stop_after_gone=cap + 1, timeout_s=timeout_s, backoff_s=backoff_s
         )
     summary.requests += len(confirmations)
     confirmations += [Confirmation(a, "waiting", "held back") for a in absent if a.repo_id in waiting]

@@ -15,7 +15,9 @@ Consecutive unhealthy answers are counted per project in ``SyncCursor(key="healt
 status never changes here: it stays ``active`` and the incident says it is unhealthy.
 
 When the check itself cannot be made (SSH to the host fails), the service's health is unknown: the pass counts a
-transient failure and leaves the project's count alone, since server_sync already reports the host as down.
+transient failure and leaves the project's count alone, since server_sync already reports the host as down. The SSH
+calls go through the host's circuit breaker (:mod:`core.breakers`, the same one server_sync uses): while it is open
+the check is not tried and the health is unknown, with the breaker's "unavailable since ..., next try at ..." text.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from core.breakers import Breakers
 from core.settings import Settings
 from infra.ports import PortOwner, port_owner_command, port_owner_here
 from infra.ssh import client_options, describe_error, ssh_run
@@ -109,6 +112,7 @@ async def check_health(
     *,
     http: httpx.AsyncClient,
     options: asyncssh.SSHClientConnectionOptions | None = None,
+    breakers: Breakers | None = None,
 ) -> HealthResult:
     """Check one project's health URL from where it runs; never raises.
 
@@ -117,6 +121,8 @@ async def check_health(
         target: the project, its URL and its server.
         http: the client for ``local`` servers.
         options: pre-built SSH options (see :func:`infra.ssh.client_options`).
+        breakers: the circuit breakers the SSH calls go through (the host's ``ssh:<address>:<port>``); while it is
+            open the health is unknown at once ("SSH host A:P unavailable since ..."). None guards nothing.
 
     Returns:
         healthy True (2xx/3xx), False (an error status, no answer), or None (the SSH host could not be reached).
@@ -133,14 +139,14 @@ async def check_health(
                 return _owned(answer, owner)
             command = curl_command(target.url, timeout)
             try:
-                done = await ssh_run(settings, target.server, command, options=options, check=False)
+                done = await ssh_run(settings, target.server, command, options=options, check=False, breakers=breakers)
             except asyncssh.TimeoutError:
                 return HealthResult(False, f"no answer from {target.url} within {timeout:g}s (curl on the host)")
             code = str(done.stdout or "").strip()
             if done.exit_status == 0:
                 answer = HealthResult(True, f"HTTP {code} from {target.url} (curl on {target.server.name})")
                 proof = port_owner_command(REMOTE_PYTHON, port, target.pid_file)
-                run = await ssh_run(settings, target.server, proof, options=options, check=False)
+                run = await ssh_run(settings, target.server, proof, options=options, check=False, breakers=breakers)
                 code_of = run.exit_status if run.exit_status in (0, 1, 2) else 1
                 return _owned(answer, PortOwner(code_of, str(run.stdout or run.stderr or "").strip()))
             reason = str(done.stderr or "").strip() or f"curl exit {done.exit_status}"
@@ -236,7 +242,7 @@ async def run_pass(ctx: SyncContext) -> PassSummary:
 
     async def one(target: HealthTarget, http: httpx.AsyncClient) -> None:
         async with sem:
-            result = await check_health(settings, target, http=http, options=options)
+            result = await check_health(settings, target, http=http, options=options, breakers=ctx.breakers)
         summary.requests += 1
         if result.healthy is not True:
             summary.transient_failures += 1

@@ -17,12 +17,14 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from core.db import Database
 from core.settings import Settings
+from services.journal import journal_pass
 from services.leases import ensure_default_server
-from sync_workers import crons, github_sync, health_checker, provisioner_trigger, server_sync
+from sync_workers import crons, deadlines, github_sync, health_checker, provisioner_trigger, server_sync, webhook_sender
 from sync_workers.base import PassSummary, SyncContext
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ WORKERS: dict[str, Worker] = {
     "server_sync": server_sync.run_pass,
     "health_checker": health_checker.run_pass,
     "provisioner_trigger": provisioner_trigger.run_pass,
+    "deadlines": deadlines.run_pass,
+    "webhook_sender": webhook_sender.run_pass,
 }
 """Every worker by name, in the order ``run_once`` runs them."""
 
@@ -57,6 +61,8 @@ def interval_s(name: str, settings: Settings) -> tuple[float, float | None]:
         "server_sync": (settings.server_sync_interval_s, None),
         "health_checker": (settings.health_check_interval_s, None),
         "provisioner_trigger": (settings.provisioner_interval_s, None),
+        "deadlines": (settings.deadline_interval_s, None),
+        "webhook_sender": (settings.webhook_send_interval_s, None),
     }[name]
 
 
@@ -93,6 +99,7 @@ async def run_worker(name: str, ctx: SyncContext) -> PassSummary:
         summary = PassSummary(worker=name, errors=[f"{type(exc).__name__}: {exc}"])
     if not summary.duration_s:
         summary.duration_s = time.perf_counter() - started
+    await journal_pass(ctx.db, asdict(summary), retention_days=ctx.settings.event_retention_days)
     return summary
 
 

@@ -16,6 +16,12 @@ Reconciliation (one short transaction per server, atomic UPDATEs, status moves o
   incident once the count reaches ``settings.sync_failure_threshold``. A ``discovered`` server that fails stays
   ``discovered`` (it never worked, so it is not "down").
 * servers in ``provisioning`` are skipped: the provisioner owns them.
+
+Every SSH check goes through the host's circuit breaker (``ssh:<address>:<port>``, :mod:`core.breakers`, shared by
+every process through the database): after ``settings.breaker_failures`` unreachable checks in a row the host is
+refused at once until ``settings.breaker_cooldown_s`` has passed. A refused check is a failed check like any other
+(its error says "SSH host A:P unavailable since ..., next try at ..."), so the failure count and ``server_down``
+go on as before.
 """
 
 from __future__ import annotations
@@ -131,7 +137,7 @@ async def run_pass(ctx: SyncContext) -> PassSummary:
     async def one(server: Server) -> None:
         assert server.id is not None
         async with sem:
-            result = await check_server(settings, server, options=options)
+            result = await check_server(settings, server, options=options, breakers=ctx.breakers)
         summary.requests += 1
         try:
             async with write_lock:

@@ -31,7 +31,14 @@ from sync_workers.base import SyncContext
 from sync_workers.lock import SyncLock, waiting_message
 from tests.integration.helpers import REPO_ROOT, REQUEST, cli, cli_env, rows, run_turn
 
-WORKER_NAMES = ["github_sync", "server_sync", "health_checker", "provisioner_trigger"]
+WORKER_NAMES = [
+    "github_sync",
+    "server_sync",
+    "health_checker",
+    "provisioner_trigger",
+    "deadlines",
+    "webhook_sender",
+]
 
 
 def closed_port() -> int:
