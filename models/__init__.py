@@ -3,7 +3,6 @@
 from models.cron_tables import CronJob  # noqa: F401  (registers the table)
 from models.enums import AccessRole, DeploymentStatus, ProjectStatus, ServerStatus
 from models.notification_tables import GithubDelivery, Webhook, WebhookDelivery  # noqa: F401
-from models.time_tables import DomainEvent, InterruptDeadline  # noqa: F401
 from models.tables import (
     ApiToken,
     Deployment,
@@ -17,6 +16,7 @@ from models.tables import (
     SyncCursor,
     ThreadRecord,
 )
+from models.time_tables import DomainEvent, InterruptDeadline, NodeRun, Run  # noqa: F401
 
 __all__ = [
     "AccessRole",

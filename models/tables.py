@@ -166,6 +166,10 @@ class LLMCall(SQLModel, table=True):
     ok: bool = True
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    run_id: str | None = Field(default=None, index=True, max_length=64)
+    """The run (``models.time_tables.Run``) the call was made in; None outside a run."""
+    node: str | None = Field(default=None, max_length=512)
+    """The node that made the call, with its subgraph path (``engineering/run_phase``)."""
 
 
 class ToolCall(SQLModel, table=True):
@@ -236,6 +240,8 @@ class ThreadRecord(SQLModel, table=True):
     cleared."""
     model: str | None = Field(default=None, max_length=200)
     """The model the thread last ran with, so a resume after a crash uses the same one."""
+    archived_at: datetime | None = None
+    """When the thread was archived (``DELETE /threads/{id}``): listings leave it out; its checkpoints stay."""
 
 
 class ApiToken(SQLModel, table=True):

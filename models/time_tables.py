@@ -58,3 +58,43 @@ class InterruptDeadline(SQLModel, table=True):
     """``pending``, ``answered`` (someone answered in time), ``timed_out`` (the default answer was given)."""
     created_at: datetime = Field(default_factory=utcnow)
     settled_at: datetime | None = None
+
+
+class Run(SQLModel, table=True):
+    """One run of a thread: a message, a resume or a continue, from its start to how it ended.
+
+    ``id`` is the run id (``r-`` and 12 hex digits); node executions and model calls name it.
+    """
+
+    __tablename__ = "run"
+
+    id: str = Field(primary_key=True, max_length=64)
+    thread_id: str = Field(index=True, max_length=64)
+    kind: str = Field(max_length=16)
+    """``message``, ``resume`` or ``continue``."""
+    actor: str | None = Field(default=None, max_length=200)
+    model: str | None = Field(default=None, max_length=200)
+    started_at: datetime = Field(default_factory=utcnow, index=True)
+    finished_at: datetime | None = None
+    outcome: str | None = Field(default=None, max_length=16)
+    """``done``, ``interrupted`` (stopped at a question), ``drained`` (stopped between supersteps), ``failed``; None
+    while it runs (or if its process died)."""
+    error: str | None = None
+
+
+class NodeRun(SQLModel, table=True):
+    """One node execution of a run: where in the graph (``path`` through subgraphs), when, how long, how it ended."""
+
+    __tablename__ = "node_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True, max_length=64)
+    thread_id: str = Field(index=True, max_length=64)
+    node: str = Field(max_length=128)
+    path: str = Field(default="", max_length=512)
+    """The parent subgraph nodes, joined by ``/`` (empty for a node of the top graph)."""
+    started_at: datetime = Field(default_factory=utcnow)
+    duration_ms: float = 0.0
+    outcome: str = Field(default="ok", max_length=16)
+    """``ok``, ``error`` or ``interrupted``."""
+    error: str | None = None
