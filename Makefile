@@ -7,7 +7,7 @@ WHEELHOUSE := .wheelhouse
 GITHUB_OPENAPI := .cache/github-openapi
 GITHUB_OPENAPI_VERSION := 23.0.2
 
-.PHONY: install demo test lint layers typecheck unit integration bench api clean compose-check migration postgres pg sandbox sshd github-openapi
+.PHONY: install demo test lint layers typecheck unit integration bench api clean compose-check migration postgres pg sandbox sshd github-openapi chromium
 
 $(STAMP): pyproject.toml
 	@command -v git >/dev/null || (echo "git is required (apt-get install git)" && exit 1)
@@ -33,14 +33,17 @@ typecheck: install
 unit: install sandbox $(WHEELHOUSE)
 	$(BIN)/pytest tests/unit -q
 
-integration: install postgres sandbox sshd github-openapi $(WHEELHOUSE)
+integration: install postgres sandbox sshd chromium github-openapi $(WHEELHOUSE)
 	$(BIN)/pytest tests/integration -q
 
-test: lint layers typecheck postgres sandbox sshd github-openapi $(WHEELHOUSE)
+test: lint layers typecheck postgres sandbox sshd chromium github-openapi $(WHEELHOUSE)
 	$(BIN)/pytest -q
 
 sshd:  ## OpenSSH's server, a real remote host the tests start on a loopback port (apt-get as root if missing)
 	@scripts/ensure-sshd.sh
+
+chromium:  ## Debian's chromium (and a font), the browser the console tests drive with Playwright (apt-get as root if missing)
+	@command -v chromium >/dev/null 2>&1 || scripts/apt-install.sh chromium fonts-dejavu-core
 
 sandbox:  ## bubblewrap, the sandbox generated code runs in (apt-get as root if missing)
 	@scripts/ensure-bubblewrap.sh

@@ -92,6 +92,12 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
     ok = resumed.returncode == 0 and status == "active" and code == 200
     stopped = f"; then {after} (use --keep-running to keep it)" if after else ""
     console.print(f"[bold]{'✓' if ok else '✗'} hello-api: {status} at {url} (health answered {code}){stopped}[/bold]")
+    console.print(
+        f"Look at this run in the console: orchestrator --data-dir {data_dir} api, then open http://127.0.0.1:8000/ "
+        f"and sign in with a key from: orchestrator --data-dir {data_dir} token create me --role approver",
+        markup=False,
+        highlight=False,
+    )
     return 0 if ok else 1
 
 
