@@ -17,12 +17,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import routes_status
 from api.auth import api_routes, rule_of
+from api.console import include_console
 from api.edge import RequestEdge
 from api.errors import runtime_input_error_handler
 from api.limits import RunSlots
 from api.routes import router
 from api.routes_cron import router as cron_router
 from api.routes_events import router as events_router
+from api.routes_runs import router as runs_router
+from api.routes_threads import router as threads_router
 from api.routes_webhooks import router as webhooks_router
 from api.sse import drain_runs
 from core.llm import aload_litellm
@@ -71,6 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks_router)
     app.include_router(cron_router)
     app.include_router(events_router)
+    include_console(app)  # the web console at / (no route of it in the OpenAPI document)
+    app.include_router(runs_router)
+    app.include_router(threads_router)
     for route in api_routes(app):
         rule_of(route)
     app.add_exception_handler(RuntimeInputError, runtime_input_error_handler)

@@ -41,7 +41,7 @@ from api.schemas import (
     ServerIn,
     ServerPublic,
     ThreadCreated,
-    ThreadPublic,
+    ThreadListedPublic,
     TokenCreated,
     TokenIn,
     TokenPublic,
@@ -164,18 +164,20 @@ async def list_threads(
         str | None,
         Query(pattern=CURSOR_PATTERN, description="The previous page's X-Next-Cursor; none for the first page."),
     ] = None,
-) -> list[ThreadPublic]:
+    include_archived: Annotated[bool, Query(description="Archived threads too (`archived_at` set).")] = False,
+) -> list[ThreadListedPublic]:
     """A page of the threads the caller may see, newest first, with pending interrupts, from the thread index.
 
     Approvers and admins see every thread, others their own. When more follow, the ``X-Next-Cursor`` header holds
-    the next page's cursor and ``Link`` its URL (``rel="next"``). A cursor of another shape is a 422.
+    the next page's cursor and ``Link`` its URL (``rel="next"``). A cursor of another shape is a 422. Archived threads
+    (``DELETE /threads/{id}``) are left out unless ``include_archived=true``.
     """
     owner = None if who.sees(None) else who.name
-    page = await rt.thread_page(owner, limit=limit, cursor=cursor)
+    page = await rt.thread_page(owner, limit=limit, cursor=cursor, archived=include_archived)
     if page.next_cursor is not None:
         response.headers["X-Next-Cursor"] = page.next_cursor
         response.headers["Link"] = f'<{request.url.include_query_params(cursor=page.next_cursor)}>; rel="next"'
-    return [ThreadPublic.model_validate(view, from_attributes=True) for view in page.threads]
+    return [ThreadListedPublic.model_validate(view, from_attributes=True) for view in page.threads]
 
 
 @router.post("/threads/{thread_id}/messages", response_class=EventSourceResponse, responses=RUN)

@@ -381,3 +381,178 @@ class TokenPublic(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+
+
+class UsageOut(BaseModel):
+    """Model calls summed: how many, tokens in, out and together, cost (USD, litellm's price) and latency (ms)."""
+
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    tokens: int
+    cost_usd: float
+    latency_ms: float
+
+
+class RunPublic(UsageOut):
+    """One run of a thread: its entry point (``message``, ``resume``, ``continue``), actor, model, times, outcome.
+
+    ``outcome``: ``done``, ``interrupted`` (stopped at a question), ``drained``, ``failed`` (``error`` says why);
+    null while it runs. The usage fields sum its model calls.
+    """
+
+    id: str
+    thread_id: str
+    kind: str
+    actor: str | None
+    model: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    duration_s: float | None
+    outcome: str | None
+    error: str | None
+    nodes: int
+
+
+class NodeRunPublic(BaseModel):
+    """One node execution: ``where`` is its path through subgraphs, ``offset_ms`` its start after the run's."""
+
+    node: str
+    path: str
+    where: str
+    started_at: datetime
+    offset_ms: float
+    duration_ms: float
+    outcome: Literal["ok", "error", "interrupted"]
+    error: str | None
+    subgraph: bool
+    slowest: bool
+
+
+class ModelCallPublic(BaseModel):
+    """One model call of a run: the role and node that made it, the model, tokens, cost (USD), latency (ms)."""
+
+    id: int
+    created_at: datetime
+    role: str
+    model: str
+    node: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    tokens: int
+    cost_usd: float
+    latency_ms: float
+    ok: bool
+    error: str | None
+
+
+class RunTimelineOut(BaseModel):
+    """A run's trace: its nodes in start order (the slowest non-subgraph node marked), its model calls, totals."""
+
+    run: RunPublic
+    nodes: list[NodeRunPublic]
+    calls: list[ModelCallPublic]
+    slowest: NodeRunPublic | None
+    totals: UsageOut
+
+
+class CostRowOut(UsageOut):
+    """Usage of one project, role and model (``project`` null: threads that made no project)."""
+
+    project: str | None
+    role: str
+    model: str
+
+
+class ProjectCostOut(UsageOut):
+    """Usage of one project (null: threads that made no project)."""
+
+    project: str | None
+
+
+class RoleCostOut(UsageOut):
+    """Usage of one role (``po``, ``architect``, ``developer``, ``tester``...)."""
+
+    role: str
+
+
+class ModelCostOut(UsageOut):
+    """Usage of one model."""
+
+    model: str
+
+
+class CostsOut(BaseModel):
+    """Model calls grouped by project, role and model, with the sums by each of them and the total."""
+
+    since: datetime | None
+    project: str | None
+    rows: list[CostRowOut]
+    projects: list[ProjectCostOut]
+    roles: list[RoleCostOut]
+    models: list[ModelCostOut]
+    total: UsageOut
+
+
+class ThreadListedPublic(ThreadPublic):
+    """A thread in ``GET /threads``; ``archived_at`` is set only on archived ones (``include_archived=true``)."""
+
+    archived_at: str | None = None
+
+
+class ThreadMessagePublic(BaseModel):
+    """One message of a thread's conversation (``runtime.thread_admin.ThreadMessage``).
+
+    ``index``: its place, 0 for the first; ``role``: ``human`` (a person), ``ai`` (the PO), ``tool`` (a tool's
+    answer, summarized: never its content), ``system``; ``tool_calls``: the tools an ``ai`` message asked for, by name.
+    """
+
+    model_config = ConfigDict(from_attributes=True)
+
+    index: int
+    role: Literal["human", "ai", "tool", "system"]
+    text: str
+    name: str | None
+    tool_calls: list[str]
+    id: str | None
+
+
+class ThreadMessagesOut(BaseModel):
+    """A page of a thread's conversation, oldest first; ``earlier``: the ``before`` of the page before (null: none)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    thread_id: str
+    total: int
+    messages: list[ThreadMessagePublic]
+    earlier: int | None
+
+
+class ThreadCancelIn(BaseModel):
+    """Why a thread's run is cancelled (on its project's trail), and how long to wait for a run in progress."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(
+        default="cancelled over the API", min_length=1, max_length=300, description="why, for the trail"
+    )
+    wait_s: float = Field(
+        default=120.0, gt=0, le=900, description="seconds to wait for a run in progress to stop (409 after that)"
+    )
+
+
+class ThreadCancelOut(BaseModel):
+    """What a thread's cancel did (``runtime.thread_admin.CancelOutcome``).
+
+    ``outcome``: ``stopped`` (a run in progress stopped between steps and was abandoned), ``abandoned`` (a run that
+    had stopped mid-way), ``finished`` (the run ended on its own first); ``project``: the project the thread works
+    on, if any, and its status, which a thread's cancel does not change.
+    """
+
+    model_config = ConfigDict(from_attributes=True)
+
+    thread_id: str
+    outcome: Literal["stopped", "abandoned", "finished"]
+    message: str
+    project: str | None
+    project_status: str | None

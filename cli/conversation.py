@@ -287,6 +287,9 @@ def threads(
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
     limit: Annotated[int, typer.Option(min=1, max=500, help="Threads per page.")] = 50,
     cursor: Annotated[str | None, typer.Option(help="The next page's cursor, as printed after a page.")] = None,
+    archived: Annotated[
+        bool, typer.Option("--archived", help="Archived threads too (`orchestrator thread archive`).")
+    ] = False,
 ) -> None:
     """Threads, newest first, with their pending interrupts (a page at a time, from the thread index)."""
     from runtime.listing import list_threads
@@ -295,13 +298,13 @@ def threads(
         """The page holds threads from before the index: the runtime reads their checkpoints once."""
 
     async def from_index(db: Database) -> int:
-        page = await list_threads(db, limit=limit, cursor=cursor)
+        page = await list_threads(db, limit=limit, cursor=cursor, archived=archived)
         if page.unindexed:
             raise NeedsRuntime
         return _print_threads(page, as_json)
 
     async def from_runtime(rt: OrchestratorRuntime) -> int:
-        return _print_threads(await rt.thread_page(limit=limit, cursor=cursor), as_json)
+        return _print_threads(await rt.thread_page(limit=limit, cursor=cursor, archived=archived), as_json)
 
     try:
         run_with_db(ctx, from_index)
@@ -330,6 +333,8 @@ def _print_threads(page: ThreadPage, as_json: bool) -> int:
             for p in v.pending
         )
         status = waiting or ("stopped mid-run" if v.stopped_mid_run else "")
+        if v.archived_at:
+            status = f"archived; {status}" if status else "archived"
         table.add_row(literal(v.id), literal(v.title), v.updated_at[:19], literal(status))
     console.print(table)
     if page.next_cursor:

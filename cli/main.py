@@ -21,7 +21,9 @@ from cli import (  # noqa: F401  (registers them)
     secret_commands,
     status_commands,
     sync,
+    thread_commands,
     tokens,
+    trace_commands,
     webhook_commands,
 )
 from cli.app import app, console

@@ -37,6 +37,8 @@ from core.db import Database
 from core.llm_failures import RETRY_WAIT_MAX_S, Failure, ModelUnreachable, advice, classify, refuses_tools
 from core.settings import Role, Settings
 from core.text_tool_calls import calls_in_text
+from core.trace_position import graph_position
+from core.tracing import model_span
 from models.tables import Budget, LLMCall
 from prompts.tools import PO_TALK, TOOL_LINE, TOOLS_IN_PROMPT
 
@@ -316,7 +318,10 @@ class LLM:
             return None
         usage = getattr(resp, "usage", None)
         seconds = time.perf_counter() - started
+        run_id, node = graph_position()
         row = LLMCall(
+            run_id=run_id,
+            node=node,
             role=role,
             model=model,
             thread_id=thread_id,
@@ -327,6 +332,7 @@ class LLM:
             ok=error is None,
             error=error,
         )
+        model_span(row)  # an OpenTelemetry span under the calling node, when spans are exported
         async with self.db.session() as s:
             s.add(row)
             if project_id is not None:  # one atomic UPDATE: concurrent calls of one project never lose a charge

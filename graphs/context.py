@@ -21,3 +21,5 @@ class Context:
     thread_id: str
     actor: str
     """Who the run acts for, as the trail names it (``token:<name>``, ``cli:<user>``, ``system:<worker>``)."""
+    run_id: str | None = None
+    """The run (``models.time_tables.Run``, ``r-`` and 12 hex digits) the model calls of this run are charged to."""

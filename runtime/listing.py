@@ -1,8 +1,9 @@
 """The thread index: each thread's pending interrupts and run state, written when a run starts and ends.
 
 Listings read the ``thread`` table alone, one page at a time, newest first; no checkpoint is opened (LangGraph has no
-cross-thread listing, and reading each thread's checkpoint costs a query per thread). This module imports neither
-LangGraph nor litellm, so ``orchestrator threads`` starts quickly.
+cross-thread listing, and reading each thread's checkpoint costs a query per thread). Archived threads
+(``archived_at`` set, :func:`archive`) are left out unless asked for. This module imports neither LangGraph nor
+litellm, so ``orchestrator threads`` starts quickly.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class ThreadView:
     pending: list[Pending] = field(default_factory=list)
     stopped_mid_run: bool = False
     """The last run stopped between supersteps (a crash or kill): ``continue_run`` finishes it."""
+    archived_at: str | None = None
+    """When the thread was archived (ISO 8601, UTC); None: not archived."""
 
 
 @dataclass
@@ -92,11 +95,22 @@ def _view(row: ThreadRecord) -> ThreadView:
         updated_at=row.updated_at.isoformat(),
         pending=pending,
         stopped_mid_run=row.stopped_mid_run and not pending,
+        archived_at=_utc(row.archived_at).isoformat() if row.archived_at else None,
     )
 
 
+def _utc(when: datetime) -> datetime:
+    """SQLite hands datetimes back naive; they were written in UTC."""
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 async def list_threads(
-    db: Database, *, owner: str | None = None, limit: int | None = None, cursor: str | None = None
+    db: Database,
+    *,
+    owner: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+    archived: bool = False,
 ) -> ThreadPage:
     """A page of threads (only ``owner``'s if given), newest first, from the index alone.
 
@@ -105,6 +119,7 @@ async def list_threads(
         owner: only this identity's threads; None for everyone's.
         limit: the page size, 1 to :data:`MAX_PAGE`; None for every thread (no next page).
         cursor: the ``next_cursor`` of the previous page; None for the first page.
+        archived: archived threads too (their ``archived_at`` says so); False leaves them out.
 
     Raises:
         RuntimeInputError: a limit out of range, or a cursor not made by this listing.
@@ -115,6 +130,8 @@ async def list_threads(
     query = select(ThreadRecord).order_by(*newest)
     if owner is not None:
         query = query.where(ThreadRecord.owner == owner)
+    if not archived:
+        query = query.where(col(ThreadRecord.archived_at).is_(None))
     if cursor is not None:
         when, after = decode_cursor(cursor)
         query = query.where(
@@ -201,3 +218,32 @@ async def take_notice(db: Database, thread_id: str) -> str | None:
             .values(notice=None)
         )
         return notice
+
+
+async def archive(db: Database, thread_id: str) -> bool:
+    """Mark the thread archived now (listings leave it out; its checkpoints stay); False if it already was.
+
+    A thread with a checkpoint but no record (from before the index) gets one. ``updated_at`` does not move. The
+    mark is a compare-and-set (``UPDATE ... WHERE archived_at IS NULL``): two archives at once set it once.
+    """
+    async with db.session() as s:
+        if await s.get(ThreadRecord, thread_id) is None:
+            s.add(ThreadRecord(id=thread_id))
+            await s.flush()
+        done = await s.exec(
+            update(ThreadRecord)
+            .where(col(ThreadRecord.id) == thread_id, col(ThreadRecord.archived_at).is_(None))
+            .values(archived_at=utcnow())
+        )
+        return bool(done.rowcount)
+
+
+async def abandon_run(db: Database, thread_id: str) -> None:
+    """Record that the thread's stopped run is abandoned: nothing pending, not mid-run.
+
+    :func:`runtime.multitask.was_cancelled` reads it back. A thread with no record (from before the index) gets one.
+    """
+    async with db.session() as s:
+        row = await s.get(ThreadRecord, thread_id) or ThreadRecord(id=thread_id)
+        row.pending, row.stopped_mid_run = [], False
+        s.add(row)

@@ -23,6 +23,11 @@ thread's lock, ``<data_dir>/threads/<hash>.lock``: the run holding the lock writ
 a caller that wants it stopped writes ``{"token", "strategy"}`` to ``<hash>.stop``; the holder's ``RunControl``
 (:func:`run_control`) reads that file each time LangGraph asks it, before every superstep, and drains (the run then
 raises ``GraphDrained``). The token keeps a stale request from stopping a later run.
+
+A cancel (:mod:`runtime.thread_admin`) asks the same way with the reason ``cancel``; the stopped run is then
+abandoned (``ThreadRecord.stopped_mid_run`` False while the checkpoint still has tasks to run), and
+:func:`prepare_turn` lets the next message start afresh on such a thread, as after an ``interrupt``. An archived
+thread (``ThreadRecord.archived_at``) takes no new message.
 """
 
 from __future__ import annotations
@@ -48,9 +53,13 @@ if TYPE_CHECKING:  # imported where used: the CLI reads STRATEGIES without loadi
     from langchain_core.runnables import RunnableConfig
     from langgraph.runtime import RunControl
 
+    from models.tables import ThreadRecord
+
 Strategy = Literal["reject", "enqueue", "interrupt", "rollback"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 DEFAULT_STRATEGY: Strategy = "reject"
+Asker = Strategy | Literal["cancel"]
+"""Who asks for the thread's lock: a new message (its strategy), or a cancel of the run in progress."""
 LOCK_WAIT_S = 900.0
 """How long a double text waits for the run in progress to end or stop (seconds) before it gives up (409)."""
 POLL_S = 0.2
@@ -86,7 +95,7 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
-def _write_stop(stop: Path, token: str, strategy: Strategy) -> None:
+def _write_stop(stop: Path, token: str, strategy: Asker) -> None:
     """Write the stop request whole (a temporary file renamed over it), so the poller never reads half of it."""
     part = stop.with_suffix(f".{uuid.uuid4().hex[:8]}.part")
     part.write_text(json.dumps({"token": token, "strategy": strategy}))
@@ -105,7 +114,7 @@ def _read_stop(stop: Path) -> dict[str, Any] | None:
 async def hold_thread(
     data_dir: Path,
     thread_id: str,
-    strategy: Strategy = DEFAULT_STRATEGY,
+    strategy: Asker = DEFAULT_STRATEGY,
     *,
     hint: str = "",
     wait_s: float = LOCK_WAIT_S,
@@ -116,8 +125,8 @@ async def hold_thread(
     The lock excludes a second request in this process and any other process on this machine, and the kernel
     releases it when a holder dies (not a lock across machines: that needs the database's). On a busy thread,
     ``reject`` refuses at once; the other strategies call ``before_wait`` (checks that must refuse before anything
-    is asked of the run in progress), then ``interrupt``/``rollback`` ask that run to stop, and all three poll
-    the lock (non-blocking, every :data:`POLL_S` s) for up to ``wait_s`` seconds.
+    is asked of the run in progress), then ``interrupt``/``rollback``/``cancel`` ask that run to stop, and all of
+    them poll the lock (non-blocking, every :data:`POLL_S` s) for up to ``wait_s`` seconds.
 
     Raises:
         ThreadStateConflict: the thread is busy and ``strategy`` is ``reject`` (``hint`` is added to the message),
@@ -140,8 +149,8 @@ async def hold_thread(
         os.close(fd)  # releases the lock
 
 
-async def _wait_for_lock(fd: int, lock: Path, stop: Path, thread_id: str, strategy: Strategy, wait_s: float) -> None:
-    """Poll the lock; for ``interrupt``/``rollback``, ask whichever run holds it to stop (each new holder too)."""
+async def _wait_for_lock(fd: int, lock: Path, stop: Path, thread_id: str, strategy: Asker, wait_s: float) -> None:
+    """Poll the lock; for ``interrupt``, ``rollback`` and ``cancel``, ask whichever run holds it to stop (each one)."""
     deadline = time.monotonic() + wait_s
     asked = ""
     try:
@@ -153,6 +162,11 @@ async def _wait_for_lock(fd: int, lock: Path, stop: Path, thread_id: str, strate
                 asked = token
             if time.monotonic() > deadline:
                 verb = "end" if strategy == "enqueue" else "stop"
+                if strategy == "cancel":
+                    raise ThreadStateConflict(
+                        f"thread {thread_id}: the run in progress did not stop within {wait_s:g} s (a step may take "
+                        "longer: a model call, a deploy); nothing was cancelled, ask again"
+                    )
                 raise ThreadStateConflict(
                     f"thread {thread_id}: the run in progress did not {verb} within {wait_s:g} s; "
                     "your message was not sent, send it again later"
@@ -212,6 +226,8 @@ def drained_text(control: RunControl, thread_id: str) -> str:
         return "stopped between steps: a newer message on this thread interrupts this run (its progress is kept)"
     if control.drain_reason == "rollback":
         return "stopped between steps: a newer message on this thread rolls this run back (its progress is dropped)"
+    if control.drain_reason == "cancel":
+        return "stopped between steps: this run was cancelled (its progress is kept; a new message starts afresh)"
     return f"stopped between steps on request; resume {thread_id} to finish"
 
 
@@ -264,22 +280,47 @@ def _config(thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
     return {"configurable": configurable}
 
 
+def was_cancelled(record: ThreadRecord | None) -> bool:
+    """Whether the thread's stopped run was cancelled (abandoned): indexed, and not marked mid-run.
+
+    Only meaningful with the thread's lock held and its checkpoint still holding tasks to run: every run marks the
+    thread mid-run when it starts (``runtime.listing.start_run``) and clears the mark only when it ends at a question
+    or at its end, so a thread stopped mid-run (a crash, a failed node, a drain) has the mark until a cancel clears
+    it (:func:`runtime.thread_admin.cancel_thread`). A thread from before the index (``pending`` None) never counts.
+    """
+    return record is not None and record.pending is not None and not record.stopped_mid_run
+
+
 async def prepare_turn(
-    graph: Any, thread_id: str, text: str, *, strategy: Strategy, waited: bool, base: str | None
+    graph: Any,
+    thread_id: str,
+    text: str,
+    *,
+    strategy: Strategy,
+    waited: bool,
+    base: str | None,
+    record: ThreadRecord | None = None,
 ) -> Turn:
     """Check the thread (its lock held) and say how ``text`` runs on it under ``strategy``.
 
     ``waited``: another run held the lock (the strategy applies only then); ``base``: the last run's
-    ``run_base_checkpoint``. A new message after an interrupted run runs from START on the kept state: LangGraph
-    drops a checkpoint's unfinished tasks when new input arrives (verified with langgraph 1.2), and tool calls the
-    stopped run never answered get an ``error`` answer (:func:`close_tool_calls`).
+    ``run_base_checkpoint``; ``record``: the thread's index row. A new message after an interrupted or cancelled
+    run runs from START on the kept state: LangGraph drops a checkpoint's unfinished tasks when new input arrives
+    (verified with langgraph 1.2), and tool calls the stopped run never answered get an ``error`` answer
+    (:func:`close_tool_calls`).
 
     Raises:
-        ThreadStateConflict: the thread waits for an answer (every strategy); it stopped mid-run and the message
-            is not an interrupt of that run; a rollback that :func:`check_rollback_base` refuses.
+        ThreadStateConflict: the thread is archived; it waits for an answer (every strategy); it stopped mid-run,
+            that run was not cancelled and the message is not an interrupt of it; a rollback that
+            :func:`check_rollback_base` refuses.
     """
     from langchain_core.messages import HumanMessage
 
+    if record is not None and record.archived_at is not None:
+        raise ThreadStateConflict(
+            f"thread archived; {thread_id} takes no new message: start a new thread (its history stays readable: "
+            f"GET /threads/{thread_id}/messages, orchestrator thread messages {thread_id})"
+        )
     state = await graph.aget_state(_config(thread_id))
     human = HumanMessage(content=text)
     if state.created_at is None:
@@ -295,8 +336,9 @@ async def prepare_turn(
             return Turn({"messages": [human]})
         then = await graph.aget_state(_config(thread_id, base))
         return Turn({"messages": [*close_tool_calls(then.values.get("messages", [])), human]}, base)
-    if state.next and applied != "interrupt":
+    if state.next and applied != "interrupt" and not was_cancelled(record):
         raise ThreadStateConflict(
-            f"thread {thread_id} stopped mid-run; finish that run first (orchestrator resume {thread_id})"
+            f"thread {thread_id} stopped mid-run; finish that run first (orchestrator resume {thread_id}), or cancel "
+            f"it (orchestrator thread cancel {thread_id}, POST /threads/{thread_id}/cancel) to start afresh"
         )
     return Turn({"messages": [*close_tool_calls(state.values.get("messages", [])), human]})

@@ -26,6 +26,7 @@ from core.contract import load_for as load_contract_for
 from core.db import Database
 from core.llm import LLM
 from core.settings import Settings
+from core.tracing import tracing_callbacks
 from graphs.context import Context
 from graphs.product_owner import build_product_owner
 from infra.forge.factory import make_forge
@@ -56,6 +57,7 @@ from runtime.multitask import (
     prepare_turn,
     run_control,
 )
+from runtime.traces import RunKind, RunTrace
 from services.approvals import AnswerRefused, check_answer, record_answer
 from services.cancel import CancelRefused, cancel_request, request_cancel, settle
 from services.deadlines import track as track_deadlines
@@ -128,9 +130,15 @@ class OrchestratorRuntime:
     def _config(self, thread_id: str) -> RunnableConfig:
         return {"configurable": {"thread_id": thread_id}}
 
-    def _context(self, thread_id: str, actor: Identity, llm: LLM) -> Context:
+    def _context(self, thread_id: str, actor: Identity, llm: LLM, run_id: str | None = None) -> Context:
         return Context(
-            settings=llm.settings, db=self.db, llm=llm, forge=self.forge, thread_id=thread_id, actor=actor.name
+            settings=llm.settings,
+            db=self.db,
+            llm=llm,
+            forge=self.forge,
+            thread_id=thread_id,
+            actor=actor.name,
+            run_id=run_id,
         )
 
     def _llm_for(self, recorded: str | None) -> LLM:
@@ -180,10 +188,11 @@ class OrchestratorRuntime:
         (what happened while nobody watched) comes first, as a ``message`` from node ``system``.
 
         Raises:
-            RuntimeInputError: empty text, an unknown strategy. ThreadStateConflict: the thread waits for an answer to
-                an interrupt (whatever the strategy), its last run stopped mid-way (a new message would abandon it;
-                an ``interrupt`` of a run in progress may), another run is going (``reject``), or it did not end
-                or stop within ``wait_s``.
+            RuntimeInputError: empty text, an unknown strategy. ThreadStateConflict: the thread is archived, waits
+                for an answer to an interrupt (whatever the strategy), its last run stopped mid-way (a new message
+                would abandon it; an ``interrupt`` of a run in progress may, and so may a message after a cancel of
+                that run, :mod:`runtime.thread_admin`), another run is going (``reject``), or it did not end or stop
+                within ``wait_s``.
         """
         if not text.strip():
             raise RuntimeInputError("say something: the message is empty")
@@ -203,11 +212,13 @@ class OrchestratorRuntime:
             await self._check_visible(thread_id, actor, new_ok=True)
             rec = await thread_record(self.db, thread_id)
             base = rec.run_base_checkpoint if rec else None
-            turn = await prepare_turn(self.graph, thread_id, text, strategy=strategy, waited=waited, base=base)
+            turn = await prepare_turn(
+                self.graph, thread_id, text, strategy=strategy, waited=waited, base=base, record=rec
+            )
             await self._touch(thread_id, title=text, owner=actor.name)
             if notice := await take_notice(self.db, thread_id):
                 yield RunEvent(kind="message", node="system", text=notice)
-            async for ev in self._stream(turn.input, thread_id, actor, fork_from=turn.checkpoint_id):
+            async for ev in self._stream(turn.input, thread_id, actor, fork_from=turn.checkpoint_id, kind="message"):
                 yield ev
 
     async def resume(
@@ -239,7 +250,9 @@ class OrchestratorRuntime:
                 raise NotAllowed(str(exc)) from exc
             await record_answer(self.db, chosen.payload, value, actor, thread_id)
             await self._touch(thread_id)
-            async for ev in self._stream(Command(resume={chosen.id: value}), thread_id, actor, same_model=True):
+            async for ev in self._stream(
+                Command(resume={chosen.id: value}), thread_id, actor, same_model=True, kind="resume"
+            ):
                 yield ev
 
     async def continue_run(self, thread_id: str, *, actor: Identity) -> AsyncIterator[RunEvent]:
@@ -257,7 +270,7 @@ class OrchestratorRuntime:
             state = await self.graph.aget_state(self._config(thread_id))
             if not state.next:
                 raise ThreadStateConflict(f"thread {thread_id} has no unfinished run")
-            async for ev in self._stream(None, thread_id, actor, same_model=True):
+            async for ev in self._stream(None, thread_id, actor, same_model=True, kind="continue"):
                 yield ev
 
     async def cancel_project(self, name: str, *, actor: Identity, reason: str) -> AsyncIterator[RunEvent]:
@@ -346,37 +359,53 @@ class OrchestratorRuntime:
             yield
 
     async def _stream(
-        self, value: Any, thread_id: str, actor: Identity, *, fork_from: str | None = None, same_model: bool = False
+        self,
+        value: Any,
+        thread_id: str,
+        actor: Identity,
+        *,
+        fork_from: str | None = None,
+        same_model: bool = False,
+        kind: RunKind = "message",
     ) -> AsyncIterator[RunEvent]:
         """Run the graph on ``thread_id`` and stream its events; the thread index says "mid-run" until it ends.
 
         ``fork_from``: a checkpoint id to run from instead of the latest (a rollback); ``same_model``: a resumed
         run, on the thread's recorded model (:meth:`_llm_for`). The index records the checkpoint the run starts
         from and its model; a newer message may stop the run between supersteps (``multitask.run_control``).
+        ``kind`` names the entry point; the run, its nodes and how it ends are stored (:mod:`runtime.traces`).
         """
         rec = await thread_record(self.db, thread_id)
         llm = self._llm_for(rec.model if same_model and rec else None)
         config = self._config(thread_id)
         base = fork_from or (await self.graph.aget_state(config)).config.get("configurable", {}).get("checkpoint_id")
         await start_run(self.db, thread_id, base=base or "", model=llm.settings.model)
+        trace = await RunTrace.begin(self.db, thread_id, kind, actor.name, llm.settings.model)
         if fork_from:
             config["configurable"]["checkpoint_id"] = fork_from
+        config["callbacks"] = tracing_callbacks(self.settings, thread_id, actor.name, llm.settings.model, value)
         control = run_control(self.settings.data_dir, thread_id)
         self._controls.add(control)
         try:
-            async for ev in self._stream_steps(value, config, actor, control, llm):
+            async for ev in self._stream_steps(value, config, actor, control, llm, trace):
                 yield ev
         except GraphDrained:
+            await trace.finish("drained")
             yield RunEvent(kind="drained", text=drained_text(control, thread_id))
             return
         except Exception as exc:  # a node failed (a model error...): on the project's trail, then to the caller
+            await trace.finish("failed", exc)
             await self._record_failure(thread_id, exc, actor)
             if await run_failed(self.db, thread_id=thread_id, error=f"{type(exc).__name__}: {exc}"):
                 start_delivery(self.db, self.settings)
             raise
+        except BaseException as exc:  # cancelled mid-run (Ctrl-C, shutdown): continue_run finishes it
+            await trace.finish("failed", f"stopped mid-run ({type(exc).__name__}); continue the thread to finish it")
+            raise
         finally:
             self._controls.discard(control)
         pending = await self.pending(thread_id)
+        await trace.finish("interrupted" if pending else "done")
         await write_index(self.db, thread_id, pending=pending, stopped_mid_run=False)
         await approval_requested(self.db, thread_id, [(p.id, p.payload) for p in pending])
         await track_deadlines(self.db, self.settings, thread_id, [(p.id, p.payload) for p in pending])
@@ -387,13 +416,13 @@ class OrchestratorRuntime:
         yield RunEvent(kind="done")
 
     async def _stream_steps(
-        self, value: Any, config: RunnableConfig, actor: Identity, control: RunControl, llm: LLM
+        self, value: Any, config: RunnableConfig, actor: Identity, control: RunControl, llm: LLM, trace: RunTrace
     ) -> AsyncIterator[RunEvent]:
         started: dict[str, float] = {}
         async for ns, mode, data in self.graph.astream(
             value,
             config,
-            context=self._context(config["configurable"]["thread_id"], actor, llm),
+            context=self._context(config["configurable"]["thread_id"], actor, llm, trace.run_id),
             stream_mode=["tasks", "updates"],
             subgraphs=True,
             durability="sync",
@@ -402,6 +431,7 @@ class OrchestratorRuntime:
             path = tuple(part.split(":")[0] for part in ns)
             assert isinstance(data, dict)
             if mode == "tasks":
+                await trace.task(data, path)  # the stored timeline (runtime.traces)
                 ev = self._task_event(data, path, started)
                 if ev is not None:
                     yield ev
@@ -466,7 +496,7 @@ class OrchestratorRuntime:
         return (await self.thread_page(owner, limit=limit, cursor=cursor)).threads
 
     async def thread_page(
-        self, owner: str | None = None, *, limit: int | None = None, cursor: str | None = None
+        self, owner: str | None = None, *, limit: int | None = None, cursor: str | None = None, archived: bool = False
     ) -> ThreadPage:
         """A page of threads from the index, newest first; threads from before the index are indexed on the way.
 
@@ -474,11 +504,12 @@ class OrchestratorRuntime:
             owner: only this identity's threads; None for everyone's.
             limit: the page size (1 to 500); None for every thread.
             cursor: the previous page's ``next_cursor``; None for the first page.
+            archived: archived threads too (``ThreadView.archived_at`` says which); False leaves them out.
 
         Raises:
             RuntimeInputError: a limit out of range or a cursor not made by a listing.
         """
-        page = await list_threads(self.db, owner=owner, limit=limit, cursor=cursor)
+        page = await list_threads(self.db, owner=owner, limit=limit, cursor=cursor, archived=archived)
         if not page.unindexed:
             return page
         views = {v.id: v for v in page.threads}

@@ -34,7 +34,7 @@ from tests.integration.test_api import HELLO, parse_sse, stop_service
 
 ROLES: list[str | None] = [None, *(r.value for r in AccessRole)]
 UNKNOWN_THREAD = "t-000000000000"
-PATH_VALUES = {"thread_id": UNKNOWN_THREAD, "name": "no-such-thing", "webhook_id": "999999"}
+PATH_VALUES = {"thread_id": UNKNOWN_THREAD, "name": "no-such-thing", "webhook_id": "999999", "run_id": "r-000000000000"}
 SIGNED_ROUTES = {("POST", "/webhooks/github")}
 """Public to key checks, authenticated by a signature of the body instead: 401 for every caller without one."""
 """Path parameters of the route table: things that do not exist, so no call changes anything that matters."""
