@@ -96,7 +96,7 @@ def last_event_id(value: str | None) -> int | None:
     return int(text)
 
 
-def _server_stopping() -> bool:
+def server_stopping() -> bool:
     """Whether uvicorn was asked to stop (SIGTERM or Ctrl-C), so an endless stream must end.
 
     uvicorn waits for every open response before it shuts down, and a stream never ends by itself; uvicorn's own
@@ -111,7 +111,7 @@ async def event_stream(db: Database, *, after: int, kind: str | None) -> AsyncIt
     """The SSE bytes of the journal rows after ``after`` (of kinds starting with ``kind``), with keep-alives."""
     quiet_since = time.monotonic()
     async for rows in follow(db, after=after):
-        if _server_stopping():
+        if server_stopping():
             return
         sent = False
         for row in rows:

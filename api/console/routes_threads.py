@@ -4,17 +4,20 @@ A form's POST makes the same runtime call as the JSON API's route (``start_turn`
 ``resume`` as ``POST /threads/{id}/resume``), counted against the same per-identity run slots, with the same
 refusals as JSON ``{"detail": ...}`` (403, 404, 409, 422, 429) before anything runs. The run then goes on in the
 background (:func:`api.sse.primed` detaches it from the request) and the browser is sent to the thread's page, whose
-live part polls the run's node timeline (the ``node_run`` table) until the run ends, then reloads.
+live part follows the run's node timeline (the ``node_run`` table) as server-sent events until the run ends, then
+reloads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 from pydantic import BaseModel, Field
 from sqlmodel import select
 
@@ -26,6 +29,7 @@ from api.console.traces import node_runs, run_owner, runs_of, waterfall
 from api.console.views import conversation, inbox, may_answer
 from api.deps import RuntimeDep
 from api.limits import RunSlots
+from api.routes_events import STREAM_HEADERS, server_stopping
 from api.schemas import MAX_MESSAGE_CHARS, THREAD_ID_PATTERN
 from api.sse import primed
 from models.tables import Project
@@ -38,6 +42,10 @@ router = APIRouter(include_in_schema=False)
 ThreadId = Annotated[str, Path(pattern=THREAD_ID_PATTERN, max_length=64)]
 RUN_ID_PATTERN = r"^r-[0-9a-f]{1,32}$"
 THREAD_PAGE = 50
+LIVE_POLL_S = 0.5
+"""How often the live stream reads a running run's stored node timeline (seconds)."""
+LIVE_KEEPALIVE_S = 15.0
+"""Seconds of silence after which the live stream sends a ``: ping`` comment."""
 _READERS: set[asyncio.Task[None]] = set()
 """Tasks reading runs started from the console to their end (the run itself is a task of :func:`api.sse.detach`)."""
 
@@ -174,6 +182,46 @@ async def thread_live(
     if watching and not context["running"]:
         response.headers["HX-Refresh"] = "true"
     return response
+
+
+@router.get("/console/threads/{thread_id}/live/stream")
+async def thread_live_stream(thread_id: ThreadId, request: Request, rt: RuntimeDep, who: Viewer) -> Response:
+    """The live part of a thread page as server-sent events (what the page's script follows while a run goes).
+
+    Events: ``live``, the part re-rendered as HTML, each time the run's node timeline or state changes (first at
+    once); ``done`` when no run is going any more (the page then reloads to show new messages and questions). The
+    stored node runs are read every :data:`LIVE_POLL_S` seconds: polling the database works for a run in any process
+    (the API, the CLI, the sync), as :mod:`services.journal` explains; ``: ping`` after
+    :data:`LIVE_KEEPALIVE_S` seconds of silence. A thread ``who`` may not see is a 404 page.
+    """
+    try:
+        await _thread_context(rt, thread_id, who)
+    except RuntimeInputError as exc:
+        return error_page(request, who, 404, str(exc))
+    return EventSourceResponse(_live_events(request, rt, thread_id, who), headers=STREAM_HEADERS)
+
+
+async def _live_events(
+    request: Request, rt: OrchestratorRuntime, thread_id: str, who: Identity
+) -> AsyncIterator[bytes]:
+    seen: tuple[Any, ...] | None = None
+    quiet_since = time.monotonic()
+    while not server_stopping():
+        context = await _thread_context(rt, thread_id, who)
+        latest = context["latest"]
+        mark = (latest.id if latest else None, latest.outcome if latest else None, len(context["nodes"]))
+        if mark + (context["running"],) != seen:
+            seen = mark + (context["running"],)
+            html = bytes(render(request, who, "live.html", **context).body).decode()
+            yield format_sse_event(data_str=html, event="live")
+            quiet_since = time.monotonic()
+        if not context["running"]:
+            yield format_sse_event(data_str="the run ended", event="done")
+            return
+        if time.monotonic() - quiet_since >= LIVE_KEEPALIVE_S:
+            yield KEEPALIVE_COMMENT
+            quiet_since = time.monotonic()
+        await asyncio.sleep(LIVE_POLL_S)
 
 
 @router.post("/console/threads/{thread_id}/messages")

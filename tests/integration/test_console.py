@@ -221,9 +221,22 @@ def test_an_approver_approves_from_the_inbox_and_reads_the_run(served: Served, b
     expect(card).to_contain_text("4 passed")
     page.screenshot(path=str(SHOTS / "inbox.png"), full_page=True)
 
+    followed: list[str] = []
+    page.on("request", lambda r: followed.append(r.url) if "/live" in r.url else None)
     card.locator("button", has_text="Approve").click()
     page.wait_for_url(f"**/console/threads/{served.thread_id}")
     expect(page.locator("#run-state")).to_have_text("done", timeout=150_000)
+    # The page follows the live part's event stream while the run goes (unless the run ended before it loaded):
+    # it never polls.
+    assert all(u.endswith("/live/stream") for u in followed), f"the live part streams, it does not poll: {followed}"
+    client, _ = session_of(served, "approver")
+    try:
+        with client.stream("GET", f"/console/threads/{served.thread_id}/live/stream") as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            said = stream.read().decode()
+    finally:
+        client.close()
+    assert said.startswith("event: live\n") and 'id="run-state"' in said and "\nevent: done\n" in said, said[:300]
     expect(page.locator("#project-status")).to_have_text("active")
     assert served.pending() == []
 

@@ -50,6 +50,27 @@
   document.addEventListener("htmx:sendError", function () {
     flash("the console did not answer: is `orchestrator api` still running?");
   });
+  // The live part of a thread page (templates/live.html): while a run goes, follow its server-sent events; each
+  // "live" event is the part re-rendered, "done" means the run ended: reload to show its messages and questions.
+  function followLive() {
+    var live = document.getElementById("live");
+    if (!live || !live.dataset.stream || !window.EventSource) return;
+    var source = new EventSource(live.dataset.stream);
+    source.addEventListener("live", function (evt) {
+      var current = document.getElementById("live");
+      if (current) current.outerHTML = evt.data;
+    });
+    source.addEventListener("done", function () {
+      source.close();
+      window.location.reload();
+    });
+  }
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", followLive);
+  } else {
+    followLive();
+  }
+
   document.addEventListener("htmx:beforeRequest", function (evt) {
     if (evt.detail.requestConfig && evt.detail.requestConfig.verb !== "get") flash("");
   });
