@@ -182,7 +182,8 @@ async def test_sigterm_drains_after_the_running_step_and_resume_finishes(setting
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_for_status(settings, "verifying")
+    # implementing lasts seconds (each test run sleeps 3 s); verifying can last under 0.1 s and be missed by the poll
+    wait_for_status(settings, "implementing")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
