@@ -1,7 +1,8 @@
 """The one seam every model call goes through: litellm ``acompletion``, per-role models, validation, tracing.
 
-litellm is imported lazily (it costs 3-4 s and would otherwise go to the network for its price list), with
-``LITELLM_LOCAL_MODEL_COST_MAP=True`` set first. Every structured answer is a tool call (the agents' ``finish``
+litellm is imported lazily, off the event loop (it costs 3-9 s and would otherwise go to the network for its price
+list), with ``LITELLM_LOCAL_MODEL_COST_MAP=True`` set first. A recording (``replay/<scenario>``) is served by
+:class:`core.replay.ReplayModel` and never imports it. Every structured answer is a tool call (the agents' ``finish``
 takes the phase's artifact schema as its parameters: function calling is the providers' own schema-guided output),
 validated by whoever runs the tool; calls written as text are recognised here (:mod:`core.text_tool_calls`).
 
@@ -35,7 +36,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from core.breakers import Breakers, ServiceUnavailable
 from core.db import Database
 from core.llm_failures import RETRY_WAIT_MAX_S, Failure, ModelUnreachable, advice, classify, refuses_tools
-from core.settings import Role, Settings
+from core.replay import ReplayModel
+from core.settings import ROLES, Role, Settings
 from core.text_tool_calls import calls_in_text
 from core.trace_position import graph_position
 from core.tracing import model_span
@@ -45,8 +47,8 @@ from prompts.tools import PO_TALK, TOOL_LINE, TOOLS_IN_PROMPT
 log = logging.getLogger(__name__)
 _litellm: Any = None
 _litellm_lock = threading.Lock()
-_replay: Any = None
-"""The replay provider's handler (registered with litellm as ``replay``), called directly by the seam."""
+_replay = ReplayModel()
+"""The recorded model (``replay/<scenario>``), served without litellm."""
 
 
 @dataclass
@@ -70,23 +72,20 @@ class LLMReply:
 
 
 def load_litellm() -> Any:
-    """Import litellm once, offline-safe, quiet, with the replay provider registered; return the module.
+    """Import litellm once, offline-safe and quiet; return the module.
 
     Blocking (3-9 s the first time, in the calling thread): async code awaits :func:`aload_litellm` instead. Safe to
-    call from several threads at once (one import; the others wait for it).
+    call from several threads at once (one import; the others wait for it). A recording (``replay/...``) never needs
+    it.
     """
-    global _litellm, _replay
+    global _litellm
     with _litellm_lock:
         if _litellm is None:
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             import litellm
 
-            from core.replay import make_handler
-
             litellm.suppress_debug_info = True
             logging.getLogger("LiteLLM").setLevel(logging.CRITICAL)
-            _replay = make_handler()
-            litellm.custom_provider_map = [{"provider": "replay", "custom_handler": _replay}]
             _litellm = litellm
     return _litellm
 
@@ -99,6 +98,11 @@ async def aload_litellm() -> Any:
     if _litellm is not None:
         return _litellm
     return await asyncio.to_thread(load_litellm)
+
+
+def needs_litellm(settings: Settings) -> bool:
+    """Whether any role's model is served through litellm (every model but a recording, ``replay/...``)."""
+    return any(not settings.model_for(role).startswith("replay/") for role in ROLES)
 
 
 def litellm_loaded() -> bool:
@@ -207,21 +211,17 @@ class LLM:
         extra: dict[str, Any] | None = None,
     ) -> tuple[Any, int | None]:
         """One logical call: attempts under the retry policy, each traced; return the response and its row id."""
-        litellm = await aload_litellm()
         kwargs = {**self._call_kwargs(model, role), **(extra or {})}
         attempt = _Attempt()
 
         async def once() -> Any:
             attempt.number, attempt.started = attempt.number + 1, time.perf_counter()
-            if model.startswith("replay/"):  # the handler itself: litellm's routing and price lookup add ~20x
-                return await _replay.acompletion(
-                    model.removeprefix("replay/"),
-                    messages,
-                    kwargs.get("api_base"),
-                    litellm_params={"metadata": kwargs["metadata"]},
-                    optional_params={"tools": tools} if tools else {},
-                )
-            return await litellm.acompletion(messages=messages, tools=tools or None, **kwargs)
+            if model.startswith("replay/"):  # a recording: no litellm import, routing or price lookup
+                name = model.removeprefix("replay/")
+                return await _replay.acompletion(name, messages, kwargs.get("api_base"), role=role, tools=tools)
+            litellm = await aload_litellm()  # seconds the first time, in a worker thread
+            resp = await litellm.acompletion(messages=messages, tools=tools or None, **kwargs)
+            return _with_usage(litellm, resp, model, messages, tools)
 
         async def retried(state: RetryCallState) -> None:  # tenacity's before_sleep: the failed attempt's row
             failure = classify(_exception_of(state))
@@ -375,6 +375,29 @@ def _cost(resp: Any, model: str) -> float:
         return float(load_litellm().completion_cost(completion_response=resp, model=model))
     except Exception:  # litellm raises several unrelated types for "no price known"
         return 0.0
+
+
+def _with_usage(litellm: Any, resp: Any, model: str, messages: list[Any], tools: list[Any] | None) -> Any:
+    """``resp``, with token counts when its provider reported none (some OpenAI-format servers send no ``usage``).
+
+    They are counted by litellm's ``token_counter`` with the model's tokenizer where litellm knows it (else its
+    default), the tool schemas included, so costs and budgets never rest on zeros.
+    """
+    usage = getattr(resp, "usage", None)
+    reported: int = (getattr(usage, "prompt_tokens", None) or 0) + (getattr(usage, "completion_tokens", None) or 0)
+    if reported:
+        return resp
+    try:
+        prompt = int(litellm.token_counter(model=model, messages=messages, tools=tools or None))
+        msg = resp.choices[0].message
+        calls = [c.function.name + (c.function.arguments or "") for c in msg.tool_calls or []]
+        text = "\n".join([msg.content or "", *calls])
+        completion = int(litellm.token_counter(model=model, text=text, count_response_tokens=True))
+    except Exception:  # a message shape the counter does not know: keep what the provider said
+        log.debug("could not count the tokens of a %s answer", model, exc_info=True)
+        return resp
+    resp.usage = litellm.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+    return resp
 
 
 @dataclass

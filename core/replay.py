@@ -1,4 +1,4 @@
-"""The ``replay`` model provider: serves a recorded scenario through litellm, offline and deterministic.
+"""The ``replay`` model provider: serves a recorded scenario, offline and deterministic.
 
 A scenario is a JSON file ``<name>.json`` with ``exchanges``; each names a ``role`` (po, architect, developer,
 tester), a ``when`` rule on the request's last message, and the ``reply`` to return::
@@ -10,11 +10,11 @@ tester), a ``when`` rule on the request's last message, and the ``reply`` to ret
 Matching is stateless (it works across processes and after a crash): the request must match exactly one exchange
 of its role, else :class:`ReplayMismatch` says so loudly rather than answering something else.
 
-Token usage reported by replay is counted by litellm's ``token_counter`` with a real tokenizer (OpenAI's o200k),
-tool schemas included, as a provider would report it; cost is zero.
+Token usage reported by replay is counted as litellm's ``token_counter`` counts it, with a real tokenizer (OpenAI's
+o200k), tool schemas included, as a provider would report it (:mod:`core.token_count`); cost is zero.
 
-Registered as litellm's custom provider (https://docs.litellm.ai/docs/providers/custom_llm_server): call with
-``model="replay/<name>"``, ``api_base=<folder of recordings>``, ``metadata={"role": role}``.
+The seam (:mod:`core.llm`) calls :class:`ReplayModel` itself for ``model="replay/<name>"``: a recording never goes
+through litellm, whose import costs seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from core import token_count
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "scenarios"
 MISMATCH_PREFIX = "replay mismatch:"
@@ -150,54 +152,86 @@ def to_message(reply: dict[str, Any]) -> dict[str, Any]:
     return {"role": "assistant", "content": reply["content"]}
 
 
-def make_handler() -> Any:
-    """Build the litellm ``CustomLLM`` handler (imports litellm: call only from the lazy LLM seam)."""
-    import litellm
+@dataclass(frozen=True)
+class Function:
+    """A tool call's function: its name and JSON ``arguments`` (OpenAI's shape)."""
 
-    class ReplayLLM(litellm.CustomLLM):  # type: ignore[misc]
-        """Serves recorded exchanges; the scenario name is the model name after ``replay/``."""
-
-        async def acompletion(
-            self, model: str, messages: list[dict[str, Any]], api_base: str | None, *args: Any, **kwargs: Any
-        ) -> Any:
-            litellm_params = kwargs.get("litellm_params") or {}
-            role = (litellm_params.get("metadata") or {}).get("role", "")
-            try:
-                exchange = Scenario.load(resolve(model, api_base)).find(role, messages)
-            except ReplayMismatch as exc:  # as litellm's own 404, so it is not reported as a bug in litellm
-                raise litellm.NotFoundError(message=str(exc), model=f"replay/{model}", llm_provider="replay") from exc
-            message = to_message(exchange.reply)
-            tools = (kwargs.get("optional_params") or {}).get("tools")
-            prompt, completion = count_tokens(litellm, messages, tools, message)
-            return litellm.ModelResponse(
-                model=f"replay/{model}",
-                choices=[{"message": message, "finish_reason": "tool_calls" if "tool_calls" in message else "stop"}],
-                usage={"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-            )
-
-    return ReplayLLM()
+    name: str
+    arguments: str
 
 
-TOKENIZER_MODEL = "gpt-4o"
-"""The tokenizer a recording is counted with (OpenAI's o200k, through litellm's ``token_counter``)."""
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call of a reply (OpenAI's ``tool_calls[i]``)."""
+
+    id: str
+    function: Function
 
 
-def count_tokens(
-    litellm: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, reply: dict[str, Any]
-) -> tuple[int, int]:
-    """Prompt and completion tokens of one exchange, as a provider would count them.
+@dataclass(frozen=True)
+class Message:
+    """The assistant message of a reply."""
 
-    Args:
-        litellm: the imported litellm module.
-        messages: the OpenAI-format request messages.
-        tools: the OpenAI ``tools`` sent with them (their schemas count as prompt tokens), or None.
-        reply: the assistant message returned (its text and tool calls count as completion tokens).
+    content: str | None
+    tool_calls: list[ToolCall] | None
 
-    Returns:
-        ``(prompt_tokens, completion_tokens)`` by litellm's ``token_counter`` with :data:`TOKENIZER_MODEL`'s tokenizer.
+
+@dataclass(frozen=True)
+class Choice:
+    """The one choice of a reply and why it ended (``stop`` or ``tool_calls``)."""
+
+    message: Message
+    finish_reason: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one exchange, as a provider reports them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True)
+class Response:
+    """A recorded reply in the shape of an OpenAI chat completion (what the seam reads of litellm's responses)."""
+
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class ReplayModel:
+    """Serves recorded exchanges; the scenario name is the model name after ``replay/``.
+
+    Called by the seam directly: litellm is never imported for a recording.
     """
-    prompt = litellm.token_counter(model=TOKENIZER_MODEL, messages=messages, tools=tools or None)
-    calls = [c["function"]["name"] + c["function"]["arguments"] for c in reply.get("tool_calls") or []]
-    text = "\n".join([str(reply.get("content") or ""), *calls])
-    completion = litellm.token_counter(model=TOKENIZER_MODEL, text=text, count_response_tokens=True)
-    return int(prompt), int(completion)
+
+    async def acompletion(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        api_base: str | None,
+        *,
+        role: str,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Response:
+        """Answer ``messages`` of ``role`` from scenario ``model`` (looked up in ``api_base``, then the built-ins).
+
+        Usage is counted by :mod:`core.token_count` (o200k, the tool schemas included); the cost is zero.
+
+        Raises:
+            ReplayMismatch: no recording of that name, or not exactly one exchange matches.
+        """
+        exchange = Scenario.load(resolve(model, api_base)).find(role, messages)
+        raw = to_message(exchange.reply)
+        await token_count.aencoding()  # the first load reads the tokenizer in a worker thread
+        prompt, completion = token_count.count_prompt(messages, tools), token_count.count_completion(raw)
+        calls = [ToolCall(c["id"], Function(**c["function"])) for c in raw.get("tool_calls") or []]
+        message = Message(raw.get("content"), calls or None)
+        return Response(
+            model=f"replay/{model}",
+            choices=[Choice(message, "tool_calls" if calls else "stop")],
+            usage=Usage(prompt, completion, prompt + completion),
+        )

@@ -1,9 +1,12 @@
-"""The seam's fast paths: litellm imported once off the event loop, replay served without litellm's router, and
+"""The seam's fast paths: litellm imported once off the event loop, replay served without litellm at all, and
 token counts from a real tokenizer with the tool schemas included."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,8 @@ from core import llm
 from core.db import Database
 from core.settings import Settings
 from tests.unit.test_llm_seam import calls, replay_settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TOOLS = [
     {
@@ -65,6 +70,7 @@ async def test_replay_is_served_without_litellms_router_and_counts_real_tokens(
         raise AssertionError(f"replay went through litellm.acompletion: {kwargs.get('model')}")
 
     monkeypatch.setattr(litellm, "acompletion", no_router)
+    monkeypatch.setattr(llm, "aload_litellm", no_router)
     seam = llm.LLM(cfg, db)
     with_tools = await seam.chat("architect", ASK, tools=TOOLS, thread_id="t-tokens")
     await seam.chat("architect", ASK, thread_id="t-tokens")
@@ -78,3 +84,35 @@ async def test_replay_is_served_without_litellms_router_and_counts_real_tokens(
     words = sum(len(m["content"].split()) for m in ASK)
     assert rows[1].prompt_tokens > words, "a tokenizer counts more tokens than words"
     assert rows[0].completion_tokens > 0
+
+
+def test_a_recorded_run_never_imports_litellm(tmp_path: Path) -> None:
+    """A whole replay call in a fresh process: the answer and its traced tokens, and litellm never in sys.modules."""
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "tok.json").write_text(
+        json.dumps(
+            {"exchanges": [{"id": "d", "role": "architect", "when": {"contains": ["tokens-demo"]}, "reply": REPLY}]}
+        )
+    )
+    code = f"""
+import asyncio, json, sys
+from pathlib import Path
+from core.db import Database
+from core.llm import LLM
+from core.settings import Settings
+from tests.unit.test_llm_fast_paths import ASK, TOOLS
+
+async def main():
+    s = Settings(data_dir=Path({str(tmp_path / "d")!r}), model="replay/tok", replay_dir=Path({str(tmp_path / "rec")!r}))
+    s.ensure_data_dir()
+    db = Database(s.db_url)
+    await db.migrate()
+    reply = await LLM(s, db).chat("architect", ASK, tools=TOOLS)
+    print(json.dumps({{"args": reply.tool_calls[0]["args"], "litellm": "litellm" in sys.modules}}))
+
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == {"args": {"summary": "one file answering /health"}, "litellm": False}
