@@ -186,6 +186,26 @@ async def test_a_rate_limit_is_waited_out_and_every_attempt_recorded(
     assert (first.prompt_tokens, second.prompt_tokens) == (0, USAGE["prompt_tokens"])
 
 
+async def test_a_provider_that_reports_no_usage_is_counted_with_the_tool_schemas(
+    settings: Settings, db: Database, server: OpenAIServer
+) -> None:
+    from core.llm import load_litellm
+    from nodes.po_tools import openai_tools
+
+    cfg = wire_settings(settings, server)
+    server.report_usage = False
+    ask = [{"role": "user", "content": ASK}]
+
+    reply = await LLM(cfg, db).chat("po", ask, tools=openai_tools(), thread_id=THREAD)
+
+    assert [c["name"] for c in reply.tool_calls] == ["create_project_intent"] and server.roles() == ["po"]
+    (call,) = await po_calls(cfg)
+    litellm = load_litellm()
+    assert call.prompt_tokens == litellm.token_counter(model="openai/po", messages=ask, tools=openai_tools())
+    assert call.prompt_tokens > litellm.token_counter(model="openai/po", messages=ask), "tool schemas counted"
+    assert call.completion_tokens > 0
+
+
 async def test_a_rate_limit_asking_for_a_long_wait_fails_at_once(settings: Settings, server: OpenAIServer) -> None:
     cfg = quick_retries(wire_settings(settings, server))
     server.fail_with(429, retry_after=3600)
