@@ -1,14 +1,15 @@
 """Fast paths, each printed as a figure and its paired ratio (``make bench``; not a test: no pass/fail).
 
 1. The API's event loop during its first message: ``/healthz`` latency (p50/p99, ms) while the first message runs
-   (litellm importing in a worker thread) against the same API idle.
+   on the recorded model against the same API idle.
 2. Start-ups: ``orchestrator --help``, ``projects`` (five projects), ``servers`` and ``threads`` (500 threads)
    against ``python -c pass``; ``orchestrator api`` ready (first ``/healthz``) against a bare FastAPI app on uvicorn.
 3. Thread listings: ``GET /threads`` (one request, and 50 in flight) at 1,000 threads against 10 threads.
 4. The replay seam: one ``LLM.chat`` call against the replay handler it wraps (ms per call).
 5. Tokens: for both built-in scenarios run to the deploy approval, the prompt tokens per role (a real tokenizer,
-   tool schemas included), how much of each prompt repeats an earlier prompt of the same role (its prefix), and the
-   per-role prefix that is the same in both scenarios (system prompt and tool schemas).
+   tool schemas included, counted as litellm's ``token_counter`` counts them: :mod:`core.token_count`), how much of
+   each prompt repeats an earlier prompt of the same role (its prefix), and the per-role prefix that is the same in
+   both scenarios (system prompt and tool schemas).
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ BARE_FASTAPI = (
     "@app.get('/healthz')\ndef healthz():\n    return {'status': 'ok'}\n"
     "uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[1]), log_level='warning')\n"
 )
+
+
+def verdict(figure: float, goal: float, unit: str = "x") -> str:
+    """``goal <= 5x: met`` (or ``NOT met``): a figure next to the goal of the fast-path work."""
+    return f"goal <= {goal:g}{unit}: {'met' if figure <= goal else 'NOT met'}"
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -116,8 +122,8 @@ def bench_event_loop() -> None:
             stop_api(api)
     print(
         f"api first message {took:7.2f} s; /healthz during it p50 {pct(during, 0.5):.1f} ms p99 "
-        f"{pct(during, 0.99):.1f} ms ({len(during)} probes), idle p99 {pct(idle, 0.99):.1f} ms; "
-        f"ratio p99 {pct(during, 0.99) / pct(idle, 0.99):.1f}x"
+        f"{pct(during, 0.99):.1f} ms ({len(during)} probes; {verdict(pct(during, 0.99), 50, ' ms')}), idle p99 "
+        f"{pct(idle, 0.99):.1f} ms; ratio p99 {pct(during, 0.99) / pct(idle, 0.99):.1f}x"
     )
 
 
@@ -169,12 +175,18 @@ def bench_startups() -> None:
         for args in (["--help"], ["projects"], ["servers"], ["threads"]):
             took = timed([sys.executable, "-m", "cli.main", *args], 5, env)
             name = " ".join(args) + (" (500 threads)" if args == ["threads"] else "")
-            print(f"orchestrator {name:22s} median {took * 1000:6.0f} ms  ({took / bare:.1f}x python -c pass)")
+            print(
+                f"orchestrator {name:22s} median {took * 1000:6.0f} ms  ({took / bare:.1f}x python -c pass; "
+                f"{verdict(took / bare, 5)})"
+            )
         port = free_port()
         api = [ready_s([sys.executable, "-m", "cli.main", "api", "--port", str(port)], port, env) for _ in range(3)]
         fast = [ready_s([sys.executable, "-c", BARE_FASTAPI, str(port)], port) for _ in range(3)]
     a, f = statistics.median(api), statistics.median(fast)
-    print(f"orchestrator api ready median {a * 1000:6.0f} ms; bare FastAPI on uvicorn {f * 1000:.0f} ms ({a / f:.1f}x)")
+    print(
+        f"orchestrator api ready median {a * 1000:6.0f} ms; bare FastAPI on uvicorn {f * 1000:.0f} ms ({a / f:.1f}x; "
+        f"{verdict(a / f, 2)})"
+    )
 
 
 async def listing_latency(api: ApiServer) -> tuple[float, float]:
@@ -209,24 +221,24 @@ def bench_listings() -> None:
                 stop_api(api)
     (one10, many10), (one1k, many1k) = figures[10], figures[1000]
     print(
-        f"GET /threads      10 threads {one10:.1f} ms, 1,000 threads {one1k:.1f} ms ({one1k / one10:.2f}x); "
-        f"50 in flight: median {many10:.0f} ms vs {many1k:.0f} ms ({many1k / many10:.2f}x)"
+        f"GET /threads      10 threads {one10:.1f} ms, 1,000 threads {one1k:.1f} ms ({one1k / one10:.2f}x; "
+        f"{verdict(one1k / one10, 2)}); 50 in flight: median {many10:.0f} ms vs {many1k:.0f} ms "
+        f"({many1k / many10:.2f}x; {verdict(many1k / many10, 2)})"
     )
 
 
 async def seam_vs_handler(data: Path) -> tuple[float, float]:
     from core.db import Database
-    from core.llm import LLM, aload_litellm
-    from core.replay import make_handler
+    from core.llm import LLM
+    from core.replay import ReplayModel
 
     (data / "quick.json").write_text(json.dumps(QUICK))
-    await aload_litellm()
     msgs = [{"role": "user", "content": "status of nothing?"}]
     settings = settings_in(data, model="replay/quick", replay_dir=data)
     settings.ensure_data_dir()
     db = Database(settings.db_url)
     await db.migrate()
-    seam, handler = LLM(settings, db), make_handler()
+    seam, handler = LLM(settings, db), ReplayModel()
     await seam.chat("po", msgs)
     t0 = time.perf_counter()
     for _ in range(50):
@@ -234,7 +246,7 @@ async def seam_vs_handler(data: Path) -> tuple[float, float]:
     per_call = (time.perf_counter() - t0) / 50
     t0 = time.perf_counter()
     for _ in range(50):
-        await handler.acompletion("quick", msgs, str(data), litellm_params={"metadata": {"role": "po"}})
+        await handler.acompletion("quick", msgs, str(data), role="po")
     per_handler = (time.perf_counter() - t0) / 50
     await db.dispose()
     return per_call, per_handler
@@ -284,10 +296,8 @@ def common_prefix(a: str, b: str) -> int:
 
 
 def bench_tokens() -> None:
-    from core.llm import load_litellm
-    from core.replay import TOKENIZER_MODEL
+    from core.token_count import count_prompt, count_text
 
-    litellm = load_litellm()
     runs = {
         "hello-api": "I need a small HTTP service called hello-api with a /health endpoint",
         "todo-api": "Please build todo-api: a small HTTP service to keep a todo list",
@@ -300,9 +310,9 @@ def bench_tokens() -> None:
         earlier: dict[str, list[str]] = defaultdict(list)
         for role, messages, tools in requests:
             flat = json.dumps(tools or [], sort_keys=True) + json.dumps(messages, sort_keys=True, default=str)
-            tokens = litellm.token_counter(model=TOKENIZER_MODEL, messages=messages, tools=tools or None)
+            tokens = count_prompt(messages, tools)
             shared = max((common_prefix(flat, old) for old in earlier[role]), default=0)
-            repeated = litellm.token_counter(model=TOKENIZER_MODEL, text=flat[:shared]) if shared else 0
+            repeated = count_text(flat[:shared]) if shared else 0
             if not earlier[role]:
                 first_of[role].append(flat)
             earlier[role].append(flat)
@@ -321,8 +331,8 @@ def bench_tokens() -> None:
             )
     for role, flats in sorted(first_of.items()):  # what no project changes: the system prompt and tool schemas
         shared = min(common_prefix(flats[0], other) for other in flats[1:]) if len(flats) > 1 else 0
-        fixed = litellm.token_counter(model=TOKENIZER_MODEL, text=flats[0][:shared]) if shared else 0
-        whole = litellm.token_counter(model=TOKENIZER_MODEL, text=flats[0])
+        fixed = count_text(flats[0][:shared]) if shared else 0
+        whole = count_text(flats[0])
         print(
             f"fixed prefix {role:10s} {fixed / whole:4.0%} of its first request is alike in both scenarios "
             f"({fixed} of {whole} tokens of the request as JSON)"
