@@ -8,7 +8,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.tables import Deployment, Event, Incident, Project, Server
-from services.deploys import live_deployment
+from services.live import live_deployment
 
 ProjectRow = tuple[Project, Server | None, Deployment | None]
 """A project, its server and its live deployment (each None when it has none)."""

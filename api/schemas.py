@@ -9,10 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.enums import AccessRole, ProjectStatus, ServerStatus
 from models.tables import Deployment, Project, Server
-from nodes.po_tools import project_url
 from runtime.answers import Answer
 from runtime.multitask import DEFAULT_STRATEGY, Strategy
 from services.budgets import ITEMS, BudgetLimits, BudgetView
+from services.live import project_url
 from services.servers import HOSTNAME_RE, ServerCreate
 
 MAX_MESSAGE_CHARS = 16_000

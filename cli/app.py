@@ -11,7 +11,7 @@ literally (:mod:`cli.render`).
 
 from __future__ import annotations
 
-import asyncio
+import inspect
 import logging
 import signal
 import sys
@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
+from cli import collector
 from cli.render import error_line, line
 
 if TYPE_CHECKING:
@@ -30,7 +32,50 @@ if TYPE_CHECKING:
     from core.settings import Settings
     from runtime.threads import OrchestratorRuntime
 
-app = typer.Typer(
+
+class CommandGroup(TyperGroup):
+    """A command group whose help lists each command with the whole first paragraph of its docstring.
+
+    Help is Click's plain text (``rich_markup_mode=None``, see :func:`command_group`): Typer's Rich help imports
+    Markdown and traceback rendering (~0.1 s) before printing a word. Click's own command list would cut each line to
+    its first sentence or the terminal's width; this one wraps the paragraph whole instead. As the app's group, its
+    :meth:`main` also leaves the heap frozen for the exit (:mod:`cli.collector`).
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the command line (Click's ``main``); however it ends, leave the heap frozen for the exit.
+
+        See :func:`cli.collector.freeze_for_exit`: the interpreter's last collection then walks nothing.
+        """
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            collector.freeze_for_exit()
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """Write the ``Commands`` section: name, then the first paragraph of its help (``short_help`` if set)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is None or cmd.hidden:
+                continue
+            text = cmd.short_help or inspect.cleandoc(cmd.help or "").split("\n\n")[0]
+            rows.append((name, " ".join(text.replace("\b", "").split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def command_group(**kwargs: Any) -> typer.Typer:
+    """A ``typer.Typer`` (the app or a sub-command group like ``thread``) with the plain help of :class:`CommandGroup`.
+
+    Every group needs it: a command's help is rendered by the settings of the group it belongs to.
+    """
+    kwargs.setdefault("context_settings", {"max_content_width": 120})  # the terminal's width, up to 120 columns
+    return typer.Typer(cls=CommandGroup, rich_markup_mode=None, **kwargs)
+
+
+app = command_group(
     help="A hierarchical multi-agent orchestrator: a Product Owner dispatching Zavhoz (servers, ports) and "
     "Engineering (Architect, Developer, Tester), with human approvals and Ansible deploys.",
     no_args_is_help=True,
@@ -86,9 +131,12 @@ def main(
     """Global options; every other setting comes from ORCH_* environment variables.
 
     Every command starts by sweeping what a killed orchestrator left behind (secrets files in RAM, the processes
-    of its playbook runs; see infra/orphans.py): a chat, the API and the sync all start here.
+    of its playbook runs; see infra/orphans.py): a chat, the API and the sync all start here. The garbage collector
+    is paused through a listing (:mod:`cli.collector`).
     """
     from infra.orphans import sweep_orphans
+
+    ctx.call_on_close(collector.pause_for(ctx.invoked_subcommand))
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -136,6 +184,8 @@ def run_with_runtime(
     ``existing``: the command only reads or answers what is there (resume, listings): a data dir that does not
     exist is a mistyped ``--data-dir`` or ``ORCH_DATA_DIR``, refused with exit 2 instead of created empty.
     """
+    import asyncio
+
     from core.contract import ContractError
     from core.llm_failures import ModelUnreachable
     from runtime.threads import OrchestratorRuntime, RuntimeInputError
@@ -205,12 +255,12 @@ def run_with_db(
     ``existing`` (the default): a data dir that does not exist is refused (exit 2), since a mistyped ``--data-dir``
     would otherwise get a fresh, empty database (and a new secrets key); False creates it (0700).
     """
+    import asyncio
+
     from sqlalchemy.exc import OperationalError
 
-    from core.db import Database, ReadOnlyDatabase
-    from runtime.errors import RuntimeInputError
+    from core.db import Database
     from services.leases import ensure_default_server
-    from services.secrets import SecretsError
 
     settings = load_settings(ctx)
     if not existing:
@@ -236,9 +286,6 @@ def run_with_db(
 
     try:
         code = asyncio.run(go())
-    except (SecretsError, RuntimeInputError, ReadOnlyDatabase) as exc:
-        err.print(error_line(exc), soft_wrap=True)
-        raise typer.Exit(2) from None
     except OperationalError as exc:
         if "readonly" not in str(exc):
             raise
@@ -248,4 +295,23 @@ def run_with_db(
     except (KeyboardInterrupt, PromptInterrupted):
         print_interrupted()
         raise typer.Exit(INTERRUPTED_EXIT) from None
+    except Exception as exc:
+        if not _refusal(exc):
+            raise
+        err.print(error_line(exc), soft_wrap=True)
+        raise typer.Exit(2) from None
     raise typer.Exit(code)
+
+
+def _refusal(exc: Exception) -> bool:
+    """Whether ``exc`` is a refusal :func:`run_with_db` reports in one line (exit 2), not a failure.
+
+    Refusals: secrets errors, refused input (:class:`runtime.errors.RuntimeInputError`), a read-only database not at
+    the current revision. Their modules are imported here, once something failed: the secrets module brings the
+    ``cryptography`` package, which a listing does not need.
+    """
+    from core.db import ReadOnlyDatabase
+    from runtime.errors import RuntimeInputError
+    from services.secrets import SecretsError
+
+    return isinstance(exc, (SecretsError, RuntimeInputError, ReadOnlyDatabase))

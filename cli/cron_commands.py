@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.app import app, console, err, run_with_db
+from cli.app import app, command_group, console, err, run_with_db
 
 if TYPE_CHECKING:
     from core.db import Database
     from services.crons import CronView
 
-crons = typer.Typer(
+crons = command_group(
     help="Scheduled messages to a project's thread, fired by `orchestrator sync` (UTC; 5 fields, or 6 with seconds).",
     no_args_is_help=True,
 )

@@ -1,7 +1,7 @@
 """Rows for the ``projects`` and ``servers`` commands (plain dicts: tables and ``--json`` share them).
 
-What only projects need (their deploys, budgets and URLs, which bring Ansible and SSH clients) is imported when a
-project listing runs, so ``servers`` starts without it.
+What only projects need (their live deploys, budgets and URLs) is imported when a project listing runs, from
+:mod:`services.live` rather than the deploy machinery (Ansible, SSH), so neither listing imports those.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ async def project_rows(db: Database) -> list[dict[str, Any]]:
 
     ``budget`` is ``BudgetView.as_dict()``, or None for a project without one (a table shows :func:`budget_cell`).
     """
-    from nodes.po_tools import project_url
     from services.budgets import budget_of
-    from services.deploys import live_deployment
+    from services.live import live_deployment, project_url
 
     async with db.session() as s:
         servers = {srv.id: srv for srv in (await s.exec(select(Server))).all()}

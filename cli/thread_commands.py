@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.app import app, console, run_with_runtime
+from cli.app import app, command_group, console, run_with_runtime
 from cli.render import line, literal
 
 if TYPE_CHECKING:
     from runtime.threads import OrchestratorRuntime
 
-thread_app = typer.Typer(
+thread_app = command_group(
     help="One thread: read its conversation, cancel its run (a stuck one too), archive it.", no_args_is_help=True
 )
 app.add_typer(thread_app, name="thread")

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.app import app, console, err, run_with_db
+from cli.app import app, command_group, console, err, run_with_db
 
 if TYPE_CHECKING:
     from core.db import Database
 
-tokens = typer.Typer(
+tokens = command_group(
     help="API keys: create one (shown once), list them, revoke one. Roles: viewer < operator < approver < admin.",
     no_args_is_help=True,
 )

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from api.github_reconciler import use_repository_reconciler
-from cli.app import app, console, err, load_settings, run_with_db
+from cli.app import app, command_group, console, err, load_settings, run_with_db
 
 if TYPE_CHECKING:
     from core.db import Database
     from core.settings import Settings
 
-webhooks = typer.Typer(
+webhooks = command_group(
     help="Outgoing webhooks: signed POSTs on approvals, incidents, deploys and failed runs; their delivery log.",
     no_args_is_help=True,
 )

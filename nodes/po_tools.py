@@ -15,7 +15,7 @@ from models.names import validate_slug
 from models.tables import Deployment, Event, Project, Server
 from models.transitions import transition_project
 from services.budgets import BudgetLimits, budget_of, open_budget
-from services.deploys import live_deployment
+from services.live import live_deployment, project_url
 from services.secrets import missing_secrets, secret_set_commands
 
 
@@ -101,14 +101,6 @@ def openai_tools() -> list[dict[str, Any]]:
         }
         for name, model in TOOLS.items()
     ]
-
-
-def project_url(project: Project, server: Server | None, health_path: str = "/health") -> str | None:
-    """The health URL of a deployed project, if it has a server and port."""
-    if server is None or project.port is None:
-        return None
-    host = "127.0.0.1" if server.connection == "local" else server.address
-    return f"http://{host}:{project.port}{health_path}"
 
 
 async def list_projects(db: Database) -> str:

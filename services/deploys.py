@@ -11,9 +11,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
-
 from core.db import Database
 from core.settings import Settings
 from infra import workspace
@@ -23,8 +20,9 @@ from infra.git import GitAuth, GitError, run_git
 from infra.orphans import owned_mkdtemp
 from infra.ssh import known_hosts_path
 from infra.venvs import uv_binary
-from models.enums import DeploymentStatus, ServerStatus
+from models.enums import ServerStatus
 from models.tables import Deployment, Project, Server
+from services.live import live_deployment as live_deployment  # re-exported: callers import it from here
 from services.secrets import ServiceEnv, service_env
 from services.verification import Attestation, VerificationRefused, verify
 
@@ -310,14 +308,3 @@ async def stop_service(settings: Settings, *, project: str, server: Server) -> P
 def local_server() -> Server:
     """A Server row standing for this machine (connection ``local``), e.g. to stop what the demo deployed."""
     return Server(name="localhost", address="127.0.0.1", connection="local", status=ServerStatus.ready)
-
-
-async def live_deployment(session: AsyncSession, project_id: int) -> Deployment | None:
-    """The project's newest succeeded deployment (what runs now, and who approved it), or None."""
-    stmt = (
-        select(Deployment)
-        .where(Deployment.project_id == project_id, Deployment.status == DeploymentStatus.succeeded)
-        .order_by(col(Deployment.id).desc())
-        .limit(1)
-    )
-    return (await session.exec(stmt)).first()
