@@ -6,6 +6,7 @@ Nothing is built at import. Serve with ``uvicorn api.app:app_factory --factory``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,21 +16,21 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import routes_status
-from api.auth import api_routes, rule_of
-from api.console import include_console
+from api import console, routes_status
+from api.auth import api_routes, declared_routes, rule_of
 from api.edge import RequestEdge
 from api.errors import runtime_input_error_handler
 from api.limits import RunSlots
-from api.routes import router
+from api.routes import health_router, router
 from api.routes_cron import router as cron_router
 from api.routes_events import router as events_router
 from api.routes_runs import router as runs_router
 from api.routes_threads import router as threads_router
 from api.routes_webhooks import router as webhooks_router
 from api.sse import drain_runs
-from core.llm import aload_litellm
-from core.settings import Settings
+from core import token_count
+from core.llm import aload_litellm, needs_litellm
+from core.settings import ROLES, Settings
 from runtime.threads import OrchestratorRuntime, RuntimeInputError
 
 
@@ -40,9 +41,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings: The process settings; None reads them from the environment when the app starts.
 
     Returns:
-        The app; its lifespan opens the runtime (data dir, tables, checkpoints), starts importing litellm in a worker
-        thread, and closes the runtime on shutdown. Every route but ``/healthz`` needs an API key (see
-        :mod:`api.auth`); the edge checks come first (:mod:`api.edge`).
+        The app; its lifespan opens the runtime (data dir, tables, keys) and then serves, while the checkpoint
+        saver opens and the PO graph compiles (imports in a worker thread) and, if a role's model goes through
+        litellm, litellm is imported after them (see :func:`warm_up`). On shutdown it waits for runs in flight and
+        closes the runtime. Every route but ``/healthz`` needs an API key (see :mod:`api.auth`); the edge checks
+        come first (:mod:`api.edge`).
 
     Raises:
         LookupError: a route declares no role rule (a route added without one never serves).
@@ -51,13 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with OrchestratorRuntime(resolved) as runtime:
+        async with OrchestratorRuntime(resolved, defer_checkpoints=True) as runtime:
             app.state.runtime = runtime
-            # litellm (seconds to import) loads in a worker thread while the API already serves; a first message
-            # that comes sooner awaits the same import, off the event loop.
-            app.state.litellm_warmup = asyncio.create_task(aload_litellm())
+            app.state.warm_up = asyncio.create_task(warm_up(app, runtime, resolved), name="warm up")
             yield
             await drain_runs(resolved.deploy_timeout_s)
+            app.state.warm_up.cancel()
 
     # The OpenAPI document is served by an authenticated route (api.routes.openapi_document), and no docs pages:
     # every route but /healthz needs a key.
@@ -69,15 +71,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.include_router(router)
-    app.include_router(routes_status.router)
-    app.include_router(webhooks_router)
-    app.include_router(cron_router)
-    app.include_router(events_router)
-    include_console(app)  # the web console at / (no route of it in the OpenAPI document)
-    app.include_router(runs_router)
-    app.include_router(threads_router)
-    for route in api_routes(app):
+    api_routers = (health_router, router, routes_status.router, webhooks_router, cron_router, events_router)
+    for api_router in api_routers:
+        app.include_router(api_router)
+    console.include_console(app)  # the web console at / (no route of it in the OpenAPI document)
+    for api_router in (runs_router, threads_router):
+        app.include_router(api_router)
+    for route in declared_routes((*api_routers, *console.ROUTERS, runs_router, threads_router)):
         rule_of(route)
     app.add_exception_handler(RuntimeInputError, runtime_input_error_handler)
     app.add_exception_handler(StarletteHTTPException, _allow_every_method)
@@ -97,6 +97,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     _document_refusals_as_json(app)
     return app
+
+
+async def warm_up(app: FastAPI, runtime: OrchestratorRuntime, settings: Settings) -> None:
+    """Set up in the background what requests need and answering ``/healthz`` does not, in worker threads.
+
+    In order: FastAPI's routes as included (it sets them up on the first request that reaches a router, under a lock
+    of its own); the tokenizer of a recorded model (:mod:`core.token_count`); the PO graph with its checkpoint saver
+    (LangGraph, the graphs and nodes: :meth:`OrchestratorRuntime.compiled`); litellm when a role's model goes through
+    it (:func:`core.llm.needs_litellm`; a recording, ``replay/...``, never does). One after the other, so the event
+    loop competes with one thread only. A request that needs one of them sooner awaits the same set-up, build or
+    import. A graph that fails to build is logged here and raised to each request that needs it.
+    """
+    await asyncio.to_thread(api_routes, app)
+    if any(settings.model_for(role).startswith("replay/") for role in ROLES):
+        with contextlib.suppress(RuntimeError):  # no tokenizer file: raised again by the first recorded call
+            await token_count.aencoding()  # tiktoken builds its encoder once (~0.2 s)
+    with contextlib.suppress(Exception):  # logged by the runtime; raised again to whoever needs the graph
+        await runtime.compiled()
+    if needs_litellm(settings):
+        await aload_litellm()
 
 
 async def _allow_every_method(request: Request, exc: Exception) -> Response:

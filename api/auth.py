@@ -10,9 +10,10 @@ or revoked: 401 with ``WWW-Authenticate: Bearer`` (RFC 6750, section 3). A role 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Security, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Security, status
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
@@ -85,6 +86,16 @@ Admin = Annotated[Identity, Depends(Require(AccessRole.admin))]
 def api_routes(app: FastAPI) -> list[APIRoute]:
     """Every FastAPI route of ``app``, those of included routers too (FastAPI includes routers lazily)."""
     return [c.original_route for c in iter_route_contexts(app.routes) if isinstance(c.original_route, APIRoute)]
+
+
+def declared_routes(routers: Iterable[APIRouter]) -> list[APIRoute]:
+    """Every FastAPI route the ``routers`` declare, as declared (no include context is set up to list them).
+
+    The app's own list (:func:`api_routes`) makes FastAPI set up every included route, which costs a start-up
+    tenths of a second; the role rules (route dependencies) are the same on both.
+    """
+    listed = (c.original_route for router in routers for c in iter_route_contexts(router.routes))
+    return [route for route in listed if isinstance(route, APIRoute)]
 
 
 def rule_of(route: APIRoute) -> AccessRole | None:

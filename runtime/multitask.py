@@ -32,7 +32,6 @@ thread (``ThreadRecord.archived_at``) takes no new message.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import functools
@@ -151,6 +150,8 @@ async def hold_thread(
 
 async def _wait_for_lock(fd: int, lock: Path, stop: Path, thread_id: str, strategy: Asker, wait_s: float) -> None:
     """Poll the lock; for ``interrupt``, ``rollback`` and ``cancel``, ask whichever run holds it to stop (each one)."""
+    import asyncio  # here: the CLI's --help imports this module and nothing else needs asyncio there
+
     deadline = time.monotonic() + wait_s
     asked = ""
     try:

@@ -20,7 +20,6 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from sqlmodel import select
 
 from core.db import Database
@@ -31,7 +30,8 @@ from runtime.multitask import NOT_RUN, hold_thread, was_cancelled
 from services.cancel import CANCELLABLE
 from services.identities import Identity, record
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # LangGraph and its messages load with the graph (runtime.po_graph), not with this module
+    from langchain_core.messages import BaseMessage, ToolMessage
     from langchain_core.runnables import RunnableConfig
 
     from runtime.threads import OrchestratorRuntime
@@ -141,7 +141,7 @@ async def thread_messages(
     if before is not None and before < 0:
         raise RuntimeInputError(f"before must be a message index, 0 or more; got {before}")
     await visible_record(rt, thread_id, actor)
-    state = await rt.graph.aget_state(_config(thread_id))
+    state = await (await rt.compiled()).aget_state(_config(thread_id))
     messages: list[BaseMessage] = list(state.values.get("messages", [])) if state.created_at else []
     end = len(messages) if before is None else min(before, len(messages))
     start = max(0, end - limit)
@@ -151,6 +151,8 @@ async def thread_messages(
 
 def public_message(index: int, message: BaseMessage) -> ThreadMessage:
     """``message`` as a person may read it (see :class:`ThreadMessage`); a tool result becomes a summary."""
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+
     if isinstance(message, ToolMessage):
         return ThreadMessage(index, "tool", tool_summary(message), name=message.name, id=message.id)
     role: Role = "system"
@@ -199,7 +201,7 @@ async def archive_thread(rt: OrchestratorRuntime, thread_id: str, *, actor: Iden
     await visible_record(rt, thread_id, actor)
     hint = f" (or cancel it: orchestrator thread cancel {thread_id}, POST /threads/{thread_id}/cancel), then archive"
     async with hold_thread(rt.settings.data_dir, thread_id, hint=hint):
-        state = await rt.graph.aget_state(_config(thread_id))
+        state = await (await rt.compiled()).aget_state(_config(thread_id))
         if state.interrupts:
             raise ThreadStateConflict(_pending_text(thread_id, state.interrupts, "archiving it"))
         done = await archive(rt.db, thread_id)
@@ -235,7 +237,7 @@ async def cancel_thread(
     await visible_record(rt, thread_id, actor)
     outcome: Literal["stopped", "abandoned", "finished"]
     async with hold_thread(rt.settings.data_dir, thread_id, "cancel", wait_s=wait_s) as was_running:
-        state = await rt.graph.aget_state(_config(thread_id))
+        state = await (await rt.compiled()).aget_state(_config(thread_id))
         if state.interrupts:
             raise ThreadStateConflict(_pending_text(thread_id, state.interrupts, "a cancel of the thread"))
         if not state.next and was_running:

@@ -12,23 +12,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import AIMessage
-from langchain_core.runnables import RunnableConfig
-from langgraph.errors import GraphDrained
-from langgraph.runtime import RunControl
-from langgraph.types import Command
 from sqlmodel import select
 
-from core.checkpoints import open_saver
 from core.contract import load_for as load_contract_for
 from core.db import Database
 from core.llm import LLM
 from core.settings import Settings
 from core.tracing import tracing_callbacks
 from graphs.context import Context
-from graphs.product_owner import build_product_owner
 from infra.forge.factory import make_forge
 from models.enums import AccessRole
 from models.tables import Project, ThreadRecord
@@ -57,6 +50,7 @@ from runtime.multitask import (
     prepare_turn,
     run_control,
 )
+from runtime.po_graph import DeferredGraph
 from runtime.traces import RunKind, RunTrace
 from services.approvals import AnswerRefused, check_answer, record_answer
 from services.cancel import CancelRefused, cancel_request, request_cancel, settle
@@ -65,6 +59,11 @@ from services.identities import Identity, record
 from services.leases import ensure_default_server
 from services.notifications import approval_requested, run_failed, start_delivery
 from services.webhook_delivery import settle_deliveries
+
+if TYPE_CHECKING:  # LangGraph is imported when the graph is built (runtime.po_graph), not with this module
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.graph.state import CompiledStateGraph
+    from langgraph.runtime import RunControl
 
 __all__ = [
     "Answer",
@@ -91,16 +90,23 @@ def new_thread_id() -> str:
 class OrchestratorRuntime:
     """Open with ``async with OrchestratorRuntime(settings) as rt:``; one per process.
 
-    Creates the data dir, the tables, the embedded localhost server, the checkpoint saver, and compiles the PO
-    graph with that saver.
+    Opening creates the data dir, the tables, the embedded localhost server and the checkpoint saver. The PO graph is
+    compiled with that saver on first use (:mod:`runtime.po_graph`): a process that never runs or reads a
+    checkpointed thread never imports LangGraph. :meth:`warm_up` starts that build in the background.
+
+    Args:
+        settings: the process settings.
+        defer_checkpoints: open the checkpoint saver with the graph's first build rather than at start (the API,
+            whose first requests need neither); :attr:`graph` then refuses until :meth:`compiled` built it.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, defer_checkpoints: bool = False) -> None:
         self.settings = settings
         self.db = Database(settings.db_url)
         self.llm = LLM(settings, self.db)
         self.forge = make_forge(settings)
-        self._saver_cm: Any = None
+        self._defer_checkpoints = defer_checkpoints
+        self._po: DeferredGraph | None = None
         self._controls: set[RunControl] = set()
         self._llms: dict[str, LLM] = {settings.model: self.llm}
 
@@ -117,15 +123,44 @@ class OrchestratorRuntime:
         self.settings.ensure_data_dir()
         await self.db.migrate()
         await ensure_default_server(self.db, self.settings)
-        self._saver_cm = open_saver(self.settings)  # AsyncSqliteSaver, or AsyncPostgresSaver for a PostgreSQL URL
-        saver = await self._saver_cm.__aenter__()
-        self.graph = build_product_owner().compile(checkpointer=saver, name="product_owner")
+        self._po = DeferredGraph(self.settings)
+        if not self._defer_checkpoints:
+            await self._po.open_saver()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await settle_deliveries()  # this process's webhook sends end (or go back to pending) before the db closes
-        await self._saver_cm.__aexit__(*exc)
+        if self._po is not None:
+            await self._po.close(*exc)
         await self.db.dispose()
+
+    @property
+    def graph(self) -> CompiledStateGraph[Any, Any, Any, Any]:
+        """The PO graph compiled with this runtime's saver; compiled here, blocking, if nothing needed it yet.
+
+        Async code awaits :meth:`compiled` instead, which compiles off the event loop.
+
+        Raises:
+            RuntimeError: the runtime is not open, or defers its saver and nothing built the graph yet.
+        """
+        return self._deferred().now()
+
+    async def compiled(self) -> CompiledStateGraph[Any, Any, Any, Any]:
+        """The PO graph; its first callers wait for one compile in a worker thread (see :mod:`runtime.po_graph`).
+
+        Raises:
+            RuntimeError: the runtime is not open. Whatever importing the graphs or compiling raised.
+        """
+        return await self._deferred().get()
+
+    def warm_up(self) -> None:
+        """Start compiling the PO graph in the background (an API right after it starts serving)."""
+        self._deferred().warm_up()
+
+    def _deferred(self) -> DeferredGraph:
+        if self._po is None:
+            raise RuntimeError("the runtime is not open: use `async with OrchestratorRuntime(settings) as rt`")
+        return self._po
 
     def _config(self, thread_id: str) -> RunnableConfig:
         return {"configurable": {"thread_id": thread_id}}
@@ -155,7 +190,7 @@ class OrchestratorRuntime:
 
     async def thread_exists(self, thread_id: str) -> bool:
         """Whether the thread has a checkpoint."""
-        return (await self.graph.aget_state(self._config(thread_id))).created_at is not None
+        return (await (await self.compiled()).aget_state(self._config(thread_id))).created_at is not None
 
     async def pending(self, thread_id: str, actor: Identity | None = None) -> list[Pending]:
         """Pending interrupts of a thread (subgraphs included); with ``actor``, only if the thread is visible to them.
@@ -165,7 +200,7 @@ class OrchestratorRuntime:
         """
         if actor is not None:
             await self._check_visible(thread_id, actor)
-        state = await self.graph.aget_state(self._config(thread_id))
+        state = await (await self.compiled()).aget_state(self._config(thread_id))
         if state.created_at is None:
             raise UnknownThread(f"unknown thread {thread_id!r}: list threads to see the known ones")
         return [Pending(id=i.id, payload=dict(i.value)) for i in state.interrupts]
@@ -203,7 +238,7 @@ class OrchestratorRuntime:
             await self._check_visible(thread_id, actor, new_ok=True)
             if strategy == "rollback":
                 rec = await thread_record(self.db, thread_id)
-                await check_rollback_base(self.graph, thread_id, rec.run_base_checkpoint if rec else None)
+                await check_rollback_base(await self.compiled(), thread_id, rec.run_base_checkpoint if rec else None)
 
         hint = " (or send with multitask_strategy enqueue, interrupt or rollback)"
         async with hold_thread(
@@ -213,7 +248,7 @@ class OrchestratorRuntime:
             rec = await thread_record(self.db, thread_id)
             base = rec.run_base_checkpoint if rec else None
             turn = await prepare_turn(
-                self.graph, thread_id, text, strategy=strategy, waited=waited, base=base, record=rec
+                await self.compiled(), thread_id, text, strategy=strategy, waited=waited, base=base, record=rec
             )
             await self._touch(thread_id, title=text, owner=actor.name)
             if notice := await take_notice(self.db, thread_id):
@@ -250,6 +285,8 @@ class OrchestratorRuntime:
                 raise NotAllowed(str(exc)) from exc
             await record_answer(self.db, chosen.payload, value, actor, thread_id)
             await self._touch(thread_id)
+            from langgraph.types import Command  # loaded with the graph (pending() above needed it)
+
             async for ev in self._stream(
                 Command(resume={chosen.id: value}), thread_id, actor, same_model=True, kind="resume"
             ):
@@ -267,7 +304,7 @@ class OrchestratorRuntime:
                 raise ThreadStateConflict(
                     f"thread {thread_id} waits for an answer to its pending question, not a restart"
                 )
-            state = await self.graph.aget_state(self._config(thread_id))
+            state = await (await self.compiled()).aget_state(self._config(thread_id))
             if not state.next:
                 raise ThreadStateConflict(f"thread {thread_id} has no unfinished run")
             async for ev in self._stream(None, thread_id, actor, same_model=True, kind="continue"):
@@ -311,7 +348,7 @@ class OrchestratorRuntime:
             try:
                 async with self._exclusive(thread_id):
                     pending = await self.pending(thread_id)
-                    mid_run = bool((await self.graph.aget_state(self._config(thread_id))).next)
+                    mid_run = bool((await (await self.compiled()).aget_state(self._config(thread_id))).next)
             except ThreadStateConflict:
                 yield self._cancel_event(project.name, project.status.value, thread_id, stopped=False)
                 return
@@ -375,10 +412,13 @@ class OrchestratorRuntime:
         from and its model; a newer message may stop the run between supersteps (``multitask.run_control``).
         ``kind`` names the entry point; the run, its nodes and how it ends are stored (:mod:`runtime.traces`).
         """
+        graph = await self.compiled()
+        from langgraph.errors import GraphDrained  # loaded with the graph
+
         rec = await thread_record(self.db, thread_id)
         llm = self._llm_for(rec.model if same_model and rec else None)
         config = self._config(thread_id)
-        base = fork_from or (await self.graph.aget_state(config)).config.get("configurable", {}).get("checkpoint_id")
+        base = fork_from or (await graph.aget_state(config)).config.get("configurable", {}).get("checkpoint_id")
         await start_run(self.db, thread_id, base=base or "", model=llm.settings.model)
         trace = await RunTrace.begin(self.db, thread_id, kind, actor.name, llm.settings.model)
         if fork_from:
@@ -418,8 +458,10 @@ class OrchestratorRuntime:
     async def _stream_steps(
         self, value: Any, config: RunnableConfig, actor: Identity, control: RunControl, llm: LLM, trace: RunTrace
     ) -> AsyncIterator[RunEvent]:
+        from langchain_core.messages import AIMessage  # loaded with the graph
+
         started: dict[str, float] = {}
-        async for ns, mode, data in self.graph.astream(
+        async for ns, mode, data in (await self.compiled()).astream(
             value,
             config,
             context=self._context(config["configurable"]["thread_id"], actor, llm, trace.run_id),
@@ -513,8 +555,9 @@ class OrchestratorRuntime:
         if not page.unindexed:
             return page
         views = {v.id: v for v in page.threads}
+        graph = await self.compiled()
         for thread_id in page.unindexed:
-            state = await self.graph.aget_state(self._config(thread_id))
+            state = await graph.aget_state(self._config(thread_id))
             pending = [Pending(id=i.id, payload=dict(i.value)) for i in state.interrupts]
             stopped = bool(state.next) and not pending
             await write_index(self.db, thread_id, pending=pending, stopped_mid_run=stopped)

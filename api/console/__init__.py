@@ -6,17 +6,20 @@ Server-rendered with Jinja2, made live with HTMX (vendored, no build step), sign
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from api.console.access import SignInNeeded
 from api.console.routes import router, sign_in_needed
 from api.console.routes_threads import router as threads_router
 from api.console.session import SessionStore
 
+ROUTERS: tuple[APIRouter, ...] = (router, threads_router)
+"""The console's routers, in the order they are included."""
+
 
 def include_console(app: FastAPI) -> None:
     """Add the console's routes (none in the OpenAPI document), its session store and its sign-in answer to ``app``."""
-    app.include_router(router)
-    app.include_router(threads_router)
+    for console_router in ROUTERS:
+        app.include_router(console_router)
     app.state.console_sessions = SessionStore()
     app.add_exception_handler(SignInNeeded, sign_in_needed)

@@ -7,15 +7,18 @@ script or style, no eval), no framing, and forms that post back here only.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from api.console.session import ConsoleSession
 from services.identities import Identity
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -61,14 +64,20 @@ def usd(value: float | None) -> str:
     return f"${value:.4f}" if 0 < value < 0.01 else f"${value:,.2f}"
 
 
-ENV = Environment(
-    loader=PackageLoader("api.console", "templates"),
-    autoescape=select_autoescape(default=True, default_for_string=True),
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-ENV.filters.update(when=when, duration=duration, usd=usd)
+@functools.cache
+def environment() -> Environment:
+    """The console's one Jinja2 environment, made on the first page rendered (Jinja2 is not loaded before)."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(
+        loader=PackageLoader("api.console", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(when=when, duration=duration, usd=usd)
+    return env
 
 
 def render(
@@ -79,7 +88,7 @@ def render(
     Every template gets ``who`` and ``csrf`` (the session's token for its forms; empty for a key-header request).
     """
     session: ConsoleSession | None = getattr(request.state, "console_session", None)
-    html = ENV.get_template(template).render(who=who, csrf=session.csrf if session else "", **context)
+    html = environment().get_template(template).render(who=who, csrf=session.csrf if session else "", **context)
     return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
 
 

@@ -9,9 +9,8 @@ thread index (:meth:`runtime.threads.OrchestratorRuntime.thread_page`), a conver
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -25,6 +24,9 @@ from runtime.threads import OrchestratorRuntime
 from services.approvals import needed_role
 from services.budgets import budget_of
 from services.identities import Identity
+
+if TYPE_CHECKING:  # the message classes load with the PO graph (runtime.po_graph), not with the console
+    from langchain_core.messages import BaseMessage
 
 UNHEALTHY_KINDS = frozenset({"service_unhealthy"})
 """Open incidents of these kinds make an active project unhealthy (the sync's health checker opens them)."""
@@ -86,7 +88,7 @@ async def phases_of(rt: OrchestratorRuntime, thread_id: str | None) -> list[dict
     """The engineering phase rounds of a project's thread (``engineering.timeline`` in the PO state), oldest first."""
     if not thread_id:
         return []
-    state = await rt.graph.aget_state(_config(thread_id))
+    state = await (await rt.compiled()).aget_state(_config(thread_id))
     engineering = (state.values or {}).get("engineering") or {}
     return list(engineering.get("timeline") or [])
 
@@ -109,6 +111,8 @@ def _text(content: Any) -> str:
 
 def conversation_of(messages: list[BaseMessage]) -> list[Said]:
     """The PO thread's messages as lines: the person's words, the PO's words and tool calls, tool answers' sizes."""
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
     out: list[Said] = []
     for msg in messages:
         if isinstance(msg, HumanMessage):
@@ -126,7 +130,7 @@ def conversation_of(messages: list[BaseMessage]) -> list[Said]:
 
 async def conversation(rt: OrchestratorRuntime, thread_id: str) -> list[Said]:
     """The thread's conversation, read from its latest checkpoint through the runtime's compiled PO graph."""
-    state = await rt.graph.aget_state(_config(thread_id))
+    state = await (await rt.compiled()).aget_state(_config(thread_id))
     return conversation_of(list((state.values or {}).get("messages") or []))
 
 

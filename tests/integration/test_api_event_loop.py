@@ -1,9 +1,10 @@
 """A model call never stalls the API's event loop: litellm's import (seconds) runs in a worker thread.
 
 The real API runs in a subprocess with a ``sitecustomize`` that makes ``import litellm`` hold for a few seconds and
-leaves marker files (``started`` when the import begins, ``slept`` when its hold ends). A first message is sent; while
-the import holds, ``/healthz`` must answer. Had the import run on the event loop, no request could be answered before
-the hold ended, so the check rests on the order of events, not on a time threshold.
+leaves marker files (``started`` when the import begins, ``slept`` when its hold ends). The model is an
+OpenAI-format server on 127.0.0.1 (litellm's ``openai/`` route). A first message is sent; while the import holds,
+``/healthz`` must answer. Had the import run on the event loop, no request could be answered before the hold ended,
+so the check rests on the order of events, not on a time threshold. A recorded model never imports litellm at all.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pathlib import Path
 
 import httpx
 
+from core.replay import Scenario
 from core.settings import Settings
-from tests.fixtures.api_server import start_api, stop_api
+from tests.fixtures.api_server import ApiServer, start_api, stop_api
+from tests.fixtures.openai_server import OpenAIServer, role_of
 from tests.integration.test_api import run_sse
 
 HOLD_S = 6.0
@@ -80,7 +83,8 @@ async def wait_for(path: Path, timeout_s: float) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_healthz_answers_while_litellm_imports_for_the_first_message(settings: Settings, tmp_path: Path) -> None:
+def slow_litellm_api(settings: Settings, tmp_path: Path, **env: str) -> tuple[ApiServer, Path]:
+    """The API in a subprocess whose ``import litellm`` holds :data:`HOLD_S`; returns it and its marks folder."""
     shim, marks, recordings = tmp_path / "shim", tmp_path / "marks", tmp_path / "recordings"
     for folder in (shim, marks, recordings):
         folder.mkdir()
@@ -93,8 +97,22 @@ async def test_healthz_answers_while_litellm_imports_for_the_first_message(setti
         PYTHONPATH=python_path,
         SLOW_LITELLM_MARKS=str(marks),
         SLOW_LITELLM_HOLD_S=str(HOLD_S),
-        ORCH_MODEL="replay/quick",
         ORCH_REPLAY_DIR=str(recordings),
+        **env,
+    )
+    return api, marks
+
+
+async def test_healthz_answers_while_litellm_imports_for_the_first_message(settings: Settings, tmp_path: Path) -> None:
+    scenario = tmp_path / "quick.json"
+    scenario.write_text(json.dumps(QUICK))
+    model = OpenAIServer(Scenario.load(scenario), api_key="sk-local-test").__enter__()
+    api, marks = slow_litellm_api(
+        settings,
+        tmp_path,
+        ORCH_MODEL="openai/po",
+        ORCH_API_BASE=model.base_url + "/v1",
+        ORCH_API_KEY="sk-local-test",
     )
     try:
         timeout = httpx.Timeout(10, read=120)
@@ -112,5 +130,19 @@ async def test_healthz_answers_while_litellm_imports_for_the_first_message(setti
         assert answered_during_hold > 0, "/healthz did not answer while litellm was importing"
         assert [kind for kind, _ in events][-1] == "done", events
         assert any(kind == "message" and data["text"] == "All quiet." for kind, data in events), events
+        assert [role_of(body) for body in model.requests] == ["po"], "the answer came over HTTP from the model server"
+    finally:
+        stop_api(api)
+        model.__exit__(None, None, None)
+
+
+async def test_a_recorded_model_never_imports_litellm(settings: Settings, tmp_path: Path) -> None:
+    api, marks = slow_litellm_api(settings, tmp_path, ORCH_MODEL="replay/quick")
+    try:
+        async with api.client("operator", timeout=httpx.Timeout(10, read=120)) as client:
+            tid = (await client.post("/threads")).json()["thread_id"]
+            events = await run_sse(client, f"/threads/{tid}/messages", {"text": "status of nothing?"})
+        assert any(kind == "message" and data["text"] == "All quiet." for kind, data in events), events
+        assert not (marks / "started").exists(), "litellm was imported for a recorded model"
     finally:
         stop_api(api)
