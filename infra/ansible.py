@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ansible_runner
-
 from infra.orphans import OWNER_ENV, end_marked, end_orphaned_runs, run_marker
 
 PLAYBOOK_DIR: Path = Path(__file__).resolve().parent.parent / "playbooks"
@@ -167,6 +165,8 @@ async def run_playbook(
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
         OWNER_ENV: marker,
     }
+    import ansible_runner  # here, not at the top: only a process that runs a playbook pays for it
+
     timeout = max(1, int(timeout_s + 0.999))
     await asyncio.to_thread(end_orphaned_runs)
     runner = await asyncio.to_thread(

@@ -10,13 +10,14 @@ See asyncssh's client docs: https://asyncssh.readthedocs.io/en/latest/api.html#s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import asyncssh
+from typing import TYPE_CHECKING, Any
 
 from core.breakers import Breakers, ServiceUnavailable
 from core.settings import Settings
 from models.tables import Server
+
+if TYPE_CHECKING:
+    import asyncssh  # imported where used: a process that never opens SSH never pays for it (~70 ms)
 
 _MAX_ERROR = 300
 
@@ -48,6 +49,8 @@ def client_options(settings: Settings) -> asyncssh.SSHClientConnectionOptions:
         OSError: the known_hosts file or the key file cannot be read.
         ValueError: and asyncssh's key import errors, for a malformed key or known_hosts file.
     """
+    import asyncssh
+
     path = known_hosts_path(settings)
     if not path.is_file():
         raise FileNotFoundError(f"known_hosts file {path} not found: every host would be refused")
@@ -100,6 +103,8 @@ async def ssh_run(
 async def _run(
     server: Server, command: str, opts: asyncssh.SSHClientConnectionOptions, check: bool, timeout_s: float
 ) -> asyncssh.SSHCompletedProcess:
+    import asyncssh
+
     async with asyncssh.connect(server.address, server.ssh_port, username=server.ssh_user, options=opts) as conn:
         return await conn.run(command, check=check, timeout=timeout_s)
 
@@ -109,6 +114,8 @@ def host_unavailable(exc: BaseException) -> bool:
 
     Not counted: a refused key or host key, or a command that ran and failed (the host answered).
     """
+    import asyncssh
+
     if isinstance(exc, asyncssh.PermissionDenied | asyncssh.HostKeyNotVerifiable):
         return False
     if isinstance(exc, TimeoutError | asyncssh.TimeoutError):
@@ -124,6 +131,8 @@ def _refused(exc: ServiceUnavailable) -> HostUnavailable:
 
 def describe_error(exc: BaseException, timeout_s: float) -> str:
     """A short, human text for a failed SSH or HTTP check (no traceback)."""
+    import asyncssh
+
     if isinstance(exc, HostUnavailable):
         text = str(exc)
     elif isinstance(exc, asyncssh.TimeoutError):

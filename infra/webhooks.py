@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:
+    import httpx  # imported where a request is sent: the API's start-up does not pay for it
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 DELIVERY_HEADER = "X-Orchestrator-Delivery"
@@ -65,6 +67,8 @@ async def post_signed(
         DELIVERY_HEADER: delivery_id,
         EVENT_HEADER: event,
     }
+    import httpx
+
     try:
         answer = await client.post(url, content=body, headers=headers)
     except httpx.HTTPError as exc:

@@ -16,9 +16,8 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import asyncssh
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlmodel import select
 
@@ -33,6 +32,9 @@ from models.tables import Event, Server, utcnow
 from models.transitions import transition_server
 from services.deploys import release_root, run_on_server
 from services.incidents import open_incident, resolve_incident
+
+if TYPE_CHECKING:
+    import asyncssh
 
 PROVISION_INCIDENT = "provision_failed"
 

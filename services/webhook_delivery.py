@@ -28,9 +28,8 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy import delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
@@ -43,6 +42,9 @@ from infra.webhooks import DeliveryFailed, post_signed
 from models.notification_tables import Webhook, WebhookDelivery
 from models.tables import SyncCursor, utcnow
 from services.secrets import decrypt_value, load_keys
+
+if TYPE_CHECKING:
+    import httpx  # imported by a pass that sends (~90 ms): the API's start-up does not pay for it
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +226,8 @@ async def send_due(
     if not rows and not retaken:
         return SendCounts(0, 0, 0)
     taken = delivered = 0
+    import httpx
+
     async with httpx.AsyncClient(timeout=settings.webhook_timeout_s, trust_env=False) as client:
         for row in retaken:
             taken += 1
