@@ -45,7 +45,7 @@ def run_demo(data_dir: Path | None, model: str | None, keep_running: bool, conso
     if model == RECORDED_MODEL:
         console.print(
             "[bold]The model's words in this demo are RECORDED[/bold] (core/scenarios/hello-api.json, "
-            "served through litellm's replay provider). Everything else is real: git, the test runs, "
+            "served by the replay provider, offline). Everything else is real: git, the test runs, "
             "SQLite, checkpoints, Ansible, the service."
         )
     else:
