@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import textwrap
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import httpx
 
 from core.replay import Scenario
 from core.settings import Settings
-from tests.fixtures.api_server import ApiServer, start_api, stop_api
+from tests.fixtures.api_server import ApiServer, start_shimmed_api, stop_api
 from tests.fixtures.openai_server import OpenAIServer, role_of
 from tests.integration.test_api import run_sse
 
@@ -85,22 +84,10 @@ async def wait_for(path: Path, timeout_s: float) -> None:
 
 def slow_litellm_api(settings: Settings, tmp_path: Path, **env: str) -> tuple[ApiServer, Path]:
     """The API in a subprocess whose ``import litellm`` holds :data:`HOLD_S`; returns it and its marks folder."""
-    shim, marks, recordings = tmp_path / "shim", tmp_path / "marks", tmp_path / "recordings"
-    for folder in (shim, marks, recordings):
-        folder.mkdir()
-    (shim / "sitecustomize.py").write_text(SLOW_IMPORT)
-    (recordings / "quick.json").write_text(json.dumps(QUICK))
-    python_path = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH", "")) if p)
-    api = start_api(
-        settings,
-        tmp_path / "api.log",
-        PYTHONPATH=python_path,
-        SLOW_LITELLM_MARKS=str(marks),
-        SLOW_LITELLM_HOLD_S=str(HOLD_S),
-        ORCH_REPLAY_DIR=str(recordings),
-        **env,
-    )
-    return api, marks
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {"SLOW_LITELLM_MARKS": str(marks), "SLOW_LITELLM_HOLD_S": str(HOLD_S), **env}
+    return start_shimmed_api(settings, tmp_path, SLOW_IMPORT, QUICK, **env), marks
 
 
 async def test_healthz_answers_while_litellm_imports_for_the_first_message(settings: Settings, tmp_path: Path) -> None:

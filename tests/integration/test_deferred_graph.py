@@ -10,8 +10,6 @@ its end.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import sqlite3
 import textwrap
 from pathlib import Path
@@ -21,7 +19,7 @@ import pytest
 
 from core.settings import Settings
 from runtime.threads import OrchestratorRuntime
-from tests.fixtures.api_server import start_api, stop_api
+from tests.fixtures.api_server import start_shimmed_api, stop_api
 from tests.integration.test_api import run_sse
 
 QUICK = {
@@ -78,19 +76,9 @@ async def test_a_failed_build_raises_to_its_caller_and_the_next_call_builds_agai
 
 
 async def test_the_api_serves_and_imports_langgraph_off_the_event_loop(settings: Settings, tmp_path: Path) -> None:
-    shim, recordings, mark = tmp_path / "shim", tmp_path / "recordings", tmp_path / "langgraph-import"
-    shim.mkdir()
-    recordings.mkdir()
-    (shim / "sitecustomize.py").write_text(RECORD_IMPORT_THREAD)
-    (recordings / "quick.json").write_text(json.dumps(QUICK))
-    python_path = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH", "")) if p)
-    api = start_api(
-        settings,
-        tmp_path / "api.log",
-        PYTHONPATH=python_path,
-        LANGGRAPH_IMPORT_MARK=str(mark),
-        ORCH_MODEL="replay/quick",
-        ORCH_REPLAY_DIR=str(recordings),
+    mark = tmp_path / "langgraph-import"
+    api = start_shimmed_api(
+        settings, tmp_path, RECORD_IMPORT_THREAD, QUICK, LANGGRAPH_IMPORT_MARK=str(mark), ORCH_MODEL="replay/quick"
     )
     try:
         async with api.client("operator", timeout=httpx.Timeout(10, read=120)) as client:
