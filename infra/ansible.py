@@ -6,6 +6,7 @@ Extravars are passed to ansible-runner but never logged nor copied into a result
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import shutil
 import sys
@@ -164,6 +165,7 @@ async def run_playbook(
         "ANSIBLE_PIPELINING": "True",
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
         OWNER_ENV: marker,
+        **mitogen_strategy(),
     }
     import ansible_runner  # here, not at the top: only a process that runs a playbook pays for it
 
@@ -195,6 +197,23 @@ async def run_playbook(
     else:
         prune_kept_runs(work_root)
     return PlaybookResult(status=status, rc=rc, summary=summary, stats=stats)
+
+
+def mitogen_strategy() -> dict[str, str]:
+    """The Ansible settings that run a playbook's tasks through Mitogen, or ``{}`` where it is not installed.
+
+    Ansible starts a Python interpreter on the target for every task and ships it the module (0.2-0.6 s a task);
+    Mitogen's ``mitogen_linear`` strategy keeps one interpreter per host for the run and sends it each task, with the
+    same task semantics (https://mitogen.networkgenomics.com/ansible_detailed.html). It halves the deploy step.
+    ``ORCH_ANSIBLE_MITOGEN=0`` turns it off (Ansible's own ``linear`` strategy).
+    """
+    if os.environ.get("ORCH_ANSIBLE_MITOGEN", "1").strip().lower() in {"0", "false", "no", "off"}:
+        return {}
+    spec = importlib.util.find_spec("ansible_mitogen")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    plugins = Path(next(iter(spec.submodule_search_locations))) / "plugins" / "strategy"
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": "mitogen_linear"}
 
 
 KEPT_FAILED_RUNS = 20
