@@ -177,7 +177,12 @@ async def deployment(tmp_path: Path, settings: Settings) -> AsyncIterator[Deploy
 
 
 @pytest.mark.slow
-async def test_deploy_is_idempotent_and_stop_stops(deployment: Deployment) -> None:
+@pytest.mark.parametrize("mitogen", ["1", "0"], ids=["mitogen", "ansible-linear"])
+async def test_deploy_is_idempotent_and_stop_stops(
+    deployment: Deployment, mitogen: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same playbooks under both strategies: Mitogen's (the default) and Ansible's own (ORCH_ANSIBLE_MITOGEN=0)."""
+    monkeypatch.setenv("ORCH_ANSIBLE_MITOGEN", mitogen)
     sha = commit_app(deployment.work, GOOD_APP, "good app")
 
     first = await deployment.deploy(sha)

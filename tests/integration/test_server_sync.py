@@ -3,6 +3,7 @@ hosts, and a tiny HTTP service. No mocks of asyncssh or httpx."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import threading
@@ -239,7 +240,7 @@ async def test_local_server_is_checked_without_ssh(
 
 async def test_concurrency_is_bounded(ctx: SyncContext) -> None:
     # 20 servers at one address and port are one host to its circuit breaker: keep it closed for this test
-    cfg = ctx.settings.model_copy(update={"ssh_concurrency": 5, "ssh_timeout_s": 0.5, "breaker_failures": 100})
+    cfg = ctx.settings.model_copy(update={"ssh_concurrency": 5, "ssh_timeout_s": 1.0, "breaker_failures": 100})
     ctx = SyncContext(settings=cfg, db=ctx.db)
     async with hanging_host() as hang:
         for i in range(20):
@@ -247,11 +248,17 @@ async def test_concurrency_is_bounded(ctx: SyncContext) -> None:
         t0 = time.monotonic()
         summary = await server_sync.run_pass(ctx)
         took = time.monotonic() - t0
+        for _ in range(100):  # a connection the kernel completed may still wait in the listen backlog for this loop
+            if hang.accepted >= 20:
+                break
+            await asyncio.sleep(0.05)
         accepted, peak = hang.accepted, hang.peak
     assert summary.requests == 20 and summary.transient_failures == 20
-    assert accepted == 20
+    # On a loaded machine a check can time out before its connection is accepted (the host and the checks share
+    # this event loop), so not all 20 need to arrive; enough must for the peak to mean something.
+    assert 10 <= accepted <= 20, accepted
     assert peak <= 6, f"{peak} connections at once with ssh_concurrency=5"
-    assert 1.5 <= took <= 6.0, f"20 hanging hosts, 5 at a time, 0.5 s each: {took:.2f}s (expected ~2 s)"
+    assert 3.0 <= took <= 16.0, f"20 hanging hosts, 5 at a time, 1 s each: {took:.2f}s (expected ~4 s)"
 
 
 async def test_failed_provisioning_is_not_undone_by_a_good_check(ctx: SyncContext, host: FakeSSHHost) -> None:
