@@ -7,7 +7,6 @@ new rows as they are journaled (as ``GET /events`` streams them, with the same g
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
@@ -72,6 +71,8 @@ def events(
 
 async def _follow(journal: AsyncGenerator[list[DomainEvent]], *, kind: str | None, as_json: bool) -> None:
     """Print what ``journal`` yields until Ctrl-C, which ends the follow normally (exit status 0), not as an error."""
+    import asyncio  # here, not at the top: --help and the other commands do not pay for it
+
     from services.journal import matches
 
     stop = asyncio.Event()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from typing import TYPE_CHECKING, Annotated
@@ -36,6 +35,7 @@ def sync(
 
     Runs until SIGTERM/SIGINT, letting passes in flight finish. One sync process works at a time; another waits.
     """
+    import asyncio  # here, not at the top: --help and the other commands do not pay for it
     import os
     from dataclasses import asdict
     from datetime import datetime

@@ -76,3 +76,8 @@ def test_listings_import_only_what_they_need(tmp_path) -> None:
     for command in ("servers", "threads"):
         assert loaded_by(tmp_path, command, heavy=(*graph_stack, "alembic", "ansible_runner", "asyncssh")) == []
     assert loaded_by(tmp_path, "projects", heavy=(*graph_stack, "alembic")) == []
+
+
+def test_help_needs_no_event_loop(tmp_path) -> None:
+    """asyncio (~10 ms, an eighth of `--help`) is imported by the commands that run one, not by every start-up."""
+    assert loaded_by(tmp_path, "--help", heavy=("asyncio", "rich.markdown")) == []
