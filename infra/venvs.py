@@ -9,6 +9,9 @@ Generated code never runs in the orchestrator's interpreter: a project that impo
   ``setup.py`` with the orchestrator's rights, outside any sandbox). The install is the only step with network, and it
   writes nothing but the new venv (built beside its final place, renamed into it when complete, so a crash never
   leaves a half-installed venv that looks ready).
+* ``--compile-bytecode``: the venv is mounted read-only in the sandbox and test runs set
+  ``PYTHONDONTWRITEBYTECODE``, so without it every run would compile pytest and the requirements from source again
+  (pytest's own start-up went from 0.24 s to 0.10 s).
 * The venv is made ``--relocatable`` and its interpreter is a system one (``/usr/bin/python3`` by default), outside
   any user's home, so the sandbox's unprivileged user can read and run it.
 
@@ -28,6 +31,8 @@ from pathlib import Path
 
 REQUIREMENTS = "requirements.txt"
 READY = ".orchestrator-ready"
+LAYOUT = "bytecode"
+"""Part of each venv's digest: venvs cached before they were byte-compiled are not reused."""
 _TAIL = 2000
 
 
@@ -116,7 +121,7 @@ async def ensure_project_env(
     """
     requirements = read_requirements(workdir)
     wanted = (*requirements, *tools)
-    digest = hashlib.sha256("\n".join([python, *wanted]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\n".join([LAYOUT, python, *wanted]).encode()).hexdigest()[:16]
     cache_root.mkdir(parents=True, exist_ok=True, mode=0o755)
     root = cache_root / digest
     if (root / READY).is_file():
@@ -126,6 +131,7 @@ async def ensure_project_env(
     try:
         await _uv(uv, ["venv", "--relocatable", "--quiet", "--python", python, str(partial)], timeout_s)
         install = ["pip", "install", "--python", str(partial / "bin" / "python"), "--only-binary", ":all:", "--quiet"]
+        install += ["--compile-bytecode"]
         if find_links is not None:
             install += ["--find-links", str(find_links)]
         if offline:

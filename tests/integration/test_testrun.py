@@ -16,6 +16,7 @@ import pytest
 
 from core.settings import Settings
 from infra.testrun import UNCONFINED, run_tests
+from infra.venvs import ensure_project_env
 
 
 @pytest.fixture
@@ -53,6 +54,12 @@ async def test_a_declared_dependency_is_there_and_an_undeclared_one_is_not(setti
     run = await run_tests(project, settings)
     assert run.passed and run.sandboxed, run.output
     assert "1 passed" in run.output
+    env = await ensure_project_env(
+        project, settings.sandbox_dir / "venvs", python=settings.sandbox_python, find_links=settings.sandbox_find_links
+    )
+    assert env.reused and list(env.root.glob("lib/python*/site-packages/flask/__pycache__/*.pyc")), (
+        "installed byte-compiled: the sandbox mounts the venv read-only and runs write no bytecode"
+    )
 
     (project / "requirements.txt").unlink()
     undeclared = await run_tests(project, settings)
