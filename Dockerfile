@@ -6,7 +6,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends git openssh-cli
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY . /app
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir -e . && scripts/compile-bytecode.sh python
 ENV ORCH_DATA_DIR=/data ORCH_SANDBOX_PYTHON=/usr/local/bin/python3
 EXPOSE 8000
 CMD ["orchestrator", "api", "--host", "0.0.0.0", "--port", "8000"]

@@ -14,6 +14,7 @@ Not a test: it prints figures and ratios next to the goals of the fast-path work
 
 from __future__ import annotations
 
+import compileall
 import os
 import sqlite3
 import statistics
@@ -32,11 +33,15 @@ PAIRS = 3
 
 
 def checkout(commit: str, into: Path) -> bool:
-    """Write ``commit``'s tree into ``into`` with ``git archive``; False if this clone does not have it."""
+    """Write ``commit``'s tree into ``into`` with ``git archive``, byte-compiled; False if this clone lacks it.
+
+    Compiled as ``make bytecode`` compiles this tree, so that the pair compares code, not what was installed.
+    """
     archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=False)
     if archive.returncode != 0:
         return False
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    compileall.compile_dir(into, quiet=1, workers=0)
     return True
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO_ROOT
 
@@ -81,3 +82,16 @@ def test_listings_import_only_what_they_need(tmp_path) -> None:
 def test_help_needs_no_event_loop(tmp_path) -> None:
     """asyncio (~10 ms, an eighth of `--help`) is imported by the commands that run one, not by every start-up."""
     assert loaded_by(tmp_path, "--help", heavy=("asyncio", "rich.markdown")) == []
+
+
+def test_make_bytecode_compiles_every_package_of_the_project() -> None:
+    """Where PYTHONDONTWRITEBYTECODE is set nothing else writes it, and each command compiles its modules again."""
+    import importlib.util
+    import tomllib
+
+    include = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    sources = [REPO_ROOT / p.rstrip("*") / "__init__.py" for p in include["include"]]
+    for source in sources:
+        Path(importlib.util.cache_from_source(str(source))).unlink(missing_ok=True)
+    subprocess.run([str(REPO_ROOT / "scripts" / "compile-bytecode.sh"), sys.executable], check=True, timeout=120)
+    assert [s.parent.name for s in sources if not Path(importlib.util.cache_from_source(str(s))).is_file()] == []
