@@ -29,8 +29,8 @@ from api.routes_threads import router as threads_router
 from api.routes_webhooks import router as webhooks_router
 from api.sse import drain_runs
 from core import token_count
-from core.llm import aload_litellm, needs_litellm
-from core.settings import ROLES, Settings
+from core.llm import aload_litellm, needs_litellm, uses_replay
+from core.settings import Settings
 from runtime.threads import OrchestratorRuntime, RuntimeInputError
 
 
@@ -110,7 +110,7 @@ async def warm_up(app: FastAPI, runtime: OrchestratorRuntime, settings: Settings
     import. A graph that fails to build is logged here and raised to each request that needs it.
     """
     await asyncio.to_thread(api_routes, app)
-    if any(settings.model_for(role).startswith("replay/") for role in ROLES):
+    if uses_replay(settings):
         with contextlib.suppress(RuntimeError):  # no tokenizer file: raised again by the first recorded call
             await token_count.aencoding()  # tiktoken builds its encoder once (~0.2 s)
     with contextlib.suppress(Exception):  # logged by the runtime; raised again to whoever needs the graph

@@ -105,6 +105,11 @@ def needs_litellm(settings: Settings) -> bool:
     return any(not settings.model_for(role).startswith("replay/") for role in ROLES)
 
 
+def uses_replay(settings: Settings) -> bool:
+    """Whether any role's model is a recording (``replay/...``: tokens counted by :mod:`core.token_count`)."""
+    return any(settings.model_for(role).startswith("replay/") for role in ROLES)
+
+
 def litellm_loaded() -> bool:
     """Whether litellm has been imported by this process's seam."""
     return _litellm is not None

@@ -116,3 +116,12 @@ asyncio.run(main())
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen == {"args": {"summary": "one file answering /health"}, "litellm": False}
+
+
+def test_which_seams_a_mix_of_recorded_and_live_roles_needs(tmp_path: Path) -> None:
+    recorded = Settings(data_dir=tmp_path, model="replay/hello-api")
+    assert llm.uses_replay(recorded) and not llm.needs_litellm(recorded)
+    mixed = recorded.model_copy(update={"model_developer": "openai/gpt-4o-mini"})
+    assert llm.uses_replay(mixed) and llm.needs_litellm(mixed)
+    live = Settings(data_dir=tmp_path, model="openai/gpt-4o-mini")
+    assert not llm.uses_replay(live) and llm.needs_litellm(live)
