@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import gc
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -41,9 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings: The process settings; None reads them from the environment when the app starts.
 
     Returns:
-        The app; its lifespan opens the runtime (data dir, tables, keys) and then serves, while the checkpoint
-        saver opens and the PO graph compiles (imports in a worker thread) and, if a role's model goes through
-        litellm, litellm is imported after them (see :func:`warm_up`). On shutdown it waits for runs in flight and
+        The app; its lifespan builds a recording's tokenizer (when a role's model is one), opens the runtime (data
+        dir, tables, keys) and then serves, while the checkpoint saver opens and the PO graph compiles (imports in a
+        worker thread) and, if a role's model goes through litellm, litellm is imported after them (see
+        :func:`warm_up`). On shutdown it waits for runs in flight and
         closes the runtime. Every route but ``/healthz`` needs an API key (see :mod:`api.auth`); the edge checks
         come first (:mod:`api.edge`).
 
@@ -54,6 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if uses_replay(resolved):
+            # Built before /healthz answers: tiktoken builds its encoder in one call that holds the GIL for 60-90 ms,
+            # a stall that no request may see.
+            with contextlib.suppress(RuntimeError):  # no tokenizer file: raised again by the first recorded call
+                await token_count.aencoding()
         async with OrchestratorRuntime(resolved, defer_checkpoints=True) as runtime:
             app.state.runtime = runtime
             app.state.warm_up = asyncio.create_task(warm_up(app, runtime, resolved), name="warm up")
@@ -103,20 +110,42 @@ async def warm_up(app: FastAPI, runtime: OrchestratorRuntime, settings: Settings
     """Set up in the background what requests need and answering ``/healthz`` does not, in worker threads.
 
     In order: FastAPI's routes as included (it sets them up on the first request that reaches a router, under a lock
-    of its own); the tokenizer of a recorded model (:mod:`core.token_count`); the PO graph with its checkpoint saver
-    (LangGraph, the graphs and nodes: :meth:`OrchestratorRuntime.compiled`); litellm when a role's model goes through
-    it (:func:`core.llm.needs_litellm`; a recording, ``replay/...``, never does). One after the other, so the event
-    loop competes with one thread only. A request that needs one of them sooner awaits the same set-up, build or
-    import. A graph that fails to build is logged here and raised to each request that needs it.
+    of its own); the PO graph with its checkpoint saver (LangGraph, the graphs and nodes:
+    :meth:`OrchestratorRuntime.compiled`); litellm when a role's model goes through it
+    (:func:`core.llm.needs_litellm`; a recording, ``replay/...``, never does). One after the other, so the event loop
+    competes with one thread only. A request that needs one of them sooner awaits the same set-up, build or import. A
+    graph that fails to build is logged here and raised to each request that needs it.
+
+    The cyclic garbage collector is paused meanwhile (:func:`collector_paused`): a full collection walks every object
+    the imports made so far, in one call that holds the GIL for 50-90 ms. What is left is frozen after.
     """
-    await asyncio.to_thread(api_routes, app)
-    if uses_replay(settings):
-        with contextlib.suppress(RuntimeError):  # no tokenizer file: raised again by the first recorded call
-            await token_count.aencoding()  # tiktoken builds its encoder once (~0.2 s)
-    with contextlib.suppress(Exception):  # logged by the runtime; raised again to whoever needs the graph
-        await runtime.compiled()
-    if needs_litellm(settings):
-        await aload_litellm()
+    with collector_paused():
+        await asyncio.to_thread(api_routes, app)
+        with contextlib.suppress(Exception):  # logged by the runtime; raised again to whoever needs the graph
+            await runtime.compiled()
+        if needs_litellm(settings):
+            await aload_litellm()
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for the block, then freeze what exists (``gc.freeze``) and resume it.
+
+    Imports make long-lived objects by the hundred thousand, and each full collection during them walks all of them
+    again with the GIL held. ``gc.freeze`` (https://docs.python.org/3/library/gc.html#gc.freeze) moves them to the
+    permanent generation, which no later collection walks either. Reference counting still frees what is not in a
+    cycle; the few cycles made meanwhile wait for the next collection. Frozen objects are never collected: right for
+    modules, classes and the compiled graph; a request in flight at that moment keeps its few cycles for good. A
+    collector that was already off stays off.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
 
 
 async def _allow_every_method(request: Request, exc: Exception) -> Response:

@@ -133,3 +133,57 @@ async def test_a_recorded_model_never_imports_litellm(settings: Settings, tmp_pa
         assert not (marks / "started").exists(), "litellm was imported for a recorded model"
     finally:
         stop_api(api)
+
+
+WATCH_WARM_UP = textwrap.dedent(
+    """
+    import gc, os, sys
+    import tiktoken.core
+
+    MARKS = os.environ["WARM_UP_MARKS"]
+    _init, _freeze, _enable = tiktoken.core.Encoding.__init__, gc.freeze, gc.enable
+
+    def init(self, *args, **kwargs):  # the encoder's build: one call that holds the GIL for 60-90 ms
+        _init(self, *args, **kwargs)
+        open(os.path.join(MARKS, "tokenizer"), "w").close()
+
+    def log(what):
+        with open(os.path.join(MARKS, "collector"), "a") as out:
+            out.write(f"{os.getpid()} {what} {sys._getframe(2).f_code.co_name} {gc.get_freeze_count()}\\n")
+
+    def freeze():
+        _freeze()
+        log("freeze")
+
+    def enable():
+        _enable()
+        log("enable")
+
+    tiktoken.core.Encoding.__init__ = init
+    gc.freeze, gc.enable = freeze, enable
+    """
+)
+
+
+async def test_a_recordings_tokenizer_is_built_before_ready_and_warm_up_freezes_what_it_imported(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Nothing that holds the GIL for long is left for after /healthz answers; the collector comes back on after."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    api = start_shimmed_api(
+        settings, tmp_path, WATCH_WARM_UP, QUICK, ORCH_MODEL="replay/quick", WARM_UP_MARKS=str(marks)
+    )
+    try:
+        assert (marks / "tokenizer").exists(), "/healthz answered before the recording's tokenizer was built"
+        async with api.client("operator", timeout=httpx.Timeout(10, read=120)) as client:
+            tid = (await client.post("/threads")).json()["thread_id"]
+            events = await run_sse(client, f"/threads/{tid}/messages", {"text": "status of nothing?"})
+        assert any(kind == "message" and data["text"] == "All quiet." for kind, data in events), events
+    finally:
+        stop_api(api)
+    pid = str(api.proc.pid)  # the key-making commands before it use the shim too
+    calls = [line.split()[1:] for line in (marks / "collector").read_text().splitlines() if line.split()[0] == pid]
+    assert [what for what, caller, _ in calls[:2]] == ["freeze", "enable"], calls
+    assert {caller for _, caller, _ in calls[:2]} == {"collector_paused"}, calls
+    assert int(calls[0][2]) > 50_000, f"only {calls[0][2]} objects frozen: the graph was not built yet"
