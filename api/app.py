@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,6 +29,7 @@ from api.routes_threads import router as threads_router
 from api.routes_webhooks import router as webhooks_router
 from api.sse import drain_runs
 from core import token_count
+from core.heap import collector_paused
 from core.llm import aload_litellm, needs_litellm, uses_replay
 from core.settings import Settings
 from runtime.threads import OrchestratorRuntime, RuntimeInputError
@@ -116,8 +116,8 @@ async def warm_up(app: FastAPI, runtime: OrchestratorRuntime, settings: Settings
     competes with one thread only. A request that needs one of them sooner awaits the same set-up, build or import. A
     graph that fails to build is logged here and raised to each request that needs it.
 
-    The cyclic garbage collector is paused meanwhile (:func:`collector_paused`): a full collection walks every object
-    the imports made so far, in one call that holds the GIL for 50-90 ms. What is left is frozen after.
+    The cyclic garbage collector is paused meanwhile and what exists is frozen after (:mod:`core.heap`): a full
+    collection walks every object the imports made so far, in one call that holds the GIL for 50-90 ms.
     """
     with collector_paused():
         await asyncio.to_thread(api_routes, app)
@@ -125,27 +125,6 @@ async def warm_up(app: FastAPI, runtime: OrchestratorRuntime, settings: Settings
             await runtime.compiled()
         if needs_litellm(settings):
             await aload_litellm()
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector for the block, then freeze what exists (``gc.freeze``) and resume it.
-
-    Imports make long-lived objects by the hundred thousand, and each full collection during them walks all of them
-    again with the GIL held. ``gc.freeze`` (https://docs.python.org/3/library/gc.html#gc.freeze) moves them to the
-    permanent generation, which no later collection walks either. Reference counting still frees what is not in a
-    cycle; the few cycles made meanwhile wait for the next collection. Frozen objects are never collected: right for
-    modules, classes and the compiled graph; a request in flight at that moment keeps its few cycles for good. A
-    collector that was already off stays off.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if was_enabled:
-            gc.enable()
 
 
 async def _allow_every_method(request: Request, exc: Exception) -> Response:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.checkpoints import open_saver
 from core.db import is_sqlite_url
+from core.heap import collector_paused
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -93,7 +94,8 @@ class DeferredGraph:
         if self._graph is None:
             if self._saver is None:
                 raise RuntimeError("the checkpoint saver opens on first use here: await the runtime's compiled()")
-            self._graph = load_builder(self._settings).compile(checkpointer=self._saver, name="product_owner")
+            with collector_paused():  # the imports' objects live as long as the process: no collection walks them
+                self._graph = load_builder(self._settings).compile(checkpointer=self._saver, name="product_owner")
         return self._graph
 
     async def get(self) -> CompiledStateGraph[Any, Any, Any, Any]:
@@ -138,10 +140,11 @@ class DeferredGraph:
         return task
 
     async def _build(self) -> CompiledStateGraph[Any, Any, Any, Any]:
-        builder = await asyncio.to_thread(load_builder, self._settings)
-        saver = await self.open_saver()
-        if self._graph is None:  # a synchronous caller may have compiled one meanwhile: keep the first
-            self._graph = builder.compile(checkpointer=saver, name="product_owner")
+        with collector_paused():  # the imports' objects live as long as the process: no collection walks them
+            builder = await asyncio.to_thread(load_builder, self._settings)
+            saver = await self.open_saver()
+            if self._graph is None:  # a synchronous caller may have compiled one meanwhile: keep the first
+                self._graph = builder.compile(checkpointer=saver, name="product_owner")
         return self._graph
 
 
