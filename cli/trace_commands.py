@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 WATERFALL_WIDTH = 20
 """Characters of the waterfall bar column of ``runs show``."""
-_OUTCOME_STYLE = {"done": "green", "ok": "green", "interrupted": "yellow", "drained": "yellow"}
+_OUTCOME_STYLE = {"done": "green", "ok": "green", "interrupted": "yellow", "drained": "yellow", "lost": "red"}
 
 
 @app.command()

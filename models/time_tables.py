@@ -77,9 +77,13 @@ class Run(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow, index=True)
     finished_at: datetime | None = None
     outcome: str | None = Field(default=None, max_length=16)
-    """``done``, ``interrupted`` (stopped at a question), ``drained`` (stopped between supersteps), ``failed``; None
-    while it runs (or if its process died)."""
+    """``done``, ``interrupted`` (stopped at a question), ``drained`` (stopped between supersteps), ``failed``,
+    ``lost`` (its process ended before it did, see ``services.traces.settle_lost_runs``); None while it runs."""
     error: str | None = None
+    host: str | None = Field(default=None, max_length=255)
+    """The machine whose process runs it (``socket.gethostname()``); None for runs stored before it was recorded."""
+    pid: int | None = None
+    """That process's id: once it is gone on ``host``, a run with no outcome is ``lost``."""
 
 
 class NodeRun(SQLModel, table=True):

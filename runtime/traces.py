@@ -11,6 +11,8 @@ the run it describes.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import uuid
 from datetime import datetime
@@ -28,7 +30,8 @@ log = logging.getLogger(__name__)
 RunKind = Literal["message", "resume", "continue"]
 """Which entry point started a run: ``start_turn``, ``resume`` or ``continue_run``."""
 RunOutcome = Literal["done", "interrupted", "drained", "failed"]
-"""How a run ended: ran to its end, stopped at a question, stopped between supersteps on request, or raised."""
+"""How a run ended: ran to its end, stopped at a question, stopped between supersteps on request, or raised. A run
+whose process ended first is recorded as ``lost`` by whoever sees it next (``services.traces.settle_lost_runs``)."""
 ERROR_CHARS = 2000
 """The longest error text kept on a ``run`` or ``node_run`` row."""
 
@@ -67,10 +70,19 @@ class RunTrace:
     async def begin(cls, db: Database, thread_id: str, kind: RunKind, actor: str | None, model: str | None) -> RunTrace:
         """Record the start of a run on ``thread_id`` (a ``run`` row with no outcome yet) and return its trace.
 
-        ``actor`` is who the run acts for, ``model`` the run's default model (per-role settings may differ).
+        ``actor`` is who the run acts for, ``model`` the run's default model (per-role settings may differ). The row
+        names this machine and process, which tell a run still going from one whose process died.
         """
         trace = cls(db, new_run_id(), thread_id)
-        row = Run(id=trace.run_id, thread_id=thread_id, kind=kind, actor=actor, model=model)
+        row = Run(
+            id=trace.run_id,
+            thread_id=thread_id,
+            kind=kind,
+            actor=actor,
+            model=model,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
         await trace._write("the start of", row=row)
         return trace
 

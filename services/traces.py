@@ -8,7 +8,10 @@ worked on several projects has its calls counted once, under the newest of them.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +20,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.tables import LLMCall, Project, ThreadRecord
+from models.tables import LLMCall, Project, ThreadRecord, utcnow
 from models.time_tables import NodeRun, Run
 from services.identities import Identity
 
@@ -228,8 +231,47 @@ def _usage(row: Any) -> Usage:
     return Usage(int(calls or 0), int(prompt or 0), int(completion or 0), float(cost or 0.0), float(latency or 0.0))
 
 
+def process_gone(run: Run, host: str | None = None) -> bool:
+    """Whether ``run`` has no outcome and the process that ran it is known to be gone.
+
+    Known only on the run's own machine (``host``, default this one): no process has its pid. A run of another
+    machine, of this process, or from before runs named their process is never judged gone. A pid the kernel gave
+    to a new process since makes the run look alive until that process ends too.
+    """
+    if run.outcome is not None or run.pid is None or run.host != (host or socket.gethostname()):
+        return False
+    if run.pid == os.getpid():
+        return False
+    try:
+        os.kill(run.pid, 0)  # signal 0: only whether the process exists (kill(2))
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, as another user's
+        return False
+    return False
+
+
+async def settle_lost_runs(session: AsyncSession, runs: Iterable[Run]) -> list[Run]:
+    """Record ``lost`` on each of ``runs`` whose process is gone (:func:`process_gone`); return those runs.
+
+    A run ends with an outcome written by its own process; one killed (``kill -9``, a crash, a power cut) never
+    writes it, and would read as running forever. Whoever reads it next settles it here, in their session (written
+    with its commit): ``finished_at`` is when it was seen gone, the error says so and how to go on.
+    """
+    lost = [run for run in runs if process_gone(run)]
+    for run in lost:
+        run.outcome, run.finished_at = "lost", utcnow()
+        run.error = (
+            f"its process (pid {run.pid} on {run.host}) ended before the run did; continue the thread to finish it"
+        )
+        session.add(run)
+    if lost:
+        await session.flush()
+    return lost
+
+
 async def thread_runs(session: AsyncSession, thread_id: str, *, limit: int = 100) -> list[RunSummary]:
-    """The thread's runs, newest first (at most ``limit``), each with its node count and usage."""
+    """The thread's runs, newest first (at most ``limit``), each with its node count and usage; lost ones settled."""
     runs = (
         await session.exec(
             select(Run)
@@ -238,6 +280,7 @@ async def thread_runs(session: AsyncSession, thread_id: str, *, limit: int = 100
             .limit(limit)
         )
     ).all()
+    await settle_lost_runs(session, runs)
     return await _summaries(session, list(runs))
 
 
@@ -270,10 +313,11 @@ async def _summaries(session: AsyncSession, runs: list[Run]) -> list[RunSummary]
 
 
 async def run_timeline(session: AsyncSession, run_id: str) -> RunTimeline | None:
-    """One run's timeline, or None for an unknown run id."""
+    """One run's timeline (a lost run settled, see :func:`settle_lost_runs`), or None for an unknown run id."""
     run = await session.get(Run, run_id)
     if run is None:
         return None
+    await settle_lost_runs(session, [run])
     (summary,) = await _summaries(session, [run])
     rows = (
         await session.exec(

@@ -17,6 +17,7 @@ from sqlmodel import col, select
 from core.db import Database
 from models.tables import LLMCall, ThreadRecord
 from models.time_tables import NodeRun, Run
+from services.traces import settle_lost_runs
 
 SLACK_MS = 5.0
 """Clock slack when a model call's time is matched to a node's window (both are written by the same process)."""
@@ -90,10 +91,16 @@ class Waterfall:
 
 
 async def runs_of(db: Database, thread_id: str, limit: int = 50) -> list[Run]:
-    """The thread's latest runs, newest first."""
+    """The thread's latest runs, newest first; a run whose process is gone is settled as ``lost`` first.
+
+    See :func:`services.traces.settle_lost_runs`: the thread page stops showing it as running, and its live part
+    stops watching.
+    """
     async with db.session() as s:
         stmt = select(Run).where(Run.thread_id == thread_id).order_by(col(Run.started_at).desc()).limit(limit)
-        return list((await s.exec(stmt)).all())
+        runs = list((await s.exec(stmt)).all())
+        await settle_lost_runs(s, runs)
+        return runs
 
 
 async def node_runs(db: Database, run_id: str) -> list[NodeRun]:
@@ -104,11 +111,15 @@ async def node_runs(db: Database, run_id: str) -> list[NodeRun]:
 
 
 async def run_owner(db: Database, run_id: str) -> tuple[Run | None, str | None]:
-    """The run and the owner of its thread (None: no such run; an owner of None: a thread with no owner)."""
+    """The run (settled as ``lost`` if its process is gone) and the owner of its thread.
+
+    None: no such run; an owner of None: a thread with no owner.
+    """
     async with db.session() as s:
         run = await s.get(Run, run_id)
         if run is None:
             return None, None
+        await settle_lost_runs(s, [run])
         rec = await s.get(ThreadRecord, run.thread_id)
         return run, rec.owner if rec else None
 

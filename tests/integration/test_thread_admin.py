@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,17 +21,21 @@ import httpx
 import pytest
 from langchain_core.messages import HumanMessage
 from pydantic import SecretStr
+from sqlmodel import select
 
+from api.console.traces import runs_of
 from core.db import Database
 from core.replay import Scenario
 from core.settings import Settings
 from models.enums import ProjectStatus
 from models.tables import Project
+from models.time_tables import Run as RunRow
 from runtime.multitask import NOT_RUN
 from runtime.threads import OrchestratorRuntime
 from services.identities import cli_identity
+from tests.conftest import REPO_ROOT
 from tests.fixtures.api_server import ApiServer, make_key, orchestrator_env, start_api, stop_api
-from tests.integration.helpers import cli
+from tests.integration.helpers import cli, cli_env
 from tests.integration.test_double_texting import API_KEY, GatedServer, Run, record, until_asked_to_stop
 
 pytestmark = pytest.mark.slow  # an API process, CLI processes and real runs: seconds each
@@ -298,3 +304,40 @@ async def test_a_thread_waiting_for_an_answer_is_neither_archived_nor_cancelled(
         assert history(page) == [(0, "human", "PARKED: a project", [])]
     cancelled = await asyncio.to_thread(cli, cfg, "thread", "cancel", thread_id)
     assert cancelled.returncode == 2 and "waits for an answer" in " ".join(cancelled.stderr.split())
+
+
+async def test_a_run_whose_process_was_killed_reads_as_lost_and_the_thread_goes_on(
+    model: GatedServer, cfg: Settings
+) -> None:
+    """kill -9 mid-run leaves a run row with no outcome: its readers settle it as lost instead of running forever."""
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "chat", "-m", FIRST],
+        env=cli_env(cfg),
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert await asyncio.to_thread(model.arrived.wait, 120), "the run reached its model call"
+        db = Database(cfg.db_url)
+        async with db.session() as s:
+            (run,) = (await s.exec(select(RunRow))).all()
+        assert (run.outcome, run.pid) == (None, chat.pid)
+        alive = await asyncio.to_thread(cli, cfg, "runs", run.thread_id, "--json")
+        assert [r["outcome"] for r in json.loads(alive.stdout)] == [None], "its process lives: it is running"
+    finally:
+        chat.kill()
+        chat.wait()
+
+    listed = await asyncio.to_thread(cli, cfg, "runs", run.thread_id, "--json")
+    assert listed.returncode == 0, listed.stderr
+    (lost,) = json.loads(listed.stdout)
+    assert lost["outcome"] == "lost" and f"pid {chat.pid}" in lost["error"], lost
+    assert [r.outcome for r in await runs_of(db, run.thread_id)] == ["lost"], "the console reads it the same"
+
+    model.gate.set()
+    went_on = await asyncio.to_thread(cli, cfg, "resume", run.thread_id)
+    assert went_on.returncode == 0 and "ANSWER-FIRST" in went_on.stdout, went_on.stdout + went_on.stderr
+    await db.dispose()
+    shown = json.loads((await asyncio.to_thread(cli, cfg, "runs", run.thread_id, "--json")).stdout)
+    assert [(r["kind"], r["outcome"]) for r in shown] == [("continue", "done"), ("message", "lost")], shown
