@@ -37,6 +37,7 @@ from purgatory.service._async.repository import AsyncAbstractRepository
 from purgatory.service._sync.repository import SyncAbstractRepository
 from purgatory.typing import StateName
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col, select
 
@@ -126,9 +127,20 @@ class _DbRepository(AsyncAbstractRepository):
         await self._write(name, failures=0)
 
     async def _write(self, name: str, **change: Any) -> None:
-        async with self.db.session() as s:
-            row = await s.get(SyncCursor, KEY_PREFIX + name)
-            s.add(_changed(row, name, self.labels, change))
+        """Apply ``change`` to the breaker's row, made on first use.
+
+        Callers that use a new breaker at once (50 host checks of one ``ssh:`` breaker) each find no row and insert
+        one; all but the first get the key's ``IntegrityError``, and write again over the row it made.
+        """
+        for attempt in range(2):
+            try:
+                async with self.db.session() as s:
+                    row = await s.get(SyncCursor, KEY_PREFIX + name)
+                    s.add(_changed(row, name, self.labels, change))
+                return
+            except IntegrityError:
+                if attempt:
+                    raise
 
 
 def _context(name: str, row: SyncCursor, threshold: int, ttl: float) -> Context:
@@ -180,9 +192,16 @@ class _SyncDbRepository(SyncAbstractRepository):
         self._write(name, failures=0)
 
     def _write(self, name: str, **change: Any) -> None:
-        with Session(self.engine, expire_on_commit=False) as s:
-            s.add(_changed(s.get(SyncCursor, KEY_PREFIX + name), name, self.labels, change))
-            s.commit()
+        """As :meth:`_DbRepository._write`: a row another caller inserted first is written over."""
+        for attempt in range(2):
+            try:
+                with Session(self.engine, expire_on_commit=False) as s:
+                    s.add(_changed(s.get(SyncCursor, KEY_PREFIX + name), name, self.labels, change))
+                    s.commit()
+                return
+            except IntegrityError:
+                if attempt:
+                    raise
 
 
 class _SyncDbUnitOfWork(SyncAbstractUnitOfWork):

@@ -7,6 +7,7 @@ back the way ``orchestrator status`` and ``GET /status`` read it, from the share
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import re
@@ -27,7 +28,7 @@ from core.replay import Scenario
 from core.settings import Settings
 from infra.forge.base import ForgeError, ForgeUnavailable
 from infra.forge.github import GitHubForge
-from infra.ssh import HostUnavailable, describe_error, ssh_run
+from infra.ssh import HostUnavailable, describe_error, host_unavailable, ssh_run
 from models.enums import ServerStatus
 from models.tables import Server
 from tests.fixtures.api_server import make_key, orchestrator, orchestrator_env, start_api, stop_api
@@ -245,3 +246,29 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def test_many_first_uses_of_a_new_breaker_at_once_each_get_through(settings: Settings) -> None:
+    """50 checks of hosts behind one new ``ssh:`` breaker (server_sync's concurrency) all find no row at first."""
+    settings.ensure_data_dir()
+    db = Database(settings.db_url)
+    await db.migrate()
+    breakers = Breakers(settings.model_copy(update={"breaker_failures": 1000}), db)
+    entered = 0
+
+    async def check(i: int) -> None:
+        nonlocal entered
+        with contextlib.suppress(ConnectionRefusedError):
+            async with breakers.guard("ssh:127.0.0.1:2222", "SSH host 127.0.0.1:2222", counts=host_unavailable):
+                entered += 1
+                await asyncio.sleep(0)
+                if i % 2:
+                    raise ConnectionRefusedError(111, "Connection refused")
+
+    try:
+        await asyncio.gather(*(check(i) for i in range(50)))
+        (state,) = await breaker_states(db, settings)
+    finally:
+        await db.dispose()
+    assert entered == 50
+    assert (state.name, state.state) == ("ssh:127.0.0.1:2222", "closed")
