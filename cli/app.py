@@ -18,16 +18,17 @@ import sys
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
 from cli import collector
 from cli.render import error_line, line
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from core.db import Database
     from core.settings import Settings
     from runtime.threads import OrchestratorRuntime
@@ -81,8 +82,28 @@ app = command_group(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
+
+
+class _LazyConsole:
+    """A ``rich.console.Console`` made on first use, so that ``--help`` and usage errors never import Rich.
+
+    Every attribute is the real console's; Rich has no lazy console of its own.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+console = cast("Console", _LazyConsole())
+err = cast("Console", _LazyConsole(stderr=True))
 INTERRUPTED_EXIT = 130
 """Exit code after Ctrl-C: 128 + SIGINT (2), as shells report a process ended by it."""
 

@@ -5,20 +5,23 @@ Rich reads ``[...]`` in a printed string as markup: a thread titled ``[/health]`
 therefore never goes into a markup string: it goes into a :class:`rich.text.Text` (:func:`literal`, :func:`line`),
 which Rich prints as it is (https://rich.readthedocs.io/en/stable/markup.html#escaping); markup is kept for fixed
 words only.
+
+Rich is imported where something is printed, not with this module: ``--help`` and usage errors never need it
+(~15 ms of a ~75 ms start-up).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from rich.console import Console
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
-Part = str | Text | tuple[str, str]
+Part: TypeAlias = "str | Text | tuple[str, str]"
 """A piece of a :func:`line`: literal text, a Text, or ``(text, style)`` such as ``("error:", "red")``."""
 
 
@@ -27,6 +30,8 @@ def literal(value: object) -> Text:
 
     None is the empty text (an empty table cell); anything else is ``str(value)``.
     """
+    from rich.text import Text
+
     return Text("" if value is None else str(value))
 
 
@@ -35,6 +40,8 @@ def line(*parts: Part) -> Text:
 
     Example: ``err.print(line(("error:", "red"), f" {exc}"))`` prints the error's words whatever brackets they hold.
     """
+    from rich.text import Text
+
     return Text.assemble(*parts)
 
 
@@ -73,6 +80,8 @@ class Renderer:
                 color = "green" if ": passed" in ev.text else "yellow" if ": waived" in ev.text else "red"
                 self.console.print(line(f"{indent}  ", (ev.text, color)))
         elif ev.kind == "message":
+            from rich.panel import Panel
+
             title = "notice" if ev.node == "system" else "PO"  # node "system": what happened while nobody watched
             self.console.print(Panel(literal(ev.text), title=title, title_align="left", border_style="cyan"))
         elif ev.kind == "interrupt":
@@ -98,12 +107,16 @@ class Renderer:
             text += "\nlast failure:\n" + str(payload["last_failure"])[-800:]
         if deadline_note(payload):
             text += "\n" + deadline_note(payload)
+        from rich.panel import Panel
+
         title = literal(f"waiting for a person: {payload.get('kind')} ({interrupt_id})")
         body_text = line((str(payload.get("question", "")), "bold"), text)
         self.console.print(Panel(body_text, title=title, title_align="left", border_style="yellow"))
 
     def timeline_table(self, title: str = "node timeline") -> Table:
         """The timeline so far as a table (node, branch, seconds)."""
+        from rich.table import Table
+
         table = Table(title=title)
         table.add_column("node")
         table.add_column("in", style="dim")
