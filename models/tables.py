@@ -242,6 +242,8 @@ class ThreadRecord(SQLModel, table=True):
     """The model the thread last ran with, so a resume after a crash uses the same one."""
     archived_at: datetime | None = None
     """When the thread was archived (``DELETE /threads/{id}``): listings leave it out; its checkpoints stay."""
+    run_abandoned_at: datetime | None = None
+    """When its stopped run was cancelled (``thread cancel``): that run is never continued; the next run clears it."""
 
 
 class ApiToken(SQLModel, table=True):

@@ -196,7 +196,7 @@ async def start_run(db: Database, thread_id: str, *, base: str, model: str) -> N
         row = await s.get(ThreadRecord, thread_id)
         if row is None:
             return
-        row.pending, row.stopped_mid_run = [], True
+        row.pending, row.stopped_mid_run, row.run_abandoned_at = [], True, None
         row.run_base_checkpoint, row.model = base, model[:200]
         s.add(row)
 
@@ -239,11 +239,17 @@ async def archive(db: Database, thread_id: str) -> bool:
 
 
 async def abandon_run(db: Database, thread_id: str) -> None:
-    """Record that the thread's stopped run is abandoned: nothing pending, not mid-run.
+    """Record that the thread's stopped run is abandoned: nothing pending, not mid-run, abandoned now.
 
-    :func:`runtime.multitask.was_cancelled` reads it back. A thread with no record (from before the index) gets one.
+    :func:`runtime.multitask.was_cancelled` reads it back, and ``run_abandoned_at`` keeps that run from being
+    continued (:func:`run_abandoned`). A thread with no record (from before the index) gets one.
     """
     async with db.session() as s:
         row = await s.get(ThreadRecord, thread_id) or ThreadRecord(id=thread_id)
-        row.pending, row.stopped_mid_run = [], False
+        row.pending, row.stopped_mid_run, row.run_abandoned_at = [], False, utcnow()
         s.add(row)
+
+
+def run_abandoned(record: ThreadRecord | None) -> bool:
+    """Whether the thread's stopped run was cancelled (:func:`abandon_run`) and no run started since."""
+    return record is not None and record.run_abandoned_at is not None

@@ -33,6 +33,7 @@ from runtime.listing import (
     ThreadPage,
     ThreadView,
     list_threads,
+    run_abandoned,
     start_run,
     take_notice,
     thread_record,
@@ -296,7 +297,8 @@ class OrchestratorRuntime:
         """Finish a run that stopped mid-way (crash, kill -9) from its last checkpoint.
 
         Raises:
-            RuntimeInputError: unknown thread, the thread waits for an answer, or nothing is left to run.
+            RuntimeInputError: unknown thread, the thread waits for an answer, nothing is left to run, or the
+                stopped run was cancelled (``thread cancel``: a new message starts afresh instead).
         """
         await self.pending(thread_id, actor)  # an unknown thread fails here, before a lock file is made for it
         async with self._exclusive(thread_id):
@@ -307,6 +309,11 @@ class OrchestratorRuntime:
             state = await (await self.compiled()).aget_state(self._config(thread_id))
             if not state.next:
                 raise ThreadStateConflict(f"thread {thread_id} has no unfinished run")
+            if run_abandoned(await thread_record(self.db, thread_id)):
+                raise ThreadStateConflict(
+                    f"thread {thread_id}'s stopped run was cancelled, so it is not continued: a new message starts "
+                    "afresh from the conversation"
+                )
             async for ev in self._stream(None, thread_id, actor, same_model=True, kind="continue"):
                 yield ev
 
@@ -318,8 +325,9 @@ class OrchestratorRuntime:
 
         - waiting for an answer: answered as the cancel (``stop`` to guidance or a spent budget, ``reject`` to a
           deploy approval, a retry of a resource wait that then ends), through the same checks as any answer;
-        - stopped mid-run (a crash, a model error): continued; every engineering round, agent step and deploy reads
-          the request first, so it ends without another model call;
+        - stopped mid-run (a crash, a model error): continued, unless that run was cancelled (``thread cancel``);
+          every engineering round, agent step and deploy reads the request first, so it ends without another model
+          call;
         - running in another process (its lock is held): nothing more here; that run stops before its next model
           call and settles the project itself;
         - no thread, or a finished one: the project is settled at once.
@@ -349,6 +357,7 @@ class OrchestratorRuntime:
                 async with self._exclusive(thread_id):
                     pending = await self.pending(thread_id)
                     mid_run = bool((await (await self.compiled()).aget_state(self._config(thread_id))).next)
+                    mid_run = mid_run and not run_abandoned(await thread_record(self.db, thread_id))
             except ThreadStateConflict:
                 yield self._cancel_event(project.name, project.status.value, thread_id, stopped=False)
                 return

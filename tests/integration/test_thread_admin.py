@@ -146,6 +146,14 @@ async def test_a_thread_whose_model_always_fails_is_cancelled_and_a_new_message_
         assert (row.stopped_mid_run, row.pending) == (False, [])
         twice = await client.post(f"/threads/{thread_id}/cancel")
         assert twice.status_code == 409 and "cancelled already" in twice.json()["detail"]
+        go_on = await client.post(f"/threads/{thread_id}/continue")
+        assert go_on.status_code == 409 and "was cancelled, so it is not continued" in go_on.json()["detail"]
+        resumed = await asyncio.to_thread(cli, cfg, "resume", thread_id)
+        assert resumed.returncode != 0 and "not continued" in resumed.stderr, resumed.stdout + resumed.stderr
+        assert (await record(cfg, thread_id)).stopped_mid_run is False, "the refusals changed nothing"
+        project = await asyncio.to_thread(cli, cfg, "cancel", "stuck-app", "--reason", "not needed", "--json")
+        assert project.returncode == 0, project.stdout + project.stderr
+        assert "stuck-app is cancelled" in project.stdout, "settled at once: the abandoned run is not continued"
         trail = (await client.get("/events", params={"subject_type": "project"})).json()
         mine = [e for e in trail if e["to_status"] == "run_cancelled"]
         assert len(mine) == 1 and mine[0]["actor"] == "token:operator" and "the model is down" in mine[0]["reason"]
