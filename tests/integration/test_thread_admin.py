@@ -149,7 +149,7 @@ async def test_a_thread_whose_model_always_fails_is_cancelled_and_a_new_message_
         go_on = await client.post(f"/threads/{thread_id}/continue")
         assert go_on.status_code == 409 and "was cancelled, so it is not continued" in go_on.json()["detail"]
         resumed = await asyncio.to_thread(cli, cfg, "resume", thread_id)
-        assert resumed.returncode != 0 and "not continued" in resumed.stderr, resumed.stdout + resumed.stderr
+        assert resumed.returncode == 2 and "not continued" in resumed.stderr, resumed.stdout + resumed.stderr
         assert (await record(cfg, thread_id)).stopped_mid_run is False, "the refusals changed nothing"
         project = await asyncio.to_thread(cli, cfg, "cancel", "stuck-app", "--reason", "not needed", "--json")
         assert project.returncode == 0, project.stdout + project.stderr
