@@ -397,8 +397,9 @@ class UsageOut(BaseModel):
 class RunPublic(UsageOut):
     """One run of a thread: its entry point (``message``, ``resume``, ``continue``), actor, model, times, outcome.
 
-    ``outcome``: ``done``, ``interrupted`` (stopped at a question), ``drained``, ``failed`` (``error`` says why);
-    null while it runs. The usage fields sum its model calls.
+    ``outcome``: ``done``, ``interrupted`` (stopped at a question), ``drained``, ``failed`` (``error`` says why),
+    ``lost`` (its process was killed before it ended; ``error`` names the process); null while it runs. The usage
+    fields sum its model calls.
     """
 
     id: str
