@@ -45,9 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         The app; its lifespan builds a recording's tokenizer (when a role's model is one), opens the runtime (data
         dir, tables, keys) and then serves, while the checkpoint saver opens and the PO graph compiles (imports in a
         worker thread) and, if a role's model goes through litellm, litellm is imported after them (see
-        :func:`warm_up`). On shutdown it waits for runs in flight and
-        closes the runtime. Every route but ``/healthz`` needs an API key (see :mod:`api.auth`); the edge checks
-        come first (:mod:`api.edge`).
+        :func:`warm_up`). On shutdown it waits for runs in flight and closes the runtime. Every route but
+        ``/healthz`` needs an API key (see :mod:`api.auth`); the edge checks come first (:mod:`api.edge`).
 
     Raises:
         LookupError: a route declares no role rule (a route added without one never serves).
