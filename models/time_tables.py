@@ -78,7 +78,7 @@ class Run(SQLModel, table=True):
     finished_at: datetime | None = None
     outcome: str | None = Field(default=None, max_length=16)
     """``done``, ``interrupted`` (stopped at a question), ``drained`` (stopped between supersteps), ``failed``,
-    ``lost`` (its process ended before it did, see ``services.traces.settle_lost_runs``); None while it runs."""
+    ``lost`` (its process ended before it did, see ``services.lost_runs.settle_lost_runs``); None while it runs."""
     error: str | None = None
     host: str | None = Field(default=None, max_length=255)
     """The machine whose process runs it (``socket.gethostname()``); None for runs stored before it was recorded."""

@@ -31,7 +31,7 @@ RunKind = Literal["message", "resume", "continue"]
 """Which entry point started a run: ``start_turn``, ``resume`` or ``continue_run``."""
 RunOutcome = Literal["done", "interrupted", "drained", "failed"]
 """How a run ended: ran to its end, stopped at a question, stopped between supersteps on request, or raised. A run
-whose process ended first is recorded as ``lost`` by whoever sees it next (``services.traces.settle_lost_runs``)."""
+whose process ended first is recorded as ``lost`` by whoever sees it next (``services.lost_runs.settle_lost_runs``)."""
 ERROR_CHARS = 2000
 """The longest error text kept on a ``run`` or ``node_run`` row."""
 

@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from core.db import Database
 from models.tables import LLMCall, ThreadRecord
 from models.time_tables import NodeRun, Run
-from services.traces import settle_lost_runs
+from services.lost_runs import settle_lost_runs
 
 SLACK_MS = 5.0
 """Clock slack when a model call's time is matched to a node's window (both are written by the same process)."""
@@ -93,7 +93,7 @@ class Waterfall:
 async def runs_of(db: Database, thread_id: str, limit: int = 50) -> list[Run]:
     """The thread's latest runs, newest first; a run whose process is gone is settled as ``lost`` first.
 
-    See :func:`services.traces.settle_lost_runs`: the thread page stops showing it as running, and its live part
+    See :func:`services.lost_runs.settle_lost_runs`: the thread page stops showing it as running, and its live part
     stops watching.
     """
     async with db.session() as s:
