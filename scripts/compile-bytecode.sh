@@ -8,6 +8,6 @@ cd "$(dirname "$0")/.."
 import compileall, sys, tomllib
 with open("pyproject.toml", "rb") as f:
     packages = tomllib.load(f)["tool"]["setuptools"]["packages"]["find"]["include"]
-ok = all(compileall.compile_dir(p.rstrip("*"), quiet=1, workers=0) for p in packages)
+ok = all([compileall.compile_dir(p.rstrip("*"), quiet=1, workers=0) for p in packages])  # every one, then the verdict
 sys.exit(0 if ok else 1)
 PY
